@@ -1,0 +1,264 @@
+"""One YAML file, validated by pydantic; `WATCHKEEPER_...` environment variables override it.
+
+Secrets are never written in the file itself unless you want to: any secret field takes
+`env:NAME`, `file:/path` or `credential:NAME` (from systemd's $CREDENTIALS_DIRECTORY).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from daemon.domain.durations import parse_duration
+from daemon.domain.state import GroupingPolicy
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+Role = Literal["viewer", "responder", "approver", "admin"]
+ROLE_RANK: dict[str, int] = {"viewer": 1, "responder": 2, "approver": 3, "admin": 4}
+_LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; `problems` lists `path: what is wrong` lines."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        super().__init__(f"{source}: " + "; ".join(problems))
+        self.source = source
+        self.problems = problems
+
+
+def resolve_secret(value: str) -> str:
+    """Resolve `env:NAME`, `file:/path` or `credential:NAME`; anything else is the literal."""
+    kind, _, ref = value.partition(":")
+    if kind == "env" and ref:
+        if ref not in os.environ:
+            raise ValueError(f"environment variable {ref} is not set")
+        return os.environ[ref]
+    if kind == "file" and ref:
+        try:
+            return Path(ref).read_text().strip()
+        except OSError as e:
+            raise ValueError(f"cannot read secret file {ref}: {e.strerror}") from e
+    if kind == "credential" and ref:
+        creds = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not creds:
+            raise ValueError(
+                f"credential {ref} requested but CREDENTIALS_DIRECTORY is not set "
+                "(add LoadCredential= to the unit, or use env:/file:)"
+            )
+        try:
+            return (Path(creds) / ref).read_text().strip()
+        except OSError as e:
+            raise ValueError(f"cannot read credential {ref}: {e.strerror}") from e
+    return value
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HttpConfig(_Section):
+    """Where the API listens and how intake is protected."""
+
+    listen: str = "127.0.0.1:9797"
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    # open: anyone may post alerts; loopback: only 127.0.0.0/8 and ::1 without a token;
+    # token: an ingest (or admin) token is required.
+    ingest_auth: Literal["open", "loopback", "token"] = "loopback"
+    external_url: str = ""
+    drain_timeout: Duration = timedelta(seconds=10)
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError("expected host:port, e.g. 127.0.0.1:9797")
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            if host != "localhost":
+                raise ValueError("expected an IP address or localhost before the port") from None
+        return v
+
+    @property
+    def host(self) -> str:
+        """The host part of `listen`."""
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        """The port part of `listen`."""
+        return int(self.listen.rpartition(":")[2])
+
+
+class TokenConfig(_Section):
+    """A bearer token and the identity and role it grants."""
+
+    name: str = Field(min_length=1)
+    role: Role
+    token: str = Field(min_length=1, description="literal, env:NAME, file:/path or credential:NAME")
+
+
+class AuthConfig(_Section):
+    """Bearer tokens with roles; an optional token for ingestion."""
+
+    tokens: list[TokenConfig] = []
+    ingest_token: str | None = None
+
+
+class GroupingConfig(_Section):
+    """How alerts become incidents."""
+
+    group_by: list[str] = ["alertname"]
+    resolve_timeout: Duration = timedelta(minutes=5)
+    reopen_window: Duration = timedelta(minutes=30)
+
+    @field_validator("group_by", mode="before")
+    @classmethod
+    def _label_names(cls, v: Any) -> Any:
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            raise ValueError("expected a list of label names")
+        bad = [x for x in v if x != "..." and not _LABEL.match(x)]
+        if bad:
+            raise ValueError(f"not valid label names: {', '.join(bad)}")
+        return v
+
+    def policy(self) -> GroupingPolicy:
+        """The pure domain's view of these settings."""
+        return GroupingPolicy(
+            group_by=tuple(self.group_by),
+            resolve_timeout=self.resolve_timeout,
+            reopen_window=self.reopen_window,
+        )
+
+
+class LoggingConfig(_Section):
+    """Log format and level (logs go to stdout for journald)."""
+
+    format: Literal["keyvalue", "json"] = "keyvalue"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class StoreTuning(_Section):
+    """Event store knobs."""
+
+    checkpoint_every: int = Field(default=20_000, gt=0)
+    max_batch: int = Field(default=4096, gt=0)
+    dead_letters_kept: int = Field(default=1000, gt=0)
+    tick_interval: Duration = timedelta(seconds=1)
+
+
+class Settings(BaseSettings):
+    """The whole configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="WATCHKEEPER_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    store: str = "sqlite:///./var/events.db"
+    state_dir: Path = Path("./var")
+    http: HttpConfig = HttpConfig()
+    auth: AuthConfig = AuthConfig()
+    grouping: GroupingConfig = GroupingConfig()
+    logging: LoggingConfig = LoggingConfig()
+    tuning: StoreTuning = StoreTuning()
+
+    @field_validator("store")
+    @classmethod
+    def _store_url(cls, v: str) -> str:
+        if v.startswith(("postgresql://", "postgres://", "sqlite://")) or "://" not in v:
+            return v
+        raise ValueError("expected a file path, sqlite:///path or postgresql://user@host/db")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the file (the file arrives as init kwargs).
+        return env_settings, init_settings
+
+    def secrets_problems(self) -> list[str]:
+        """Check that every secret reference resolves; return `path: reason` lines."""
+        problems = []
+        for i, t in enumerate(self.auth.tokens):
+            try:
+                resolve_secret(t.token)
+            except ValueError as e:
+                problems.append(f"auth.tokens[{i}].token: {e}")
+        if self.auth.ingest_token:
+            try:
+                resolve_secret(self.auth.ingest_token)
+            except ValueError as e:
+                problems.append(f"auth.ingest_token: {e}")
+        return problems
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _message(err: Any) -> str:
+    kind, msg = err["type"], err["msg"]
+    if kind == "extra_forbidden":
+        return "unknown setting; remove it or check its spelling"
+    if kind == "missing":
+        return "required setting is missing"
+    return re.sub(r"^(Value error|Assertion failed), ", "", msg)
+
+
+def format_errors(exc: ValidationError) -> list[str]:
+    """Every validation error as `path.in.file: what is wrong`."""
+    return [f"{_loc(tuple(e['loc']))}: {_message(e)}" for e in exc.errors()]
+
+
+def load_config(path: str | Path | None) -> Settings:
+    """Read, validate and return the settings; raise ConfigError listing every problem."""
+    data: Any = {}
+    source = str(path) if path else "(defaults)"
+    if path is not None:
+        try:
+            text = Path(path).read_text()
+        except OSError as e:
+            raise ConfigError(source, [f"cannot read the file: {e.strerror}"]) from e
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+            raise ConfigError(source, [f"{where}: not valid YAML ({e})"]) from e
+        if not isinstance(data, dict):
+            raise ConfigError(source, ["(top level): expected a mapping of settings"])
+    try:
+        settings = Settings(**data)
+    except ValidationError as e:
+        raise ConfigError(source, format_errors(e)) from e
+    problems = settings.secrets_problems()
+    if problems:
+        raise ConfigError(source, problems)
+    return settings

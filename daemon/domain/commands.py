@@ -1,0 +1,91 @@
+"""Inputs to `decide`: what arrived, or what a person asked for."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from daemon.domain.alerts import Alert
+from daemon.domain.matchers import Matcher
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiveAlert:
+    """An alert arrived from a source (already normalized, lease computed)."""
+
+    alert: Alert
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Time passed: expire leases, close incidents, end silences."""
+
+
+@dataclass(frozen=True, slots=True)
+class Acknowledge:
+    """A person takes an incident."""
+
+    incident_id: UUID
+    by: str
+    comment: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ResolveIncident:
+    """A person declares an incident over."""
+
+    incident_id: UUID
+    by: str
+    comment: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CreateSilence:
+    """A person mutes alerts matching all matchers within a window."""
+
+    silence_id: UUID
+    matchers: tuple[Matcher, ...]
+    starts_at: datetime
+    ends_at: datetime
+    by: str
+    comment: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class EndSilence:
+    """A person removes a silence before it expires."""
+
+    silence_id: UUID
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordDeadLetter:
+    """Input that could not be accepted is kept with the reason."""
+
+    record_id: UUID
+    source: str
+    reason: str
+    payload: str
+    size: int
+
+
+Command = (
+    ReceiveAlert
+    | Tick
+    | Acknowledge
+    | ResolveIncident
+    | CreateSilence
+    | EndSilence
+    | RecordDeadLetter
+)
+
+
+class Rejected(Exception):  # noqa: N818 - a decision, not a failure
+    """A command that current state refuses; the message says why, for the person who asked."""
+
+    def __init__(self, reason: str, *, status: int = 409) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status

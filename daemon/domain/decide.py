@@ -1,0 +1,357 @@
+"""`decide(world, command, now) -> events`: every decision about alerts, incidents, silences.
+
+Pure: no I/O, time passed in. Events are returned in order and each is evolved into a
+working view before the next is decided, so one command can emit several dependent events.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import singledispatch
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from daemon.domain.alerts import Alert
+from daemon.domain.commands import (
+    Acknowledge,
+    Command,
+    CreateSilence,
+    EndSilence,
+    ReceiveAlert,
+    RecordDeadLetter,
+    Rejected,
+    ResolveIncident,
+    Tick,
+)
+from daemon.domain.events import (
+    AlertFired,
+    AlertRenewed,
+    AlertResolved,
+    AlertSilenced,
+    DeadLetterRecorded,
+    DomainEvent,
+    IncidentAcknowledged,
+    IncidentClosed,
+    IncidentOpened,
+    IncidentReopened,
+    IncidentResolved,
+    SilenceCreated,
+    SilenceEnded,
+)
+from daemon.domain.durations import format_duration
+from daemon.domain.evolve import evolve
+from daemon.domain.state import World
+
+_NS = uuid5(NAMESPACE_URL, "https://watchkeeper.invalid/ids")
+
+
+def incident_id_for(group_key: str, opened_at: datetime) -> UUID:
+    """Deterministic incident id: one group has at most one incident opened at an instant."""
+    return uuid5(_NS, f"incident|{group_key}|{opened_at.isoformat()}")
+
+
+def silenced_stream_id(alert: Alert) -> UUID:
+    """Stream of a silenced alert's firing episode (so it needs no version memory)."""
+    return uuid5(_NS, f"silenced|{alert.fingerprint}|{alert.starts_at.isoformat()}")
+
+
+def decide(world: World, command: Command, now: datetime) -> list[DomainEvent]:
+    """Return the events `command` causes at `now`; they are already evolved into `world`.
+
+    Raises `Rejected` (with nothing applied) when current state refuses the command.
+    """
+    return _decide(command, world, now)
+
+
+@singledispatch
+def _decide(command: object, world: World, now: datetime) -> list[DomainEvent]:
+    raise TypeError(f"no decision for {type(command).__name__}")
+
+
+class _Out:
+    """Collects events and applies each to the world as it is emitted."""
+
+    def __init__(self, world: World, now: datetime) -> None:
+        self.world = world
+        self.now = now
+        self.events: list[DomainEvent] = []
+
+    def emit(self, event: DomainEvent) -> None:
+        evolve(event, self.world)
+        self.events.append(event)
+
+
+def _renewal_due(old: datetime | None, new: datetime | None, now: datetime) -> bool:
+    """Record a lease extension only when the recorded lease has used up half of the offer.
+
+    Prometheus renews every alert on each evaluation; recording each renewal would store
+    a stream of non-changes. This keeps at most a few renewals per lease length while
+    never letting the recorded lease lapse while the source keeps renewing.
+    """
+    if old is None or new is None:
+        return (old is None) != (new is None)
+    if new <= old:
+        return False
+    return (old - now) < (new - now) / 2
+
+
+def _fire(out: _Out, alert: Alert) -> None:
+    world, now = out.world, out.now
+    silences = world.active_silences(alert.labels, now)
+    if silences:
+        out.emit(
+            AlertSilenced(
+                originator_id=silenced_stream_id(alert),
+                originator_version=1,
+                timestamp=now,
+                alert=alert,
+                silence_ids=silences,
+            )
+        )
+        return
+    key = world.policy.group_key(alert.labels)
+    inc_id = world.groups.get(key)
+    inc = world.incidents.get(inc_id) if inc_id else None
+    if inc is None:
+        inc_id = incident_id_for(key, now)
+        out.emit(
+            IncidentOpened(
+                originator_id=inc_id,
+                originator_version=1,
+                timestamp=now,
+                group_key=key,
+                group_labels=world.policy.group_labels(alert.labels),
+            )
+        )
+    elif inc.state == "resolved":
+        out.emit(
+            IncidentReopened(
+                originator_id=inc.id,
+                originator_version=inc.version + 1,
+                timestamp=now,
+                reason=f"{alert.name or alert.fingerprint} fired again within the reopen window",
+            )
+        )
+    inc = world.incidents[inc_id]  # type: ignore[index]
+    out.emit(
+        AlertFired(
+            originator_id=inc.id,
+            originator_version=inc.version + 1,
+            timestamp=now,
+            alert=alert,
+        )
+    )
+
+
+def _resolve_alert(out: _Out, fingerprint: str, at: datetime, reason: str) -> None:
+    world, now = out.world, out.now
+    st = world.alerts[fingerprint]
+    version = (
+        world.incidents[st.incident_id].version + 1
+        if st.incident_id is not None
+        else st.stream_version + 1
+    )
+    out.emit(
+        AlertResolved(
+            originator_id=st.stream_id,
+            originator_version=version,
+            timestamp=now,
+            fingerprint=fingerprint,
+            resolved_at=min(at, now),
+            reason=reason,
+        )
+    )
+    if st.incident_id is None:
+        return
+    inc = world.incidents[st.incident_id]
+    if inc.firing == 0 and inc.is_active:
+        out.emit(
+            IncidentResolved(
+                originator_id=inc.id,
+                originator_version=inc.version + 1,
+                timestamp=now,
+                reason="all alerts resolved",
+            )
+        )
+
+
+@_decide.register
+def _(cmd: ReceiveAlert, world: World, now: datetime) -> list[DomainEvent]:
+    out = _Out(world, now)
+    alert = cmd.alert
+    current = world.alerts.get(alert.fingerprint)
+    is_firing_now = current is not None and current.firing
+    ended = alert.status == "resolved" or (alert.ends_at is not None and alert.ends_at <= now)
+    if ended:
+        if is_firing_now:
+            _resolve_alert(out, alert.fingerprint, alert.ends_at or now, "resolved by source")
+        return out.events
+    if current is None or not is_firing_now:
+        _fire(out, alert)
+        return out.events
+    old = current.alert
+    if _renewal_due(old.ends_at, alert.ends_at, now) or (
+        old.ends_at is None and alert.ends_at is None and old.annotations != alert.annotations
+    ):
+        version = (
+            world.incidents[current.incident_id].version + 1
+            if current.incident_id is not None
+            else current.stream_version + 1
+        )
+        out.emit(
+            AlertRenewed(
+                originator_id=current.stream_id,
+                originator_version=version,
+                timestamp=now,
+                fingerprint=alert.fingerprint,
+                ends_at=alert.ends_at,
+                annotations=alert.annotations,
+            )
+        )
+    return out.events
+
+
+@_decide.register
+def _(cmd: Tick, world: World, now: datetime) -> list[DomainEvent]:
+    out = _Out(world, now)
+    for s in list(world.silences.values()):
+        if s.ended_at is None and now >= s.ends_at:
+            out.emit(
+                SilenceEnded(
+                    originator_id=s.id,
+                    originator_version=s.version + 1,
+                    timestamp=now,
+                    reason="expired",
+                )
+            )
+    for fp, st in list(world.alerts.items()):
+        if st.firing and st.alert.ends_at is not None and st.alert.ends_at <= now:
+            _resolve_alert(out, fp, st.alert.ends_at, "lease expired: not renewed by its source")
+    for fp, st in list(world.alerts.items()):
+        # A silenced alert whose silences are all over is handled like a new firing.
+        if st.firing and st.incident_id is None and not world.active_silences(
+            st.alert.labels, now
+        ):
+            _resolve_alert(out, fp, now, "silence ended; alert moves to an incident")
+            _fire(out, st.alert)
+    window = world.policy.reopen_window
+    for inc in list(world.incidents.values()):
+        if inc.state == "resolved" and inc.resolved_at and now >= inc.resolved_at + window:
+            out.emit(
+                IncidentClosed(
+                    originator_id=inc.id,
+                    originator_version=inc.version + 1,
+                    timestamp=now,
+                    reason=f"resolved for {format_duration(window)} without reopening",
+                )
+            )
+    return out.events
+
+
+@_decide.register
+def _(cmd: Acknowledge, world: World, now: datetime) -> list[DomainEvent]:
+    inc = world.incidents.get(cmd.incident_id)
+    if inc is None:
+        raise Rejected(f"no incident {cmd.incident_id} in the hot set (closed or unknown)", 404)
+    if inc.state == "acknowledged":
+        raise Rejected(f"incident already acknowledged by {inc.acknowledged_by}")
+    if inc.state != "open":
+        raise Rejected(f"incident is {inc.state}; only an open incident can be acknowledged")
+    out = _Out(world, now)
+    out.emit(
+        IncidentAcknowledged(
+            originator_id=inc.id,
+            originator_version=inc.version + 1,
+            timestamp=now,
+            by=cmd.by,
+            comment=cmd.comment,
+        )
+    )
+    return out.events
+
+
+@_decide.register
+def _(cmd: ResolveIncident, world: World, now: datetime) -> list[DomainEvent]:
+    inc = world.incidents.get(cmd.incident_id)
+    if inc is None:
+        raise Rejected(f"no incident {cmd.incident_id} in the hot set (closed or unknown)", 404)
+    if not inc.is_active:
+        raise Rejected(f"incident is already {inc.state}")
+    out = _Out(world, now)
+    reason = f"resolved by {cmd.by}" + (f": {cmd.comment}" if cmd.comment else "")
+    out.emit(
+        IncidentResolved(
+            originator_id=inc.id,
+            originator_version=inc.version + 1,
+            timestamp=now,
+            by=cmd.by,
+            reason=reason,
+        )
+    )
+    return out.events
+
+
+@_decide.register
+def _(cmd: CreateSilence, world: World, now: datetime) -> list[DomainEvent]:
+    if not cmd.matchers:
+        raise Rejected("a silence needs at least one matcher", 422)
+    if all(m.matches({}) for m in cmd.matchers):
+        raise Rejected(
+            "at least one matcher must not match the empty string "
+            "(a silence that matches every alert is refused)",
+            422,
+        )
+    if cmd.ends_at <= cmd.starts_at:
+        raise Rejected("endsAt must be after startsAt", 422)
+    if cmd.ends_at <= now:
+        raise Rejected("endsAt is in the past; the silence would never be active", 422)
+    if cmd.silence_id in world.silences:
+        raise Rejected(f"silence {cmd.silence_id} already exists")
+    out = _Out(world, now)
+    out.emit(
+        SilenceCreated(
+            originator_id=cmd.silence_id,
+            originator_version=1,
+            timestamp=now,
+            matchers=cmd.matchers,
+            starts_at=cmd.starts_at,
+            ends_at=cmd.ends_at,
+            created_by=cmd.by,
+            comment=cmd.comment,
+        )
+    )
+    return out.events
+
+
+@_decide.register
+def _(cmd: EndSilence, world: World, now: datetime) -> list[DomainEvent]:
+    s = world.silences.get(cmd.silence_id)
+    if s is None:
+        raise Rejected(f"no silence {cmd.silence_id}", 404)
+    if s.state(now) == "expired":
+        raise Rejected("silence already expired")
+    out = _Out(world, now)
+    out.emit(
+        SilenceEnded(
+            originator_id=s.id,
+            originator_version=s.version + 1,
+            timestamp=now,
+            by=cmd.by,
+            reason=f"removed by {cmd.by}",
+        )
+    )
+    return out.events
+
+
+@_decide.register
+def _(cmd: RecordDeadLetter, world: World, now: datetime) -> list[DomainEvent]:
+    return [
+        DeadLetterRecorded(
+            originator_id=cmd.record_id,
+            originator_version=1,
+            timestamp=now,
+            source=cmd.source,
+            reason=cmd.reason,
+            payload=cmd.payload,
+            size=cmd.size,
+        )
+    ]

@@ -1,0 +1,131 @@
+"""Every fact watchkeeper records, as frozen pydantic events (in the style of eventsourcing's
+aggregate7 example): an originator stream, a version within it, and when it happened."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict
+
+from daemon.domain.alerts import Alert
+from daemon.domain.matchers import Matcher
+
+
+class DomainEvent(BaseModel):
+    """Base of all events: the stream it belongs to, its position there, and its time."""
+
+    model_config = ConfigDict(frozen=True)
+
+    originator_id: UUID
+    originator_version: int
+    timestamp: datetime
+
+
+# --- incidents -------------------------------------------------------------------------
+
+
+class IncidentOpened(DomainEvent):
+    """A firing alert found no open incident for its group."""
+
+    group_key: str
+    group_labels: dict[str, str]
+
+
+class AlertFired(DomainEvent):
+    """An alert started firing (new, or firing again after it resolved)."""
+
+    alert: Alert
+
+
+class AlertRenewed(DomainEvent):
+    """A firing alert's lease was extended; carries its latest annotations."""
+
+    fingerprint: str
+    ends_at: datetime | None
+    annotations: dict[str, str]
+
+
+class AlertResolved(DomainEvent):
+    """A firing alert stopped firing: resolved by its source, or its lease ran out."""
+
+    fingerprint: str
+    resolved_at: datetime
+    reason: str
+
+
+class AlertSilenced(DomainEvent):
+    """A firing alert matched active silences: recorded, but it opens no incident."""
+
+    alert: Alert
+    silence_ids: tuple[UUID, ...]
+
+
+class IncidentAcknowledged(DomainEvent):
+    """A person took the incident."""
+
+    by: str
+    comment: str = ""
+
+
+class IncidentResolved(DomainEvent):
+    """The incident ended: all its alerts resolved, or a person resolved it."""
+
+    by: str = ""
+    reason: str
+
+
+class IncidentReopened(DomainEvent):
+    """An alert fired again in a resolved incident's group within the reopen window."""
+
+    reason: str
+
+
+class IncidentClosed(DomainEvent):
+    """The reopen window of a resolved incident passed; a new alert opens a new incident."""
+
+    reason: str
+
+
+# --- silences --------------------------------------------------------------------------
+
+
+class SilenceCreated(DomainEvent):
+    """A silence: alerts matching all matchers between starts_at and ends_at open nothing."""
+
+    matchers: tuple[Matcher, ...]
+    starts_at: datetime
+    ends_at: datetime
+    created_by: str
+    comment: str = ""
+
+
+class SilenceEnded(DomainEvent):
+    """A silence expired or was removed."""
+
+    by: str = ""
+    reason: str
+
+
+# --- intake ----------------------------------------------------------------------------
+
+
+class DeadLetterRecorded(DomainEvent):
+    """Input that could not be accepted, kept (capped) so nothing is silently lost."""
+
+    source: str
+    reason: str
+    payload: str
+    size: int
+
+
+INCIDENT_EVENTS = (
+    IncidentOpened,
+    AlertFired,
+    AlertRenewed,
+    AlertResolved,
+    IncidentAcknowledged,
+    IncidentResolved,
+    IncidentReopened,
+    IncidentClosed,
+)

@@ -1,0 +1,183 @@
+"""`evolve(world, event)`: fold one event into the world. The only place state changes."""
+
+from __future__ import annotations
+
+from functools import singledispatch
+
+from daemon.domain.events import (
+    AlertFired,
+    AlertRenewed,
+    AlertResolved,
+    AlertSilenced,
+    DeadLetterRecorded,
+    DomainEvent,
+    IncidentAcknowledged,
+    IncidentClosed,
+    IncidentOpened,
+    IncidentReopened,
+    IncidentResolved,
+    SilenceCreated,
+    SilenceEnded,
+)
+from daemon.domain.state import SEVERITY_RANK, AlertState, Incident, Silence, World
+
+
+@singledispatch
+def evolve(event: DomainEvent, world: World) -> None:
+    """Apply an event to the world (events of unknown kinds change nothing here)."""
+
+
+def _bump(world: World, event: DomainEvent, **changes: object) -> Incident:
+    inc = world.incidents[event.originator_id]
+    new = inc.model_copy(
+        update={"version": event.originator_version, "updated_at": event.timestamp, **changes}
+    )
+    world.incidents[inc.id] = new
+    return new
+
+
+@evolve.register
+def _(event: IncidentOpened, world: World) -> None:
+    world.incidents[event.originator_id] = Incident(
+        id=event.originator_id,
+        version=event.originator_version,
+        group_key=event.group_key,
+        group_labels=event.group_labels,
+        opened_at=event.timestamp,
+        updated_at=event.timestamp,
+        title=event.group_labels.get("alertname", event.group_key),
+    )
+    world.groups[event.group_key] = event.originator_id
+
+
+@evolve.register
+def _(event: AlertFired, world: World) -> None:
+    alert = event.alert
+    inc = world.incidents[event.originator_id]
+    sev = alert.severity if SEVERITY_RANK.get(alert.severity, 0) > SEVERITY_RANK.get(
+        inc.severity, 0
+    ) else inc.severity
+    previous = world.alerts.get(alert.fingerprint)
+    is_new_member = previous is None or previous.incident_id != inc.id
+    _bump(
+        world,
+        event,
+        firing=inc.firing + 1,
+        alerts_total=inc.alerts_total + (1 if is_new_member else 0),
+        severity=sev,
+    )
+    world.alerts[alert.fingerprint] = AlertState(
+        alert=alert,
+        stream_id=inc.id,
+        stream_version=event.originator_version,
+        incident_id=inc.id,
+    )
+
+
+@evolve.register
+def _(event: AlertSilenced, world: World) -> None:
+    world.alerts[event.alert.fingerprint] = AlertState(
+        alert=event.alert,
+        stream_id=event.originator_id,
+        stream_version=event.originator_version,
+        silenced_by=event.silence_ids,
+    )
+
+
+@evolve.register
+def _(event: AlertRenewed, world: World) -> None:
+    st = world.alerts[event.fingerprint]
+    world.alerts[event.fingerprint] = st.model_copy(
+        update={
+            "alert": st.alert.model_copy(
+                update={"ends_at": event.ends_at, "annotations": event.annotations}
+            ),
+            "stream_version": event.originator_version,
+        }
+    )
+    if st.incident_id is not None:
+        _bump(world, event)
+
+
+@evolve.register
+def _(event: AlertResolved, world: World) -> None:
+    st = world.alerts[event.fingerprint]
+    resolved = st.alert.model_copy(update={"status": "resolved", "ends_at": event.resolved_at})
+    if st.incident_id is None:
+        # A silenced alert that resolved leaves the hot set; its stream is per firing episode.
+        del world.alerts[event.fingerprint]
+        return
+    world.alerts[event.fingerprint] = st.model_copy(
+        update={"alert": resolved, "stream_version": event.originator_version}
+    )
+    inc = world.incidents[st.incident_id]
+    _bump(world, event, firing=max(inc.firing - 1, 0))
+
+
+@evolve.register
+def _(event: IncidentAcknowledged, world: World) -> None:
+    _bump(world, event, state="acknowledged", acknowledged_by=event.by)
+
+
+@evolve.register
+def _(event: IncidentResolved, world: World) -> None:
+    _bump(world, event, state="resolved", resolved_at=event.timestamp, resolved_by=event.by)
+
+
+@evolve.register
+def _(event: IncidentReopened, world: World) -> None:
+    inc = world.incidents[event.originator_id]
+    _bump(
+        world,
+        event,
+        state="open",
+        resolved_at=None,
+        resolved_by="",
+        acknowledged_by="",
+        reopen_count=inc.reopen_count + 1,
+    )
+
+
+@evolve.register
+def _(event: IncidentClosed, world: World) -> None:
+    # Closed incidents leave the hot set; their history stays in the log.
+    inc = world.incidents.pop(event.originator_id)
+    if world.groups.get(inc.group_key) == inc.id:
+        del world.groups[inc.group_key]
+    for fp in [fp for fp, a in world.alerts.items() if a.incident_id == inc.id]:
+        del world.alerts[fp]
+    world.closed[inc.id] = inc.model_copy(
+        update={"state": "closed", "version": event.originator_version, "updated_at": event.timestamp}
+    )
+    while len(world.closed) > world.closed_kept:
+        del world.closed[next(iter(world.closed))]
+
+
+@evolve.register
+def _(event: SilenceCreated, world: World) -> None:
+    world.silences[event.originator_id] = Silence(
+        id=event.originator_id,
+        version=event.originator_version,
+        matchers=event.matchers,
+        starts_at=event.starts_at,
+        ends_at=event.ends_at,
+        created_by=event.created_by,
+        comment=event.comment,
+    )
+
+
+@evolve.register
+def _(event: SilenceEnded, world: World) -> None:
+    s = world.silences[event.originator_id]
+    world.silences[s.id] = s.model_copy(
+        update={
+            "version": event.originator_version,
+            "ended_at": min(event.timestamp, s.ends_at),
+            "ended_by": event.by,
+        }
+    )
+
+
+@evolve.register
+def _(event: DeadLetterRecorded, world: World) -> None:
+    """Dead letters are a read model only; the world does not decide on them."""

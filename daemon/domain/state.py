@@ -1,0 +1,136 @@
+"""The state watchkeeper decides from: open incidents, their alerts, and silences.
+
+Entities are frozen; `evolve` replaces them. `World` is only the container that holds the
+current entity of each stream (plus indexes derived from them), so a rebuild from the log
+and a live run end in the same place.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from daemon.domain.alerts import Alert
+from daemon.domain.matchers import Matcher, matches_all
+
+IncidentState = Literal["open", "acknowledged", "resolved", "closed"]
+SEVERITY_RANK = {"critical": 4, "error": 3, "warning": 2, "info": 1, "none": 0}
+
+
+class Incident(BaseModel):
+    """A group of alerts sharing the values of the `group_by` labels, from open to closed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: UUID
+    version: int
+    group_key: str
+    group_labels: dict[str, str]
+    state: IncidentState = "open"
+    opened_at: datetime
+    updated_at: datetime
+    resolved_at: datetime | None = None
+    acknowledged_by: str = ""
+    resolved_by: str = ""
+    firing: int = 0
+    alerts_total: int = 0
+    severity: str = "none"
+    title: str = ""
+    reopen_count: int = 0
+
+    @property
+    def is_active(self) -> bool:
+        """Open or acknowledged."""
+        return self.state in ("open", "acknowledged")
+
+
+class AlertState(BaseModel):
+    """The latest recorded state of one alert and the stream its events go to."""
+
+    model_config = ConfigDict(frozen=True)
+
+    alert: Alert
+    stream_id: UUID
+    stream_version: int = 0
+    incident_id: UUID | None = None
+    silenced_by: tuple[UUID, ...] = ()
+
+    @property
+    def firing(self) -> bool:
+        """Whether the alert is firing."""
+        return self.alert.status == "firing"
+
+
+class Silence(BaseModel):
+    """Matchers and a time window; matching alerts are recorded but open no incident."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: UUID
+    version: int
+    matchers: tuple[Matcher, ...]
+    starts_at: datetime
+    ends_at: datetime
+    created_by: str
+    comment: str = ""
+    ended_at: datetime | None = None
+    ended_by: str = ""
+
+    def state(self, now: datetime) -> Literal["pending", "active", "expired"]:
+        """Alertmanager's silence states at `now`."""
+        if self.ended_at is not None or now >= self.ends_at:
+            return "expired"
+        if now < self.starts_at:
+            return "pending"
+        return "active"
+
+    def silences(self, labels: dict[str, str], now: datetime) -> bool:
+        """Whether this silence mutes an alert with these labels at `now`."""
+        return self.state(now) == "active" and matches_all(self.matchers, labels)
+
+
+class GroupingPolicy(BaseModel):
+    """How alerts become incidents: grouping labels, lease default and reopen window."""
+
+    model_config = ConfigDict(frozen=True)
+
+    group_by: tuple[str, ...] = ("alertname",)
+    resolve_timeout: timedelta = timedelta(minutes=5)
+    reopen_window: timedelta = timedelta(minutes=30)
+
+    def group_labels(self, labels: dict[str, str]) -> dict[str, str]:
+        """The labels that define the alert's group ("..." groups by every label)."""
+        if "..." in self.group_by:
+            return dict(sorted(labels.items()))
+        return {k: labels[k] for k in sorted(self.group_by) if labels.get(k)}
+
+    def group_key(self, labels: dict[str, str]) -> str:
+        """Alertmanager-style group key, e.g. `{alertname="X", instance="h1"}`."""
+        inner = ", ".join(f'{k}="{v}"' for k, v in self.group_labels(labels).items())
+        return "{" + inner + "}"
+
+
+class World(BaseModel):
+    """Current entities by id plus derived indexes. Mutated only by `evolve`."""
+
+    policy: GroupingPolicy = Field(default_factory=GroupingPolicy)
+    incidents: dict[UUID, Incident] = {}
+    groups: dict[str, UUID] = {}
+    alerts: dict[str, AlertState] = {}
+    silences: dict[UUID, Silence] = {}
+    # Most recently closed incidents (bounded), so listings can show them.
+    closed: dict[UUID, Incident] = {}
+    closed_kept: int = 500
+    # The last notification id folded into this world (for checkpoints).
+    position: int = 0
+
+    def active_silences(self, labels: dict[str, str], now: datetime) -> tuple[UUID, ...]:
+        """Ids of silences muting these labels now."""
+        return tuple(s.id for s in self.silences.values() if s.silences(labels, now))
+
+    def incident_alerts(self, incident_id: UUID) -> list[AlertState]:
+        """Alerts currently attached to an incident."""
+        return [a for a in self.alerts.values() if a.incident_id == incident_id]

@@ -1,0 +1,261 @@
+"""The Ingestor: the one path by which anything becomes an event.
+
+Commands queue up; one task takes every queued command, decides them in order against the
+world, commits all resulting events in one transaction on the writer thread, then answers
+every caller. A caller's await returns only once its events are committed (group commit).
+Submissions that carry a source position (Kafka offsets) are committed on their own so the
+position lands in the same transaction as their events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+from eventsourcing.persistence import Tracking
+
+from daemon.domain import Command, GroupingPolicy, Rejected, Tick, World, decide, evolve
+from daemon.domain.events import DomainEvent
+from daemon.projections import Projections
+from daemon.store import EventLog
+
+log = logging.getLogger("watchkeeper.ingest")
+T = TypeVar("T")
+Listener = Callable[[int, DomainEvent], None]
+
+
+@dataclass
+class _Submission:
+    commands: Sequence[Command]
+    future: asyncio.Future[list[DomainEvent]]
+    tracking: Tracking | None = None
+    events: list[DomainEvent] = field(default_factory=list)
+    error: BaseException | None = None
+
+
+class StoreUnavailable(Exception):  # noqa: N818 - reads as a condition
+    """The event store did not commit; nothing was accepted."""
+
+
+class Ingestor:
+    """Owns the world, the event log's writer thread and the commit pipeline."""
+
+    def __init__(
+        self,
+        log_: EventLog,
+        policy: GroupingPolicy,
+        clock: Callable[[], datetime],
+        *,
+        max_batch: int = 4096,
+        checkpoint_every: int = 20_000,
+        dead_letters_kept: int = 1000,
+    ) -> None:
+        self.log = log_
+        self.policy = policy
+        self.clock = clock
+        self.max_batch = max_batch
+        self.checkpoint_every = checkpoint_every
+        self.world = World(policy=policy)
+        self.projections = Projections(dead_letters_kept)
+        self.listeners: list[Listener] = []
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wk-writer")
+        self._queue: asyncio.Queue[_Submission] = asyncio.Queue()
+        self._checkpointed_at = 0
+        self._task: asyncio.Task[None] | None = None
+        self.ready = False
+        self.commits = 0
+        self.last_commit_seconds = 0.0
+        self.write_latency_observer: Callable[[float], None] | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Rebuild the world from the newest checkpoint and the log after it, then accept work."""
+        started = time.monotonic()
+        replayed = await self._in_writer(self._rebuild)
+        self.ready = True
+        self._task = asyncio.create_task(self._run(), name="ingestor")
+        log.info(
+            "state rebuilt position=%d replayed=%d incidents=%d silences=%d seconds=%.3f",
+            self.world.position,
+            replayed,
+            len(self.world.incidents),
+            len(self.world.silences),
+            time.monotonic() - started,
+        )
+
+    async def close(self) -> None:
+        """Finish queued work, write a checkpoint, stop the writer thread."""
+        if self._task is not None:
+            await self._queue.join()
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+            if self.ready and self.world.position > self._checkpointed_at:
+                await self._checkpoint()
+        self.writer.shutdown(wait=True)
+
+    # --- submitting ----------------------------------------------------------------------
+
+    async def submit(
+        self, commands: Sequence[Command], tracking: Tracking | None = None
+    ) -> list[DomainEvent]:
+        """Decide and commit; return the committed events (empty when nothing changed).
+
+        A single command that state refuses raises `Rejected`; in a batch of several,
+        refused commands are skipped (sources do not get to argue).
+        """
+        fut: asyncio.Future[list[DomainEvent]] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Submission(commands, fut, tracking))
+        return await fut
+
+    async def execute(self, command: Command) -> list[DomainEvent]:
+        """Submit one command from a person; raises `Rejected` with the reason."""
+        return await self.submit([command])
+
+    async def position(self, name: str) -> int | None:
+        """A source's committed position (e.g. `kafka:alerts:0`)."""
+        return await self._in_writer(self.log.position, name)
+
+    async def writer_alive(self, timeout: float) -> bool:
+        """True if the writer thread answers within `timeout` (for the watchdog)."""
+        try:
+            await asyncio.wait_for(self._in_writer(lambda: True), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def tick(self) -> list[DomainEvent]:
+        """Let time pass: lease expiry, closing, silence expiry."""
+        return await self.submit([Tick()])
+
+    # --- the pipeline --------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            items = [await self._queue.get()]
+            while len(items) < self.max_batch and not self._queue.empty():
+                items.append(self._queue.get_nowait())
+            try:
+                for segment in _segments(items):
+                    await self._process(segment)
+            finally:
+                for _ in items:
+                    self._queue.task_done()
+
+    async def _process(self, batch: list[_Submission]) -> None:
+        now = self.clock()
+        all_events: list[DomainEvent] = []
+        for sub in batch:
+            for cmd in sub.commands:
+                try:
+                    evs = decide(self.world, cmd, now)
+                except Rejected as e:
+                    if len(sub.commands) == 1:
+                        sub.error = e
+                    continue
+                except Exception as e:  # a bug must not take intake down with it
+                    log.exception("decide failed command=%s", type(cmd).__name__)
+                    sub.error = e
+                    continue
+                sub.events.extend(evs)
+            all_events.extend(sub.events)
+        tracking = batch[0].tracking if len(batch) == 1 else None
+        if all_events or tracking is not None:
+            try:
+                t0 = time.perf_counter()
+                ids = await self._in_writer(self.log.append, all_events, tracking)
+                elapsed = time.perf_counter() - t0
+            except Exception as e:
+                log.exception("commit failed events=%d; rebuilding state from the log", len(all_events))
+                await self._in_writer(self._rebuild)
+                err = StoreUnavailable(f"event store commit failed: {e}")
+                for sub in batch:
+                    if not sub.future.done():
+                        sub.future.set_exception(err)
+                return
+            self.commits += 1
+            self.last_commit_seconds = elapsed
+            if self.write_latency_observer is not None:
+                self.write_latency_observer(elapsed)
+            for pos, ev in zip(ids, all_events, strict=False):
+                self._publish(pos, ev)
+            if ids:
+                self.world.position = ids[-1]
+        for sub in batch:
+            if sub.future.done():
+                continue
+            if sub.error is not None:
+                sub.future.set_exception(sub.error)
+            else:
+                sub.future.set_result(sub.events)
+        if self.world.position - self._checkpointed_at >= self.checkpoint_every:
+            await self._checkpoint()
+
+    def _publish(self, position: int, event: DomainEvent) -> None:
+        self.projections.apply(position, event)
+        for listener in self.listeners:
+            try:
+                listener(position, event)
+            except Exception:
+                log.exception("listener failed event=%s", type(event).__name__)
+
+    async def _checkpoint(self) -> None:
+        position = self.world.position
+        state = json.dumps(
+            {
+                "world": self.world.model_dump(mode="json", exclude={"policy"}),
+                "projections": self.projections.to_checkpoint(),
+            }
+        ).encode()
+        await self._in_writer(self.log.save_checkpoint, position, state)
+        self._checkpointed_at = position
+        log.info("checkpoint written position=%d bytes=%d", position, len(state))
+
+    # --- writer thread -------------------------------------------------------------------
+
+    async def _in_writer(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.writer, fn, *args)
+
+    def _rebuild(self) -> int:
+        """Fold checkpoint + log into a fresh world (writer thread; nothing else runs)."""
+        world = World(policy=self.policy)
+        projections = Projections(self.projections.dead_letters.maxlen or 1000)
+        cp = self.log.load_checkpoint()
+        if cp is not None:
+            position, blob = cp
+            data = json.loads(blob)
+            world = World.model_validate({**data["world"], "policy": self.policy})
+            world.position = position
+            projections.restore(data.get("projections", {}))
+            self._checkpointed_at = position
+        replayed = 0
+        while True:
+            page = self.log.read(world.position, 5000)
+            if not page:
+                break
+            for rec in page:
+                evolve(rec.event, world)
+                projections.apply(rec.id, rec.event)
+                world.position = rec.id
+            replayed += len(page)
+        self.world, self.projections = world, projections
+        return replayed
+
+
+def _segments(items: list[_Submission]) -> list[list[_Submission]]:
+    """Group consecutive position-free submissions; each positioned one stands alone."""
+    out: list[list[_Submission]] = []
+    for sub in items:
+        if sub.tracking is None and out and out[-1][0].tracking is None:
+            out[-1].append(sub)
+        else:
+            out.append([sub])
+    return out

@@ -1,0 +1,286 @@
+"""The supervisor: one TaskGroup of named tasks, signals, drain on shutdown, sd_notify."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import time
+from collections.abc import Callable, Generator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from daemon.api import ApiContext, create_app
+from daemon.auth import Authenticator
+from daemon.config import ConfigError, Settings, load_config, resolve_secret
+from daemon.ingest import Ingestor
+from daemon.logs import setup_logging
+from daemon.metrics import Metrics
+from daemon.sdnotify import Notifier
+from daemon.store import EventLog
+from daemon.wiring import build_ingestor
+
+log = logging.getLogger("watchkeeper.runtime")
+
+
+def utcnow() -> datetime:
+    """The real clock."""
+    return datetime.now(UTC)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the supervisor owns signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def all_secrets(settings: Settings) -> list[str]:
+    """Every resolvable secret value, so logs can scrub them."""
+    out = []
+    refs = [t.token for t in settings.auth.tokens]
+    if settings.auth.ingest_token:
+        refs.append(settings.auth.ingest_token)
+    for ref in refs:
+        with contextlib.suppress(ValueError):
+            out.append(resolve_secret(ref))
+    if "@" in settings.store and ":" in settings.store.split("@")[0]:
+        out.append(settings.store.split("@")[0].rsplit(":", 1)[1])
+    return out
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Bind the listening socket ourselves so a busy port is a clear error, not a traceback."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise RuntimeError(f"cannot listen on {host}:{port}: {e.strerror}") from e
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+class Supervisor:
+    """Runs the daemon until SIGTERM/SIGINT; SIGHUP reloads what can change safely."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        config_path: str | Path | None = None,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config_path = config_path
+        self.clock = clock
+        self.notifier = notifier or Notifier()
+        self.metrics = Metrics()
+        self.started = time.monotonic()
+        self.stop = asyncio.Event()
+        self.writer_ok_at = time.monotonic()
+        self.ingestor: Ingestor | None = None
+        self.ctx: ApiContext | None = None
+        self.sources: dict[str, dict[str, Any]] = {}
+
+    # --- status --------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """What /healthz, /api/v1/status and the STATUS= line report."""
+        ing = self.ingestor
+        world = ing.world if ing else None
+        counts: dict[str, int] = {}
+        firing = silences = 0
+        if world is not None:
+            for inc in world.incidents.values():
+                counts[inc.state] = counts.get(inc.state, 0) + 1
+            firing = sum(1 for a in world.alerts.values() if a.firing and a.incident_id)
+            now = self.clock()
+            silences = sum(1 for s in world.silences.values() if s.state(now) == "active")
+        writer_age = time.monotonic() - self.writer_ok_at
+        writer_ok = writer_age < 30
+        return {
+            "healthy": bool(ing and ing.ready and writer_ok),
+            "ready": bool(ing and ing.ready),
+            "writer": "ok" if writer_ok else f"no answer for {writer_age:.0f}s",
+            "position": world.position if world else 0,
+            "incidents": counts,
+            "alerts_firing": firing,
+            "silences_active": silences,
+            "dead_letters": len(ing.projections.dead_letters) if ing else 0,
+            "event_counts": dict(ing.projections.event_counts) if ing else {},
+            "sources": self.sources,
+            "uptime_seconds": round(time.monotonic() - self.started, 1),
+            "store": "postgresql" if self.settings.store.startswith("postgres") else "sqlite",
+        }
+
+    def status_line(self) -> str:
+        """One line for systemd's STATUS=."""
+        h = self.health()
+        inc = h["incidents"]
+        bad = [n for n, s in self.sources.items() if not s.get("connected", True)]
+        src = "sources ok" if not bad else "degraded: " + ", ".join(bad)
+        return (
+            f"{inc.get('open', 0)} open incidents, {inc.get('acknowledged', 0)} acknowledged, "
+            f"{h['alerts_firing']} alerts firing, {src}"
+        )
+
+    # --- running -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Start everything, serve until asked to stop, then drain and exit."""
+        s = self.settings
+        sock = bind(s.http.host, s.http.port)
+        store = await asyncio.to_thread(EventLog, s.store)
+        self.notifier.send("STATUS=rebuilding state from the event log")
+        ing = build_ingestor(s, store, self.clock)
+        ing.write_latency_observer = self.metrics.store_write.observe
+        self.ingestor = ing
+        self.metrics.watch_state(self._metric_snapshot)
+        await ing.start()
+        self.ctx = ApiContext(s, ing, self.clock, self.metrics, Authenticator(s), self.health)
+        server = _Server(
+            uvicorn.Config(
+                create_app(self.ctx),
+                lifespan="off",
+                log_config=None,
+                access_log=False,
+                timeout_graceful_shutdown=int(s.http.drain_timeout.total_seconds()) or 1,
+            )
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._request_stop, sig)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        try:
+            async with asyncio.TaskGroup() as tg:
+                http = tg.create_task(server.serve(sockets=[sock]), name="http")
+                ticker = tg.create_task(self._ticker(), name="ticker")
+                dog = tg.create_task(self._watchdog(), name="watchdog")
+                await self._until_serving(server, http)
+                log.info(
+                    "watchkeeper ready listen=%s store=%s position=%d",
+                    s.http.listen,
+                    self.health()["store"],
+                    ing.world.position,
+                )
+                self.notifier.send("READY=1", f"STATUS={self.status_line()}")
+                await self.stop.wait()
+                self.notifier.send("STOPPING=1", "STATUS=draining")
+                server.should_exit = True
+                await http
+                ticker.cancel()
+                dog.cancel()
+        finally:
+            await ing.close()
+            await asyncio.to_thread(store.close)
+            sock.close()
+            self.notifier.close()
+            log.info("watchkeeper stopped position=%d", ing.world.position)
+
+    def _request_stop(self, sig: signal.Signals) -> None:
+        log.info("received %s; draining in-flight requests and commits", sig.name)
+        self.stop.set()
+
+    async def _until_serving(self, server: uvicorn.Server, http: asyncio.Task[None]) -> None:
+        while not server.started:
+            if http.done():
+                http.result()
+                raise RuntimeError("HTTP server exited during start-up")
+            await asyncio.sleep(0.01)
+
+    async def _ticker(self) -> None:
+        assert self.ingestor is not None
+        interval = self.settings.tuning.tick_interval.total_seconds()
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                events = await self.ingestor.tick()
+            except Exception:
+                log.exception("tick failed")
+                continue
+            for ev in events:
+                log.info("%s stream=%s", type(ev).__name__, ev.originator_id)
+
+    async def _watchdog(self) -> None:
+        assert self.ingestor is not None
+        interval = self.notifier.watchdog_interval or 5.0
+        while True:
+            if await self.ingestor.writer_alive(timeout=max(interval, 1.0)):
+                self.writer_ok_at = time.monotonic()
+                # Pinging only after the writer answered: a wedged writer stops the pings
+                # and systemd restarts us.
+                if self.notifier.watchdog_interval:
+                    self.notifier.send("WATCHDOG=1", f"STATUS={self.status_line()}")
+            else:
+                log.error("event store writer did not answer within %.1fs", interval)
+            await asyncio.sleep(interval)
+
+    def _metric_snapshot(self) -> dict[str, Any]:
+        h = self.health()
+        return {
+            "incidents": h["incidents"],
+            "alerts_firing": h["alerts_firing"],
+            "silences_active": h["silences_active"],
+            "position": h["position"],
+            "event_counts": h["event_counts"],
+        }
+
+    async def reload(self) -> None:
+        """Re-read the config file; apply what is safe to change live, log the rest."""
+        if self.config_path is None:
+            log.info("SIGHUP: no config file to reload")
+            return
+        self.notifier.send("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        try:
+            new = await asyncio.to_thread(load_config, self.config_path)
+        except ConfigError as e:
+            log.error("reload refused, keeping the running config: %s", "; ".join(e.problems))
+            self.notifier.send("READY=1")
+            return
+        old = self.settings
+        needs_restart = [
+            name
+            for name, a, b in (
+                ("store", old.store, new.store),
+                ("http.listen", old.http.listen, new.http.listen),
+                ("grouping", old.grouping, new.grouping),
+                ("tuning", old.tuning, new.tuning),
+            )
+            if a != b
+        ]
+        self.settings = new
+        setup_logging(new.logging.format, new.logging.level, all_secrets(new))
+        if self.ctx is not None:
+            self.ctx.settings = new
+            self.ctx.auth = Authenticator(new)
+        log.info(
+            "config reloaded (auth, logging, http limits applied)%s",
+            f"; restart needed for: {', '.join(needs_restart)}" if needs_restart else "",
+        )
+        self.notifier.send("READY=1", f"STATUS={self.status_line()}")
+
+
+def run_daemon(settings: Settings, config_path: str | Path | None) -> int:
+    """Entry point for `watchkeeper run`: returns the process exit code."""
+    setup_logging(settings.logging.format, settings.logging.level, all_secrets(settings))
+    sup = Supervisor(settings, config_path)
+    try:
+        asyncio.run(sup.run())
+    except RuntimeError as e:
+        log.error("%s", e)
+        return 1
+    except Exception as e:
+        log.exception("fatal: %s", e)
+        return 1
+    return 0
