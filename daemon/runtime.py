@@ -23,7 +23,9 @@ from daemon.logs import setup_logging
 from daemon.metrics import Metrics
 from daemon.sdnotify import Notifier
 from daemon.store import EventLog
-from daemon.wiring import build_ingestor
+from daemon.reactor import Reactor
+from daemon.sources import Source
+from daemon.wiring import build_ingestor, build_reactions, build_sources
 
 log = logging.getLogger("watchkeeper.runtime")
 
@@ -91,7 +93,7 @@ class Supervisor:
         self.writer_ok_at = time.monotonic()
         self.ingestor: Ingestor | None = None
         self.ctx: ApiContext | None = None
-        self.sources: dict[str, dict[str, Any]] = {}
+        self.sources: list[Source] = []
 
     # --- status --------------------------------------------------------------------------
 
@@ -119,7 +121,7 @@ class Supervisor:
             "silences_active": silences,
             "dead_letters": len(ing.projections.dead_letters) if ing else 0,
             "event_counts": dict(ing.projections.event_counts) if ing else {},
-            "sources": self.sources,
+            "sources": {src.name: src.health.model_dump() for src in self.sources},
             "uptime_seconds": round(time.monotonic() - self.started, 1),
             "store": "postgresql" if self.settings.store.startswith("postgres") else "sqlite",
         }
@@ -128,7 +130,7 @@ class Supervisor:
         """One line for systemd's STATUS=."""
         h = self.health()
         inc = h["incidents"]
-        bad = [n for n, s in self.sources.items() if not s.get("connected", True)]
+        bad = [src.name for src in self.sources if not src.health.connected]
         src = "sources ok" if not bad else "degraded: " + ", ".join(bad)
         return (
             f"{inc.get('open', 0)} open incidents, {inc.get('acknowledged', 0)} acknowledged, "
@@ -148,6 +150,8 @@ class Supervisor:
         self.ingestor = ing
         self.metrics.watch_state(self._metric_snapshot)
         await ing.start()
+        reactor = Reactor(ing, build_reactions(s, ing, self.clock))
+        self.sources = build_sources(s, ing, self.clock)
         self.ctx = ApiContext(s, ing, self.clock, self.metrics, Authenticator(s), self.health)
         server = _Server(
             uvicorn.Config(
@@ -163,7 +167,11 @@ class Supervisor:
             loop.add_signal_handler(sig, self._request_stop, sig)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
         try:
-            async with asyncio.TaskGroup() as tg:
+            async with contextlib.AsyncExitStack() as stack, asyncio.TaskGroup() as tg:
+                await reactor.start()
+                stack.push_async_callback(reactor.close)
+                for src in self.sources:
+                    await stack.enter_async_context(src)
                 http = tg.create_task(server.serve(sockets=[sock]), name="http")
                 ticker = tg.create_task(self._ticker(), name="ticker")
                 dog = tg.create_task(self._watchdog(), name="watchdog")
@@ -177,6 +185,8 @@ class Supervisor:
                 self.notifier.send("READY=1", f"STATUS={self.status_line()}")
                 await self.stop.wait()
                 self.notifier.send("STOPPING=1", "STATUS=draining")
+                # Stop intake from streams first, then drain HTTP; the log keeps the rest.
+                await stack.aclose()
                 server.should_exit = True
                 await http
                 ticker.cancel()
