@@ -1,0 +1,67 @@
+"""Posting JSON to a platform and turning its answer into `SendError` when it refuses."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from typing import Any
+
+import httpx
+
+from daemon.notify import SendError
+
+USER_AGENT = "watchkeeper-notifier/0.1"
+# Answers worth trying again: the platform was busy, slow or briefly broken.
+RECOVERABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
+
+
+def retry_after(resp: httpx.Response) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), if present."""
+    raw = resp.headers.get("retry-after")
+    if not raw:
+        return None
+    raw = raw.strip()
+    if raw.replace(".", "", 1).isdigit():
+        return float(raw)
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def refusal(resp: httpx.Response, platform: str, platform_error: str = "") -> SendError:
+    """The SendError for a non-2xx answer, keeping the platform's own error text."""
+    text = platform_error or resp.text.strip()[:500]
+    return SendError(
+        f"{platform} answered HTTP {resp.status_code}" + (f": {text}" if text else ""),
+        recoverable=resp.status_code in RECOVERABLE_STATUS,
+        status=resp.status_code,
+        platform_error=text,
+        retry_after=retry_after(resp) if resp.status_code in (429, 503) else None,
+    )
+
+
+async def post(
+    url: str,
+    platform: str,
+    timeout: float,  # noqa: ASYNC109 - passed to httpx, which enforces it
+    *,
+    json: Any = None,
+    content: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    """POST and return the response; transport failures become recoverable SendErrors.
+
+    The URL is never put into an error: webhook URLs are secrets.
+    """
+    hdrs = {"User-Agent": USER_AGENT, **(headers or {})}
+    try:
+        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
+            return await client.post(url, json=json, content=content, headers=hdrs)
+    except httpx.TimeoutException:
+        raise SendError(
+            f"{platform} did not answer within {timeout:g}s", recoverable=True
+        ) from None
+    except httpx.HTTPError as e:
+        raise SendError(f"cannot reach {platform}: {type(e).__name__}", recoverable=True) from None
