@@ -1,0 +1,1 @@
+"""Read-only tools that touch the outside world (Prometheus, HTTP, local commands)."""
