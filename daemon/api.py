@@ -12,10 +12,12 @@ from typing import Annotated, Any
 from uuid import UUID, uuid4
 
 from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from daemon.agent.views import investigation_view
 from daemon.auth import Authenticator, AuthError, Identity
 from daemon.config import Settings
 from daemon.domain import (
@@ -31,11 +33,12 @@ from daemon.domain import (
 )
 from daemon.domain.durations import parse_duration
 from daemon.domain.evolve import evolve
-from daemon.domain.matchers import matches_all
+from daemon.domain.matchers import Op, matches_all
 from daemon.domain.state import World
 from daemon.formats import PayloadError, parse_postable_alerts, parse_webhook
 from daemon.ingest import Ingestor, StoreUnavailable
 from daemon.metrics import Metrics
+from daemon.slack_api import slack_router
 
 log = logging.getLogger("watchkeeper.api")
 DEAD_LETTER_BYTES = 4096
@@ -90,7 +93,7 @@ class SilenceIn(BaseModel):
 def _to_matcher(m: MatcherIn | str) -> Matcher:
     if isinstance(m, str):
         return Matcher.parse(m)
-    op = ("=~" if m.isEqual else "!~") if m.isRegex else ("=" if m.isEqual else "!=")
+    op: Op = ("=~" if m.isEqual else "!~") if m.isRegex else ("=" if m.isEqual else "!=")
     return Matcher(name=m.name, op=op, value=m.value)
 
 
@@ -128,10 +131,13 @@ def event_view(position: int | None, event: Any) -> dict[str, Any]:
     }
 
 
-def create_app(ctx: ApiContext) -> FastAPI:
+# Each route is a short closure over `ctx`; the statement count is the number of routes.
+def create_app(ctx: ApiContext) -> FastAPI:  # noqa: PLR0915
     """Build the FastAPI application around a running daemon."""
     app = FastAPI(title="watchkeeper", version="0.1.0", docs_url="/api/docs", redoc_url=None)
     ing = ctx.ingestor
+    # Slack buttons; Approve/Reject are routed to an ApprovalDecider once the actions stage exists.
+    app.include_router(slack_router(ctx))
 
     @app.exception_handler(_Problem)
     async def _problem(_: Request, exc: _Problem) -> JSONResponse:
@@ -152,6 +158,17 @@ def create_app(ctx: ApiContext) -> FastAPI:
     @app.exception_handler(StoreUnavailable)
     async def _store(_: Request, exc: StoreUnavailable) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # Same shape as every other refusal: {"error": ...}, naming where the problem is.
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        ]
+        return JSONResponse(
+            {"error": "invalid request: " + "; ".join(problems), "problems": problems},
+            status_code=422,
+        )
 
     def who(request: Request, needs: str) -> Identity:
         peer = request.client.host if request.client else None
@@ -197,7 +214,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
         await dead_letter(source, reason, head, size)
         raise _Problem(413, reason)
 
-    async def ingest(request: Request, source: str, parse: Callable[[bytes], list[Any]]) -> dict[str, Any]:
+    async def ingest(
+        request: Request, source: str, parse: Callable[[bytes], list[Any]]
+    ) -> dict[str, Any]:
         peer = request.client.host if request.client else None
         ctx.auth.check_ingest(request.headers.get("authorization"), peer)
         body = await read_body(request, source)
@@ -252,9 +271,11 @@ def create_app(ctx: ApiContext) -> FastAPI:
         for inc in pool:
             if state and inc.state not in state:
                 continue
-            if matchers and not (
-                matches_all(matchers, inc.group_labels)
-                or any(matches_all(matchers, a.alert.labels) for a in world.incident_alerts(inc.id))
+            # Alerts carry the group labels and more; matching the group labels alone would
+            # let a negative matcher (severity!="critical") pass on a label they lack.
+            label_sets = [a.alert.labels for a in world.incident_alerts(inc.id)]
+            if matchers and not any(
+                matches_all(matchers, labels) for labels in label_sets or [inc.group_labels]
             ):
                 continue
             out.append(incident_view(inc))
@@ -280,6 +301,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         who(request, "viewer")
         view, timeline = await load_incident(incident_id)
         view["timeline"] = [event_view(None, e) for e in timeline]
+        view["investigation"] = investigation_view(ing.world, incident_id)
         return view
 
     @app.post("/api/v1/incidents/{incident_id}/ack")
@@ -308,7 +330,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
             if body.endsAt is not None:
                 ends = body.endsAt
             else:
-                ends = starts + (parse_duration(body.duration) if body.duration else timedelta(hours=1))
+                length = parse_duration(body.duration) if body.duration else timedelta(hours=1)
+                ends = starts + length
         except (ValueError, ValidationError) as e:
             raise _Problem(422, f"invalid silence: {e}") from None
         sid = uuid4()
@@ -332,7 +355,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
                     "created_by": s.created_by,
                     "comment": s.comment,
                 }
-                for s in sorted(ing.world.silences.values(), key=lambda s: s.starts_at, reverse=True)
+                for s in sorted(
+                    ing.world.silences.values(), key=lambda s: s.starts_at, reverse=True
+                )
             ]
         }
 

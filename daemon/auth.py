@@ -45,7 +45,9 @@ class Authenticator:
     """Maps bearer tokens to identities (resolved once, at load or reload)."""
 
     def __init__(self, settings: Settings) -> None:
-        self.tokens = {resolve_secret(t.token): Identity(t.name, t.role) for t in settings.auth.tokens}
+        self.tokens = {
+            resolve_secret(t.token): Identity(t.name, t.role) for t in settings.auth.tokens
+        }
         self.ingest_token = (
             resolve_secret(settings.auth.ingest_token) if settings.auth.ingest_token else None
         )

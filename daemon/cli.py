@@ -13,8 +13,10 @@ from typing import Annotated, Any, NoReturn
 import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from daemon.cli_agent import agent_rows, print_investigation, runbooks_app
 from daemon.config import ConfigError, load_config
 
 app = typer.Typer(
@@ -30,6 +32,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(incidents_app, name="incidents")
 app.add_typer(silence_app, name="silence")
 app.add_typer(events_app, name="events")
+app.add_typer(runbooks_app, name="runbooks")
 
 out = Console()
 err = Console(stderr=True)
@@ -68,14 +71,17 @@ client = _Client()
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print an error for a person and exit."""
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    # The message is data (server replies, paths, regexes): never markup, never wrapped.
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
 @app.callback()
 def _global(
     url: Annotated[str, typer.Option(envvar="WATCHKEEPER_URL", help="Daemon URL.")] = "http://127.0.0.1:9797",
-    token: Annotated[str | None, typer.Option(envvar="WATCHKEEPER_TOKEN", help="Bearer token.")] = None,
+    token: Annotated[
+        str | None, typer.Option(envvar="WATCHKEEPER_TOKEN", help="Bearer token.")
+    ] = None,
     token_file: Annotated[
         Path | None, typer.Option(envvar="WATCHKEEPER_TOKEN_FILE", help="File holding the token.")
     ] = None,
@@ -114,7 +120,8 @@ def _age(ts: str | None) -> str:
 @app.command()
 def run(
     config: Annotated[
-        Path | None, typer.Option("--config", "-c", envvar="WATCHKEEPER_CONFIG", help="YAML config file.")
+        Path | None,
+        typer.Option("--config", "-c", envvar="WATCHKEEPER_CONFIG", help="YAML config file."),
     ] = None,
 ) -> None:
     """Run the daemon in the foreground (as systemd does)."""
@@ -123,9 +130,13 @@ def run(
     try:
         settings = load_config(config)
     except ConfigError as e:
-        err.print(f"[red]invalid configuration[/red] in {e.source}:", highlight=False)
+        err.print(
+            f"[red]invalid configuration[/red] in {escape(e.source)}:",
+            highlight=False,
+            soft_wrap=True,
+        )
         for p in e.problems:
-            err.print(f"  {p}", highlight=False)
+            err.print(f"  {p}", highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(2) from None
     raise typer.Exit(run_daemon(settings, config))
 
@@ -137,10 +148,16 @@ def config_check(file: Annotated[Path, typer.Argument(help="YAML config file.")]
         s = load_config(file)
     except ConfigError as e:
         for p in e.problems:
-            err.print(f"{file}: {p}", highlight=False)
+            # One `file: path: problem` line each, unwrapped, so it can be grepped.
+            err.print(f"{file}: {p}", highlight=False, markup=False, soft_wrap=True)
         err.print(f"{len(e.problems)} problem(s) found", highlight=False)
         raise typer.Exit(1) from None
-    out.print(f"{file}: OK (store {s.store.split('@')[-1]}, listening on {s.http.listen})", highlight=False)
+    out.print(
+        f"{file}: OK (store {s.store.split('@')[-1]}, listening on {s.http.listen})",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 # --- incidents -------------------------------------------------------------------------
@@ -169,8 +186,14 @@ def incidents_default(ctx: typer.Context) -> None:
 
 @incidents_app.command("list")
 def incidents_list(
-    state: Annotated[list[str] | None, typer.Option("--state", "-s", help="open, acknowledged, resolved, closed")] = None,
-    match: Annotated[list[str] | None, typer.Option("--match", "-m", help='Label matcher, e.g. severity="critical"')] = None,
+    state: Annotated[
+        list[str] | None,
+        typer.Option("--state", "-s", help="open, acknowledged, resolved, closed"),
+    ] = None,
+    match: Annotated[
+        list[str] | None,
+        typer.Option("--match", "-m", help='Label matcher, e.g. severity="critical"'),
+    ] = None,
 ) -> None:
     """List incidents, newest first."""
     params: dict[str, Any] = {}
@@ -193,7 +216,9 @@ def incidents_list(
 
 
 @incidents_app.command("show")
-def incidents_show(incident_id: Annotated[str, typer.Argument(help="Incident id or unique prefix.")]) -> None:
+def incidents_show(
+    incident_id: Annotated[str, typer.Argument(help="Incident id or unique prefix.")],
+) -> None:
     """Show one incident with its alerts and full timeline."""
     iid = _resolve_incident_id(incident_id)
     data = client.request("GET", f"/api/v1/incidents/{iid}")
@@ -219,11 +244,13 @@ def incidents_show(incident_id: Annotated[str, typer.Argument(help="Incident id 
         tl.add_column(col)
     for e in data.get("timeline", []):
         d = e["data"]
-        detail = d.get("reason") or d.get("by") or (d.get("alert") or {}).get("labels", {}).get("alertname", "")
+        alertname = (d.get("alert") or {}).get("labels", {}).get("alertname", "")
+        detail = d.get("reason") or d.get("by") or alertname
         if "alert" in d:
             detail = f"{d['alert']['fingerprint']} {detail}"
         tl.add_row(str(e["version"]), e["at"], e["type"], str(detail))
     out.print(tl)
+    print_investigation(data.get("investigation"))
 
 
 @app.command()
@@ -255,13 +282,17 @@ def resolve(
 
 @silence_app.command("add")
 def silence_add(
-    matchers: Annotated[list[str], typer.Argument(help='Matchers: alertname=Foo instance=~"web.*"')],
+    matchers: Annotated[
+        list[str], typer.Argument(help='Matchers: alertname=Foo instance=~"web.*"')
+    ],
     duration: Annotated[str, typer.Option("--duration", "-d", help="How long, e.g. 2h")] = "1h",
     comment: Annotated[str, typer.Option("--comment", "-c")] = "",
 ) -> None:
     """Create a silence."""
     data = client.request(
-        "POST", "/api/v1/silences", json={"matchers": matchers, "duration": duration, "comment": comment}
+        "POST",
+        "/api/v1/silences",
+        json={"matchers": matchers, "duration": duration, "comment": comment},
     )
     if not _emit(data):
         out.print(f"silence {data['silenceID']} created for {duration}", highlight=False)
@@ -277,16 +308,26 @@ def silence_list() -> None:
     for col in ("id", "state", "matchers", "ends", "by", "comment"):
         t.add_column(col)
     for s in data["silences"]:
-        t.add_row(s["id"][:8], s["state"], " ".join(s["matchers"]), s["ends_at"], s["created_by"], s["comment"])
+        t.add_row(
+            s["id"][:8],
+            s["state"],
+            " ".join(s["matchers"]),
+            s["ends_at"],
+            s["created_by"],
+            s["comment"],
+        )
     out.print(t)
 
 
 @silence_app.command("expire")
-def silence_expire(silence_id: Annotated[str, typer.Argument(help="Silence id or unique prefix.")]) -> None:
+def silence_expire(
+    silence_id: Annotated[str, typer.Argument(help="Silence id or unique prefix.")],
+) -> None:
     """End a silence now."""
     sid = silence_id
     if len(sid) != 36:
-        hits = [s["id"] for s in client.request("GET", "/api/v1/silences")["silences"] if s["id"].startswith(sid)]
+        silences = client.request("GET", "/api/v1/silences")["silences"]
+        hits = [s["id"] for s in silences if s["id"].startswith(sid)]
         if len(hits) != 1:
             fail(f"{sid!r} matches {len(hits)} silences; give the full id")
         sid = hits[0]
@@ -299,8 +340,12 @@ def silence_expire(silence_id: Annotated[str, typer.Argument(help="Silence id or
 
 @events_app.command("tail")
 def events_tail(
-    after: Annotated[int, typer.Option(help="Start after this position (default: the last 20).")] = -1,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events.")] = False,
+    after: Annotated[
+        int, typer.Option(help="Start after this position (default: the last 20).")
+    ] = -1,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new events.")
+    ] = False,
 ) -> None:
     """Print events from the log."""
     if after < 0:
@@ -312,7 +357,12 @@ def events_tail(
             if client.json:
                 sys.stdout.write(json.dumps(e) + "\n")
             else:
-                out.print(f"{e['position']:>8} {e['type']:<22} {e['stream']} v{e['version']} {json.dumps(e['data'])[:160]}", highlight=False)
+                brief = json.dumps(e["data"])[:160]
+                out.print(
+                    f"{e['position']:>8} {e['type']:<22} {e['stream']} v{e['version']} {brief}",
+                    highlight=False,
+                    markup=False,
+                )
         after = data["next"]
         if not follow:
             return
@@ -322,7 +372,9 @@ def events_tail(
 
 @events_app.command("export")
 def events_export(
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="File (default: stdout).")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File (default: stdout).")
+    ] = None,
 ) -> None:
     """Export the whole log as JSON Lines (audit, backup)."""
     fh = output.open("w") if output else sys.stdout
@@ -352,7 +404,9 @@ def dead_letters(limit: Annotated[int, typer.Option(help="How many, newest first
     for col in ("at", "source", "reason", "size", "payload"):
         t.add_column(col)
     for d in data["dead_letters"]:
-        t.add_row(d["at"], d["source"], d["reason"], str(d["size"]), d["payload"][:60])
+        # Refused input is arbitrary text: escaped, so "[/x]" is shown, not read as markup.
+        reason, payload = escape(d["reason"]), escape(d["payload"][:60])
+        t.add_row(d["at"], d["source"], reason, str(d["size"]), payload)
     out.print(t)
 
 
@@ -371,8 +425,36 @@ def status() -> None:
     t.add_row("alerts firing", str(data["alerts_firing"]))
     t.add_row("silences active", str(data["silences_active"]))
     t.add_row("dead letters", str(data["dead_letters"]))
+    for channel, n in data.get("notifications", {}).items():
+        line = f"{n['sent']} sent, {n['failed']} failed, {n['held']} held back"
+        if n.get("last_error"):
+            line += f"; last failure: {n['last_error']}"
+        t.add_row(f"notify {channel}", escape(line))
+    for name, value in agent_rows(data):
+        t.add_row(name, escape(value))
     t.add_row("uptime", f"{data['uptime_seconds']}s")
     out.print(t)
+    if data.get("sources"):
+        out.print(sources_table(data["sources"]))
+
+
+def sources_table(sources: dict[str, Any]) -> Table:
+    """Stream sources: connected, last message, messages, errors, lag, last error."""
+    t = Table(title="sources")
+    for col in ("source", "kind", "connected", "last message"):
+        t.add_column(col)
+    for col in ("messages", "errors", "lag", "last error"):
+        t.add_column(col)
+    for name, h in sources.items():
+        last = h.get("last_message_at")
+        seen = _age(datetime.fromtimestamp(last, UTC).isoformat()) + " ago" if last else "never"
+        lag = h.get("lag")
+        t.add_row(
+            escape(name), h["kind"], "yes" if h["connected"] else "[red]no[/red]", seen,
+            str(h["messages"]), str(h["errors"]), "-" if lag is None else str(lag),
+            escape(h.get("last_error", ""))[:80],
+        )
+    return t
 
 
 def main() -> None:

@@ -24,8 +24,11 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from daemon.agent_config import AgentConfig
 from daemon.domain.durations import parse_duration
 from daemon.domain.state import GroupingPolicy
+from daemon.notify_config import NotificationsConfig
+from daemon.source_config import RuleConfig, SourcesConfig, rule_name_problems
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 Role = Literal["viewer", "responder", "approver", "admin"]
@@ -180,6 +183,10 @@ class Settings(BaseSettings):
     grouping: GroupingConfig = GroupingConfig()
     logging: LoggingConfig = LoggingConfig()
     tuning: StoreTuning = StoreTuning()
+    notifications: NotificationsConfig = NotificationsConfig()
+    sources: SourcesConfig = SourcesConfig()
+    rules: list[RuleConfig] = []
+    agent: AgentConfig = AgentConfig()
 
     @field_validator("store")
     @classmethod
@@ -213,6 +220,14 @@ class Settings(BaseSettings):
                 resolve_secret(self.auth.ingest_token)
             except ValueError as e:
                 problems.append(f"auth.ingest_token: {e}")
+        for path, ref in self.agent.secret_refs().items():
+            try:
+                resolve_secret(ref)
+            except ValueError as e:
+                problems.append(f"{path}: {e}")
+        problems += self.sources.secrets_problems(resolve_secret)
+        # Not a secret, but like secrets it is checked across sections after validation.
+        problems += rule_name_problems(self.rules, self.sources)
         return problems
 
 

@@ -69,7 +69,8 @@ class WebhookPayload(BaseModel):
 
 _POSTABLE = TypeAdapter(list[PostableAlert])
 _WEBHOOK = TypeAdapter(WebhookPayload)
-_SINGLE = TypeAdapter(WebhookAlert | PostableAlert)
+_WEBHOOK_ALERT = TypeAdapter(WebhookAlert)
+_POSTABLE_ALERT = TypeAdapter(PostableAlert)
 
 
 def _set(t: datetime | None) -> datetime | None:
@@ -98,16 +99,24 @@ def _errors(prefix: str, exc: ValidationError) -> PayloadError:
 
 
 def _normalize(
-    a: _AlertIn, *, now: datetime, resolve_timeout: timedelta | None, source: str, fp: str = ""
+    a: _AlertIn,
+    *,
+    now: datetime,
+    resolve_timeout: timedelta | None,
+    source: str,
+    where: str,
+    fp: str = "",
 ) -> Alert:
     starts = _set(a.startsAt) or now
     ends = _set(a.endsAt)
-    status: Literal["firing", "resolved"] = getattr(a, "status", "firing")
+    # isinstance, not getattr with a default: a missing attribute on a pydantic model costs
+    # an exception per alert on the hot path.
+    status: Literal["firing", "resolved"] = a.status if isinstance(a, WebhookAlert) else "firing"
     if ends is None and resolve_timeout is not None and status == "firing":
         # Alertmanager semantics: an alert without endsAt holds a lease of resolve_timeout.
         ends = now + resolve_timeout
     if ends is not None and ends < starts:
-        raise PayloadError(["endsAt: is before startsAt"])
+        raise PayloadError([f"{where}.endsAt: is before startsAt"])
     if status == "firing" and ends is not None and ends <= now:
         status = "resolved"
     return Alert(
@@ -131,7 +140,10 @@ def parse_postable_alerts(
     except ValidationError as e:
         raise _errors("alerts", e) from None
     return [
-        _normalize(a, now=now, resolve_timeout=resolve_timeout, source=source) for a in items
+        _normalize(
+            a, now=now, resolve_timeout=resolve_timeout, source=source, where=f"alerts[{i}]"
+        )
+        for i, a in enumerate(items)
     ]
 
 
@@ -142,10 +154,14 @@ def parse_webhook(body: bytes | str, *, now: datetime, source: str = "alertmanag
     except ValidationError as e:
         raise _errors("", e) from None
     if payload.version != "4":
-        raise PayloadError([f"version: expected webhook payload version 4, got {payload.version!r}"])
+        raise PayloadError(
+            [f"version: expected webhook payload version 4, got {payload.version!r}"]
+        )
     return [
-        _normalize(a, now=now, resolve_timeout=None, source=source, fp=a.fingerprint)
-        for a in payload.alerts
+        _normalize(
+            a, now=now, resolve_timeout=None, source=source, where=f"alerts[{i}]", fp=a.fingerprint
+        )
+        for i, a in enumerate(payload.alerts)
     ]
 
 
@@ -154,10 +170,17 @@ def parse_single_alert(
 ) -> Alert:
     """Parse one alert object (either shape: with `status` it is read as a webhook alert)."""
     try:
-        a = _SINGLE.validate_python(obj)
+        # Chosen by shape rather than tried in turn, so errors name fields, not model classes.
+        shape = _WEBHOOK_ALERT if isinstance(obj, dict) and "status" in obj else _POSTABLE_ALERT
+        a: _AlertIn = shape.validate_python(obj)
     except ValidationError as e:
         raise _errors("alert", e) from None
     lease = None if isinstance(a, WebhookAlert) else resolve_timeout
     return _normalize(
-        a, now=now, resolve_timeout=lease, source=source, fp=getattr(a, "fingerprint", "")
+        a,
+        now=now,
+        resolve_timeout=lease,
+        source=source,
+        where="alert",
+        fp=getattr(a, "fingerprint", ""),
     )

@@ -16,17 +16,39 @@ class _StateCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         s = self.snapshot()
-        g = GaugeMetricFamily("watchkeeper_incidents", "Incidents in the hot set by state", labels=["state"])
+        g = GaugeMetricFamily(
+            "watchkeeper_incidents", "Incidents in the hot set by state", labels=["state"]
+        )
         for state in ("open", "acknowledged", "resolved"):
             g.add_metric([state], s["incidents"].get(state, 0))
         yield g
-        yield GaugeMetricFamily("watchkeeper_alerts_firing", "Firing alerts", value=s["alerts_firing"])
-        yield GaugeMetricFamily("watchkeeper_silences_active", "Active silences", value=s["silences_active"])
-        yield GaugeMetricFamily("watchkeeper_log_position", "Newest committed notification id", value=s["position"])
-        ev = GaugeMetricFamily("watchkeeper_events_recorded", "Events folded since the log began, by type", labels=["type"])
+        yield GaugeMetricFamily(
+            "watchkeeper_alerts_firing", "Firing alerts", value=s["alerts_firing"]
+        )
+        yield GaugeMetricFamily(
+            "watchkeeper_silences_active", "Active silences", value=s["silences_active"]
+        )
+        yield GaugeMetricFamily(
+            "watchkeeper_log_position", "Newest committed notification id", value=s["position"]
+        )
+        ev = GaugeMetricFamily(
+            "watchkeeper_events_recorded",
+            "Events folded since the log began, by type",
+            labels=["type"],
+        )
         for kind, n in sorted(s["event_counts"].items()):
             ev.add_metric([kind], n)
         yield ev
+        # From the notification log, so the counts survive restarts.
+        nf = GaugeMetricFamily(
+            "watchkeeper_notifications",
+            "Notifications recorded since the log began, by channel and outcome",
+            labels=["channel", "outcome"],
+        )
+        for channel, c in sorted(s.get("notifications", {}).items()):
+            for outcome in ("sent", "failed", "held"):
+                nf.add_metric([channel, outcome], c[outcome])
+        yield nf
 
 
 class Metrics:
@@ -35,9 +57,18 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.alerts_received = Counter("watchkeeper_alerts_received", "Alerts accepted by intake", ["source"], registry=r)
-        self.alerts_rejected = Counter("watchkeeper_alerts_rejected", "Payloads refused by intake", ["source", "reason"], registry=r)
-        self.dead_letters = Counter("watchkeeper_dead_letters", "Dead-letter records written", ["source"], registry=r)
+        self.alerts_received = Counter(
+            "watchkeeper_alerts_received", "Alerts accepted by intake", ["source"], registry=r
+        )
+        self.alerts_rejected = Counter(
+            "watchkeeper_alerts_rejected",
+            "Payloads refused by intake",
+            ["source", "reason"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "watchkeeper_dead_letters", "Dead-letter records written", ["source"], registry=r
+        )
         self.store_write = Histogram(
             "watchkeeper_store_write_seconds",
             "Time to commit one batch to the event store",

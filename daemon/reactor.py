@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from daemon.domain.events import DomainEvent
 from daemon.ingest import Ingestor
@@ -32,10 +32,34 @@ class Reaction(Protocol):
         """Handle one event; record effects with `Tracking(self.name, position)`."""
 
 
+@runtime_checkable
+class Service(Protocol):
+    """A reaction that also runs tasks of its own (workers) while the reactor runs."""
+
+    async def open(self) -> None:
+        """Start background work (called before the reaction follows the log)."""
+
+    async def shut(self) -> None:
+        """Stop background work."""
+
+
+@runtime_checkable
+class Reporting(Protocol):
+    """A reaction that reports status (API, CLI) and metrics (/metrics)."""
+
+    def status(self) -> dict[str, Any]:
+        """A JSON-able status."""
+
+    def collectors(self) -> list[Any]:
+        """prometheus_client collectors to register."""
+
+
 class Reactor:
     """Runs each reaction in its own named task, fed from the log and from live commits."""
 
-    def __init__(self, ingestor: Ingestor, reactions: list[Reaction], queue_size: int = 10_000) -> None:
+    def __init__(
+        self, ingestor: Ingestor, reactions: list[Reaction], queue_size: int = 10_000
+    ) -> None:
         self.ingestor = ingestor
         self.reactions = reactions
         self.queue_size = queue_size
@@ -50,6 +74,9 @@ class Reactor:
             self._queues[r.name] = asyncio.Queue(self.queue_size)
         self.ingestor.listeners.append(self._on_commit)
         for r in self.reactions:
+            if isinstance(r, Service):
+                await r.open()
+        for r in self.reactions:
             self._tasks.append(asyncio.create_task(self._follow(r), name=f"reactor:{r.name}"))
 
     async def close(self) -> None:
@@ -60,6 +87,17 @@ class Reactor:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        for r in self.reactions:
+            if isinstance(r, Service):
+                await r.shut()
+
+    def status(self) -> dict[str, Any]:
+        """Status of every reporting reaction, by name."""
+        return {r.name: r.status() for r in self.reactions if isinstance(r, Reporting)}
+
+    def collectors(self) -> list[Any]:
+        """Metric collectors of every reporting reaction."""
+        return [c for r in self.reactions if isinstance(r, Reporting) for c in r.collectors()]
 
     def _on_commit(self, position: int, event: DomainEvent) -> None:
         for r in self.reactions:
@@ -111,5 +149,10 @@ class Reactor:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("reaction failed reaction=%s position=%d event=%s", r.name, position, type(event).__name__)
+            log.exception(
+                "reaction failed reaction=%s position=%d event=%s",
+                r.name,
+                position,
+                type(event).__name__,
+            )
         self.positions[r.name] = max(self.positions[r.name], position)

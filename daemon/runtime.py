@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import socket
@@ -18,13 +19,17 @@ import uvicorn
 from daemon.api import ApiContext, create_app
 from daemon.auth import Authenticator
 from daemon.config import ConfigError, Settings, load_config, resolve_secret
+from daemon.domain import Rejected
 from daemon.ingest import Ingestor
 from daemon.logs import setup_logging
 from daemon.metrics import Metrics
-from daemon.sdnotify import Notifier
-from daemon.store import EventLog
+from daemon.notify import notification_status
 from daemon.reactor import Reactor
+from daemon.sdnotify import Notifier
+from daemon.source_status import SourceCollector, rules_command
 from daemon.sources import Source
+from daemon.store import EventLog
+from daemon.timers import TimerService
 from daemon.wiring import build_ingestor, build_reactions, build_sources
 
 log = logging.getLogger("watchkeeper.runtime")
@@ -54,6 +59,13 @@ def all_secrets(settings: Settings) -> list[str]:
             out.append(resolve_secret(ref))
     if "@" in settings.store and ":" in settings.store.split("@")[0]:
         out.append(settings.store.split("@")[0].rsplit(":", 1)[1])
+    out.extend(settings.notifications.secret_values())
+    for ref in settings.agent.secret_refs().values():
+        with contextlib.suppress(ValueError):
+            out.append(resolve_secret(ref))
+    for ref in settings.sources.secret_refs().values():
+        with contextlib.suppress(ValueError):
+            out.append(resolve_secret(ref))
     return out
 
 
@@ -94,6 +106,9 @@ class Supervisor:
         self.ingestor: Ingestor | None = None
         self.ctx: ApiContext | None = None
         self.sources: list[Source] = []
+        self.running_sources = settings.sources
+        self.timers: TimerService | None = None
+        self.reactor: Reactor | None = None
 
     # --- status --------------------------------------------------------------------------
 
@@ -124,6 +139,8 @@ class Supervisor:
             "sources": {src.name: src.health.model_dump() for src in self.sources},
             "uptime_seconds": round(time.monotonic() - self.started, 1),
             "store": "postgresql" if self.settings.store.startswith("postgres") else "sqlite",
+            "notifications": notification_status(world) if world is not None else {},
+            "reactions": self.reactor.status() if self.reactor is not None else {},
         }
 
     def status_line(self) -> str:
@@ -149,8 +166,14 @@ class Supervisor:
         ing.write_latency_observer = self.metrics.store_write.observe
         self.ingestor = ing
         self.metrics.watch_state(self._metric_snapshot)
+        self.metrics.registry.register(SourceCollector(lambda: self.sources))
         await ing.start()
-        reactor = Reactor(ing, build_reactions(s, ing, self.clock))
+        # Rules before any source delivers samples; absence clocks restart from now.
+        self.running_sources = s.sources
+        await self._configure_rules(s, resuming=True)
+        reactor = self.reactor = Reactor(ing, build_reactions(s, ing, self.clock))
+        for collector in reactor.collectors():
+            self.metrics.registry.register(collector)
         self.sources = build_sources(s, ing, self.clock)
         self.ctx = ApiContext(s, ing, self.clock, self.metrics, Authenticator(s), self.health)
         server = _Server(
@@ -170,6 +193,10 @@ class Supervisor:
             async with contextlib.AsyncExitStack() as stack, asyncio.TaskGroup() as tg:
                 await reactor.start()
                 stack.push_async_callback(reactor.close)
+                # Durable timers: fires what came due while we were down, then watches.
+                self.timers = TimerService(ing, self.clock)
+                await self.timers.start()
+                stack.push_async_callback(self.timers.close)
                 for src in self.sources:
                     await stack.enter_async_context(src)
                 http = tg.create_task(server.serve(sockets=[sock]), name="http")
@@ -225,15 +252,22 @@ class Supervisor:
     async def _watchdog(self) -> None:
         assert self.ingestor is not None
         interval = self.notifier.watchdog_interval or 5.0
+        patience = max(interval, 1.0)
         while True:
-            if await self.ingestor.writer_alive(timeout=max(interval, 1.0)):
+            try:
+                async with asyncio.timeout(patience):
+                    await self.ingestor.writer_answers()
+                alive = True
+            except TimeoutError:
+                alive = False
+            if alive:
                 self.writer_ok_at = time.monotonic()
                 # Pinging only after the writer answered: a wedged writer stops the pings
                 # and systemd restarts us.
                 if self.notifier.watchdog_interval:
                     self.notifier.send("WATCHDOG=1", f"STATUS={self.status_line()}")
             else:
-                log.error("event store writer did not answer within %.1fs", interval)
+                log.error("event store writer did not answer within %.1fs", patience)
             await asyncio.sleep(interval)
 
     def _metric_snapshot(self) -> dict[str, Any]:
@@ -244,7 +278,21 @@ class Supervisor:
             "silences_active": h["silences_active"],
             "position": h["position"],
             "event_counts": h["event_counts"],
+            "notifications": h["notifications"],
         }
+
+    async def _configure_rules(self, s: Settings, *, resuming: bool) -> None:
+        """Record the configured rules (PromQL rules: those of the sources actually running)."""
+        if self.ingestor is None:
+            return
+        cmd = rules_command(s.rules, self.running_sources, resuming=resuming)
+        try:
+            events = await self.ingestor.submit([cmd])
+        except Rejected as e:
+            log.error("rules not applied: %s", e.reason)
+            return
+        if events:
+            log.info("rules configured rules=%d events=%d", len(cmd.rules), len(events))
 
     async def reload(self) -> None:
         """Re-read the config file; apply what is safe to change live, log the rest."""
@@ -266,10 +314,13 @@ class Supervisor:
                 ("http.listen", old.http.listen, new.http.listen),
                 ("grouping", old.grouping, new.grouping),
                 ("tuning", old.tuning, new.tuning),
+                ("notifications", old.notifications, new.notifications),
+                ("sources", old.sources, new.sources),
             )
             if a != b
         ]
         self.settings = new
+        await self._configure_rules(new, resuming=False)
         setup_logging(new.logging.format, new.logging.level, all_secrets(new))
         if self.ctx is not None:
             self.ctx.settings = new
@@ -284,6 +335,10 @@ class Supervisor:
 def run_daemon(settings: Settings, config_path: str | Path | None) -> int:
     """Entry point for `watchkeeper run`: returns the process exit code."""
     setup_logging(settings.logging.format, settings.logging.level, all_secrets(settings))
+    # Intake allocates many short-lived containers (parsed alerts, events); at the default
+    # gen0 threshold of 700 the cyclic collector runs hundreds of times a second under load
+    # and costs a third of ingest throughput (bench/ingest.py). Refcounting frees the rest.
+    gc.set_threshold(50_000, 20, 10)
     sup = Supervisor(settings, config_path)
     try:
         asyncio.run(sup.run())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 
@@ -30,10 +31,9 @@ class Notifier:
         """Send newline-separated fields, e.g. send("READY=1", "STATUS=ok")."""
         if self._sock is None:
             return
-        try:
+        # systemd gone or socket full: never fatal.
+        with contextlib.suppress(OSError):
             self._sock.sendto("\n".join(fields).encode(), self.address)
-        except OSError:
-            pass  # systemd gone or socket full: never fatal
 
     def close(self) -> None:
         """Close the socket."""

@@ -131,6 +131,9 @@ class EventLog:
     def _delete_checkpoints_upto(self, version: int) -> None:
         table = getattr(self.checkpoints, "events_table_name", "stored_snapshots")
         ds = self.factory.datastore  # type: ignore[attr-defined]
+        if self.is_postgres:
+            # The recorder's tables live in the configured schema (?schema=), not search_path.
+            table = f'"{ds.schema}"."{table}"'
         param = "%s" if self.is_postgres else "?"
         oid: Any = CHECKPOINT_ID if self.is_postgres else CHECKPOINT_ID.hex
         with ds.transaction(commit=True) as c:
@@ -156,7 +159,9 @@ class EventLog:
         )
         return [Recorded(n.id, self.mapper.to_domain_event(n)) for n in notes]
 
-    def read_raw(self, after: int = 0, limit: int = 1000) -> list[tuple[int, str, bytes, UUID, int]]:
+    def read_raw(
+        self, after: int = 0, limit: int = 1000
+    ) -> list[tuple[int, str, bytes, UUID, int]]:
         """Undecoded notifications: (id, topic, json, originator, version) for export/paging."""
         notes = self.recorder.select_notifications(
             start=after, limit=limit, inclusive_of_start=False

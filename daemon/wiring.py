@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from daemon.config import Settings
+from daemon.agent.reaction import AgentReaction
+from daemon.config import Settings, resolve_secret
 from daemon.ingest import Ingestor
+from daemon.notify import Notifier
+from daemon.notify_config import NotificationsConfig
+from daemon.notify_reaction import NotifyReaction
 from daemon.reactor import Reaction
 from daemon.sources import Source
 from daemon.store import EventLog
+from daemon.streams import Backoff
+
+_log = logging.getLogger("watchkeeper.wiring")
 
 
 def build_ingestor(settings: Settings, log: EventLog, clock: Callable[[], datetime]) -> Ingestor:
@@ -28,7 +36,36 @@ def build_sources(
     settings: Settings, ingestor: Ingestor, clock: Callable[[], datetime]
 ) -> list[Source]:
     """Every configured stream source (Kafka, MQTT, Prometheus), not yet started."""
+    from handlers.sources.kafka import KafkaSource
+    from handlers.sources.mqtt import MqttSource
+    from handlers.sources.prometheus import PrometheusSource
+
+    cfg = settings.sources
+    lease = settings.grouping.resolve_timeout
+
+    def backoff() -> Backoff:
+        return Backoff(cfg.reconnect_min.total_seconds(), cfg.reconnect_max.total_seconds())
+
+    def secret(ref: str | None) -> str | None:
+        return resolve_secret(ref) if ref else None
+
     sources: list[Source] = []
+    for k in cfg.kafka:
+        sources.append(
+            KafkaSource(k, ingestor, clock, sasl_password=secret(k.sasl_password),
+                        resolve_timeout=lease, backoff=backoff())
+        )
+    for m in cfg.mqtt:
+        sources.append(
+            MqttSource(m, ingestor, clock, password=secret(m.password),
+                       resolve_timeout=lease, backoff=backoff())
+        )
+    for p in cfg.prometheus:
+        headers = {h: resolve_secret(v) for h, v in p.headers.items()}
+        sources.append(
+            PrometheusSource(p, ingestor, clock, headers=headers,
+                             resolve_timeout=lease, backoff=backoff())
+        )
     return sources
 
 
@@ -37,4 +74,78 @@ def build_reactions(
 ) -> list[Reaction]:
     """Every reaction that follows the log (agent, policy, notifiers), not yet started."""
     reactions: list[Reaction] = []
+    if settings.notifications.policies:
+        reactions.append(
+            NotifyReaction(
+                ingestor,
+                build_notifiers(settings.notifications),
+                settings.notifications,
+                clock,
+                console_url=settings.notifications.console_url or settings.http.external_url,
+            )
+        )
+    if settings.agent.enabled:
+        reactions.append(build_agent(settings, ingestor, clock))
     return reactions
+
+
+def build_agent(
+    settings: Settings, ingestor: Ingestor, clock: Callable[[], datetime]
+) -> AgentReaction:
+    """The investigation agent: runbooks, read-only tools, the model (if configured)."""
+    from daemon.agent.blobs import BlobStore
+    from daemon.agent.context_tools import AlertContext, PastIncidents
+    from daemon.agent.llm import OpenAIChat
+    from daemon.agent.loop import Investigator
+    from daemon.agent.tools import Tool
+    from daemon.runbooks import load_runbooks
+    from handlers.tools.http_probe import HttpProbe
+    from handlers.tools.prometheus import Prometheus, PromQLInstant, PromQLRange
+    from handlers.tools.shell import ShellDiagnostic, ShellTemplateSpec
+
+    cfg = settings.agent
+    runbooks = load_runbooks(cfg.runbooks_dir)
+    for problem in runbooks.problems:
+        _log.error("runbook skipped: %s", problem)
+    t = cfg.tools
+    tools: dict[str, Tool] = {"alert_context": AlertContext(), "past_incidents": PastIncidents()}
+    if t.prometheus_url:
+        prom = Prometheus(t.prometheus_url, t.prometheus_timeout.total_seconds())
+        tools["promql_instant"] = PromQLInstant(prom)
+        tools["promql_range"] = PromQLRange(prom)
+    tools["http_probe"] = HttpProbe(t.http_probe_allow, t.http_probe_timeout.total_seconds())
+    tools["shell_diagnostic"] = ShellDiagnostic(
+        {n: ShellTemplateSpec(s.argv, s.timeout.total_seconds()) for n, s in t.shell.items()},
+        t.shell_output_bytes,
+    )
+    model = OpenAIChat(cfg.llm, resolve_secret(cfg.llm.api_key)) if cfg.llm else None
+    blobs = BlobStore(ingestor.log, ingestor.writer)
+    investigator = Investigator(
+        ingestor, runbooks, tools=tools, model=model, blobs=blobs, config=cfg, clock=clock
+    )
+    return AgentReaction(ingestor, runbooks, cfg, investigator, clock)
+
+
+def build_notifiers(config: NotificationsConfig) -> dict[str, Notifier]:
+    """One notifier per configured channel (secrets resolved now)."""
+    from handlers.notifiers.mattermost import MattermostWebhook
+    from handlers.notifiers.slack import SlackBot, SlackWebhook
+    from handlers.notifiers.teams import TeamsWorkflow
+    from handlers.notifiers.webhook import JsonWebhook
+
+    timeout = config.retry.timeout.total_seconds()
+    out: dict[str, Notifier] = {}
+    for name, ch in config.channels.items():
+        url = resolve_secret(ch.url) if ch.url else ""
+        if ch.type == "slack":
+            out[name] = SlackBot(name, resolve_secret(ch.token), ch.channel, ch.api_url, timeout)
+        elif ch.type == "slack_webhook":
+            out[name] = SlackWebhook(name, url, timeout)
+        elif ch.type == "mattermost":
+            out[name] = MattermostWebhook(name, url, timeout, ch.username)
+        elif ch.type == "teams":
+            out[name] = TeamsWorkflow(name, url, timeout)
+        else:
+            secret = resolve_secret(ch.secret) if ch.secret else ""
+            out[name] = JsonWebhook(name, url, timeout, secret)
+    return out

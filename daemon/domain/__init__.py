@@ -39,3 +39,14 @@ __all__ = [
     "evolve",
     "fingerprint",
 ]
+
+# Imported for their side effect, after the names above exist: each registers its
+# decisions and state changes with `decide`/`evolve`: deadlines, escalation steps and
+# notification records (notification_rules, timer_rules); the Investigation aggregate
+# (investigation); metric-rule samples, query results and absence on Tick (rule_decide).
+from daemon.domain import (  # noqa: F401
+    investigation,
+    notification_rules,
+    rule_decide,
+    timer_rules,
+)

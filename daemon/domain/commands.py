@@ -7,7 +7,11 @@ from datetime import datetime
 from uuid import UUID
 
 from daemon.domain.alerts import Alert
+from daemon.domain.investigation_events import InvestigationCommand
 from daemon.domain.matchers import Matcher
+from daemon.domain.notifications import Escalate, RecordFailed, RecordHeld, RecordSent
+from daemon.domain.rules import ConfigureRules, ObserveQueryResult, ObserveSamples
+from daemon.domain.timers import CancelDeadline, FireDeadline, SetDeadline
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,13 +83,24 @@ Command = (
     | CreateSilence
     | EndSilence
     | RecordDeadLetter
+    | SetDeadline
+    | FireDeadline
+    | CancelDeadline
+    | Escalate
+    | RecordSent
+    | RecordFailed
+    | RecordHeld
+    | InvestigationCommand
+    | ObserveSamples
+    | ObserveQueryResult
+    | ConfigureRules
 )
 
 
 class Rejected(Exception):  # noqa: N818 - a decision, not a failure
     """A command that current state refuses; the message says why, for the person who asked."""
 
-    def __init__(self, reason: str, *, status: int = 409) -> None:
+    def __init__(self, reason: str, status: int = 409) -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status

@@ -6,6 +6,7 @@ working view before the next is decided, so one command can emit several depende
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from functools import singledispatch
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -22,9 +23,10 @@ from daemon.domain.commands import (
     ResolveIncident,
     Tick,
 )
+from daemon.domain.durations import format_duration
 from daemon.domain.events import (
     AlertFired,
-    AlertRenewed,
+    AlertUpdated,
     AlertResolved,
     AlertSilenced,
     DeadLetterRecorded,
@@ -36,10 +38,15 @@ from daemon.domain.events import (
     IncidentResolved,
     SilenceCreated,
     SilenceEnded,
+    SilencePurged,
 )
-from daemon.domain.durations import format_duration
 from daemon.domain.evolve import evolve
-from daemon.domain.state import World
+from daemon.domain.state import Incident, World
+
+# Pure deciders other parts of the core add to Tick (rule absence, deadlines, ...):
+# each takes the world and `now` and returns events it has already evolved.
+TickHook = Callable[[World, datetime], list[DomainEvent]]
+TICK_HOOKS: list[TickHook] = []
 
 _NS = uuid5(NAMESPACE_URL, "https://watchkeeper.invalid/ids")
 
@@ -49,9 +56,13 @@ def incident_id_for(group_key: str, opened_at: datetime) -> UUID:
     return uuid5(_NS, f"incident|{group_key}|{opened_at.isoformat()}")
 
 
-def silenced_stream_id(alert: Alert) -> UUID:
-    """Stream of a silenced alert's firing episode (so it needs no version memory)."""
-    return uuid5(_NS, f"silenced|{alert.fingerprint}|{alert.starts_at.isoformat()}")
+def silenced_stream_id(alert: Alert, episode: int) -> UUID:
+    """Stream of one silenced firing episode (the world counts episodes, so ids never repeat).
+
+    The same alert (same startsAt) can be silenced again after its lease ran out; a stream
+    per episode keeps each stream's versions counting up from 1.
+    """
+    return uuid5(_NS, f"silenced|{alert.fingerprint}|{episode}")
 
 
 def decide(world: World, command: Command, now: datetime) -> list[DomainEvent]:
@@ -80,27 +91,13 @@ class _Out:
         self.events.append(event)
 
 
-def _renewal_due(old: datetime | None, new: datetime | None, now: datetime) -> bool:
-    """Record a lease extension only when the recorded lease has used up half of the offer.
-
-    Prometheus renews every alert on each evaluation; recording each renewal would store
-    a stream of non-changes. This keeps at most a few renewals per lease length while
-    never letting the recorded lease lapse while the source keeps renewing.
-    """
-    if old is None or new is None:
-        return (old is None) != (new is None)
-    if new <= old:
-        return False
-    return (old - now) < (new - now) / 2
-
-
 def _fire(out: _Out, alert: Alert) -> None:
     world, now = out.world, out.now
     silences = world.active_silences(alert.labels, now)
     if silences:
         out.emit(
             AlertSilenced(
-                originator_id=silenced_stream_id(alert),
+                originator_id=silenced_stream_id(alert, world.silenced_episodes + 1),
                 originator_version=1,
                 timestamp=now,
                 alert=alert,
@@ -111,6 +108,10 @@ def _fire(out: _Out, alert: Alert) -> None:
     key = world.policy.group_key(alert.labels)
     inc_id = world.groups.get(key)
     inc = world.incidents.get(inc_id) if inc_id else None
+    if inc is not None and _reopen_window_over(inc, world, now):
+        # No Tick has closed it yet (say the daemon was down): the window is over all the same.
+        _close(out, inc)
+        inc = None
     if inc is None:
         inc_id = incident_id_for(key, now)
         out.emit(
@@ -138,6 +139,27 @@ def _fire(out: _Out, alert: Alert) -> None:
             originator_version=inc.version + 1,
             timestamp=now,
             alert=alert,
+        )
+    )
+
+
+def _reopen_window_over(inc: Incident, world: World, now: datetime) -> bool:
+    """Whether a resolved incident stayed resolved for the whole reopen window."""
+    return (
+        inc.state == "resolved"
+        and inc.resolved_at is not None
+        and now >= inc.resolved_at + world.policy.reopen_window
+    )
+
+
+def _close(out: _Out, inc: Incident) -> None:
+    window = out.world.policy.reopen_window
+    out.emit(
+        IncidentClosed(
+            originator_id=inc.id,
+            originator_version=inc.version + 1,
+            timestamp=out.now,
+            reason=f"resolved for {format_duration(window)} without reopening",
         )
     )
 
@@ -189,21 +211,24 @@ def _(cmd: ReceiveAlert, world: World, now: datetime) -> list[DomainEvent]:
         _fire(out, alert)
         return out.events
     old = current.alert
-    if _renewal_due(old.ends_at, alert.ends_at, now) or (
-        old.ends_at is None and alert.ends_at is None and old.annotations != alert.annotations
-    ):
+    if alert.ends_at is not None:
+        # A renewal: soft state, no event (see World.leases).
+        if old.ends_at is not None and alert.ends_at > world.leases.get(alert.fingerprint, old.ends_at):
+            world.leases[alert.fingerprint] = alert.ends_at
+        return out.events
+    if old.ends_at is None and old.annotations != alert.annotations:
+        # Alertmanager re-sends a lease-less alert only when its group changed: worth keeping.
         version = (
             world.incidents[current.incident_id].version + 1
             if current.incident_id is not None
             else current.stream_version + 1
         )
         out.emit(
-            AlertRenewed(
+            AlertUpdated(
                 originator_id=current.stream_id,
                 originator_version=version,
                 timestamp=now,
                 fingerprint=alert.fingerprint,
-                ends_at=alert.ends_at,
                 annotations=alert.annotations,
             )
         )
@@ -223,27 +248,38 @@ def _(cmd: Tick, world: World, now: datetime) -> list[DomainEvent]:
                     reason="expired",
                 )
             )
-    for fp, st in list(world.alerts.items()):
-        if st.firing and st.alert.ends_at is not None and st.alert.ends_at <= now:
-            _resolve_alert(out, fp, st.alert.ends_at, "lease expired: not renewed by its source")
-    for fp, st in list(world.alerts.items()):
-        # A silenced alert whose silences are all over is handled like a new firing.
-        if st.firing and st.incident_id is None and not world.active_silences(
-            st.alert.labels, now
-        ):
-            _resolve_alert(out, fp, now, "silence ended; alert moves to an incident")
-            _fire(out, st.alert)
-    window = world.policy.reopen_window
-    for inc in list(world.incidents.values()):
-        if inc.state == "resolved" and inc.resolved_at and now >= inc.resolved_at + window:
+        elif s.ended_at is not None and now >= s.ended_at + world.policy.silence_retention:
             out.emit(
-                IncidentClosed(
-                    originator_id=inc.id,
-                    originator_version=inc.version + 1,
-                    timestamp=now,
-                    reason=f"resolved for {format_duration(window)} without reopening",
+                SilencePurged(
+                    originator_id=s.id, originator_version=s.version + 1, timestamp=now
                 )
             )
+    # One pass over every alert (this runs each tick, and the hot set can hold tens of
+    # thousands): leases that ran out, and silenced alerts to re-check against silences.
+    expired: list[tuple[str, datetime]] = []
+    silenced: list[str] = []
+    for fp, st in world.alerts.items():
+        alert = st.alert
+        if alert.status != "firing":
+            continue
+        lease_end = world.lease_end(fp) if alert.ends_at is not None else None
+        if lease_end is not None and lease_end <= now:
+            expired.append((fp, lease_end))
+        elif st.incident_id is None:
+            silenced.append(fp)
+    for fp, ends_at in expired:
+        _resolve_alert(out, fp, ends_at, "lease expired: not renewed by its source")
+    for fp in silenced:
+        # A silenced alert whose silences are all over is handled like a new firing.
+        st = world.alerts[fp]
+        if not world.active_silences(st.alert.labels, now):
+            _resolve_alert(out, fp, now, "silence ended; alert moves to an incident")
+            _fire(out, st.alert)
+    for inc in list(world.incidents.values()):
+        if _reopen_window_over(inc, world, now):
+            _close(out, inc)
+    for hook in TICK_HOOKS:
+        out.events.extend(hook(world, now))
     return out.events
 
 

@@ -38,11 +38,10 @@ class AlertFired(DomainEvent):
     alert: Alert
 
 
-class AlertRenewed(DomainEvent):
-    """A firing alert's lease was extended; carries its latest annotations."""
+class AlertUpdated(DomainEvent):
+    """A lease-less firing alert (from an Alertmanager webhook) arrived with new annotations."""
 
     fingerprint: str
-    ends_at: datetime | None
     annotations: dict[str, str]
 
 
@@ -107,6 +106,10 @@ class SilenceEnded(DomainEvent):
     reason: str
 
 
+class SilencePurged(DomainEvent):
+    """An ended silence passed its retention and leaves the state (its history stays)."""
+
+
 # --- intake ----------------------------------------------------------------------------
 
 
@@ -122,7 +125,7 @@ class DeadLetterRecorded(DomainEvent):
 INCIDENT_EVENTS = (
     IncidentOpened,
     AlertFired,
-    AlertRenewed,
+    AlertUpdated,
     AlertResolved,
     IncidentAcknowledged,
     IncidentResolved,

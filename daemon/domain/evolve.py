@@ -6,7 +6,7 @@ from functools import singledispatch
 
 from daemon.domain.events import (
     AlertFired,
-    AlertRenewed,
+    AlertUpdated,
     AlertResolved,
     AlertSilenced,
     DeadLetterRecorded,
@@ -18,6 +18,7 @@ from daemon.domain.events import (
     IncidentResolved,
     SilenceCreated,
     SilenceEnded,
+    SilencePurged,
 )
 from daemon.domain.state import SEVERITY_RANK, AlertState, Incident, Silence, World
 
@@ -72,10 +73,17 @@ def _(event: AlertFired, world: World) -> None:
         stream_version=event.originator_version,
         incident_id=inc.id,
     )
+    if previous is not None and previous.incident_id not in (None, inc.id):
+        world.members.get(previous.incident_id, {}).pop(alert.fingerprint, None)
+    world.members.setdefault(inc.id, {})[alert.fingerprint] = None
 
 
 @evolve.register
 def _(event: AlertSilenced, world: World) -> None:
+    world.silenced_episodes += 1
+    previous = world.alerts.get(event.alert.fingerprint)
+    if previous is not None and previous.incident_id is not None:
+        world.members.get(previous.incident_id, {}).pop(event.alert.fingerprint, None)
     world.alerts[event.alert.fingerprint] = AlertState(
         alert=event.alert,
         stream_id=event.originator_id,
@@ -85,13 +93,11 @@ def _(event: AlertSilenced, world: World) -> None:
 
 
 @evolve.register
-def _(event: AlertRenewed, world: World) -> None:
+def _(event: AlertUpdated, world: World) -> None:
     st = world.alerts[event.fingerprint]
     world.alerts[event.fingerprint] = st.model_copy(
         update={
-            "alert": st.alert.model_copy(
-                update={"ends_at": event.ends_at, "annotations": event.annotations}
-            ),
+            "alert": st.alert.model_copy(update={"annotations": event.annotations}),
             "stream_version": event.originator_version,
         }
     )
@@ -102,6 +108,7 @@ def _(event: AlertRenewed, world: World) -> None:
 @evolve.register
 def _(event: AlertResolved, world: World) -> None:
     st = world.alerts[event.fingerprint]
+    world.leases.pop(event.fingerprint, None)
     resolved = st.alert.model_copy(update={"status": "resolved", "ends_at": event.resolved_at})
     if st.incident_id is None:
         # A silenced alert that resolved leaves the hot set; its stream is per firing episode.
@@ -144,10 +151,14 @@ def _(event: IncidentClosed, world: World) -> None:
     inc = world.incidents.pop(event.originator_id)
     if world.groups.get(inc.group_key) == inc.id:
         del world.groups[inc.group_key]
-    for fp in [fp for fp, a in world.alerts.items() if a.incident_id == inc.id]:
+    for fp in world.members.pop(inc.id, {}):
         del world.alerts[fp]
     world.closed[inc.id] = inc.model_copy(
-        update={"state": "closed", "version": event.originator_version, "updated_at": event.timestamp}
+        update={
+            "state": "closed",
+            "version": event.originator_version,
+            "updated_at": event.timestamp,
+        }
     )
     while len(world.closed) > world.closed_kept:
         del world.closed[next(iter(world.closed))]
@@ -176,6 +187,11 @@ def _(event: SilenceEnded, world: World) -> None:
             "ended_by": event.by,
         }
     )
+
+
+@evolve.register
+def _(event: SilencePurged, world: World) -> None:
+    world.silences.pop(event.originator_id, None)
 
 
 @evolve.register

@@ -54,12 +54,14 @@ class Matcher(BaseModel):
         m = _MATCHER.match(text)
         if not m:
             raise ValueError(
-                f"bad matcher {text!r}: expected name=value, name!=value, name=~regex or name!~regex"
+                f"bad matcher {text!r}: "
+                "expected name=value, name!=value, name=~regex or name!~regex"
             )
         name, op, value = m.groups()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
             value = value[1:-1]
-        return cls(name=name, op=op, value=value)
+        # Validated, not cast: the regex only lets the four operators through anyway.
+        return cls.model_validate({"name": name, "op": op, "value": value})
 
 
 def matches_all(matchers: tuple[Matcher, ...] | list[Matcher], labels: Mapping[str, str]) -> bool:

@@ -11,10 +11,14 @@ from datetime import datetime, timedelta
 from typing import Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from daemon.domain.alerts import Alert
+from daemon.domain.investigation_events import Investigations
 from daemon.domain.matchers import Matcher, matches_all
+from daemon.domain.notifications import NotificationLog
+from daemon.domain.rules import RuleBook
+from daemon.domain.timers import DeadlineBook
 
 IncidentState = Literal["open", "acknowledged", "resolved", "closed"]
 SEVERITY_RANK = {"critical": 4, "error": 3, "warning": 2, "info": 1, "none": 0}
@@ -100,6 +104,8 @@ class GroupingPolicy(BaseModel):
     group_by: tuple[str, ...] = ("alertname",)
     resolve_timeout: timedelta = timedelta(minutes=5)
     reopen_window: timedelta = timedelta(minutes=30)
+    # Ended silences stay listed this long, as in Alertmanager's data retention.
+    silence_retention: timedelta = timedelta(days=5)
 
     def group_labels(self, labels: dict[str, str]) -> dict[str, str]:
         """The labels that define the alert's group ("..." groups by every label)."""
@@ -124,13 +130,52 @@ class World(BaseModel):
     # Most recently closed incidents (bounded), so listings can show them.
     closed: dict[UUID, Incident] = {}
     closed_kept: int = 500
+    # Silenced firing episodes so far; each gets its own stream (see decide.silenced_stream_id).
+    silenced_episodes: int = 0
+    # Durable timers (daemon/domain/timers.py) and the notification log (notifications.py).
+    deadlines: DeadlineBook = Field(default_factory=DeadlineBook)
+    notifications: NotificationLog = Field(default_factory=NotificationLog)
+    # Investigations of hot incidents, and a bounded record of finished ones (investigation.py).
+    investigations: Investigations = Field(default_factory=Investigations)
+    # Metric rules as configured and the state of every series they watch (rules.py).
+    rulebook: RuleBook = Field(default_factory=RuleBook)
     # The last notification id folded into this world (for checkpoints).
     position: int = 0
+    # Soft state, not folded from events and not checkpointed: lease renewals. A source
+    # such as Prometheus re-sends every firing alert on each evaluation with a later
+    # endsAt; that is a repeat of an unchanged alert, so it is kept here, not stored.
+    leases: dict[str, datetime] = Field(default_factory=dict, exclude=True)
+    # After a restart the renewals are gone; until this time no lease expires, so
+    # sources get one resolve_timeout to renew before anything resolves by lease.
+    lease_grace_until: datetime | None = Field(default=None, exclude=True)
+    # Index over `alerts`: each incident's alert fingerprints, so finding an incident's
+    # alerts does not scan every alert (reactions do it on every event). Maintained by
+    # evolve; derived, so not checkpointed.
+    members: dict[UUID, dict[str, None]] = Field(default_factory=dict, exclude=True)
 
     def active_silences(self, labels: dict[str, str], now: datetime) -> tuple[UUID, ...]:
         """Ids of silences muting these labels now."""
         return tuple(s.id for s in self.silences.values() if s.silences(labels, now))
 
+    def lease_end(self, fingerprint: str) -> datetime | None:
+        """When a firing alert's lease runs out: the later of recorded and renewed leases."""
+        st = self.alerts.get(fingerprint)
+        if st is None or st.alert.ends_at is None:
+            return None
+        end = max(st.alert.ends_at, self.leases.get(fingerprint, st.alert.ends_at))
+        if self.lease_grace_until is not None and end < self.lease_grace_until:
+            return self.lease_grace_until
+        return end
+
     def incident_alerts(self, incident_id: UUID) -> list[AlertState]:
-        """Alerts currently attached to an incident."""
-        return [a for a in self.alerts.values() if a.incident_id == incident_id]
+        """Alerts currently attached to an incident (in the order of `alerts`)."""
+        return [self.alerts[fp] for fp in self.members.get(incident_id, ())]
+
+    @model_validator(mode="after")
+    def _index_members(self) -> World:
+        # A world loaded from a checkpoint has alerts but no index (it is not stored).
+        self.members = {}
+        for fp, st in self.alerts.items():
+            if st.incident_id is not None:
+                self.members.setdefault(st.incident_id, {})[fp] = None
+        return self
