@@ -147,7 +147,12 @@ def create_app(ctx: ApiContext) -> FastAPI:  # noqa: PLR0915
         return JSONResponse(body, status_code=exc.status)
 
     @app.exception_handler(AuthError)
-    async def _auth(_: Request, exc: AuthError) -> JSONResponse:
+    async def _auth(request: Request, exc: AuthError) -> JSONResponse:
+        peer = request.client.host if request.client else "-"
+        log.warning(
+            "refused status=%d %s %s peer=%s reason=%s",
+            exc.status, request.method, request.url.path, peer, exc.reason,
+        )
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return JSONResponse({"error": exc.reason}, status_code=exc.status, headers=headers)
 

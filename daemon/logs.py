@@ -22,7 +22,7 @@ class _Scrubber(logging.Filter):
     def scrub(self, text: str) -> str:
         for s in self.secrets:
             text = text.replace(s, _REDACTED)
-        return re.sub(r"(?i)(bearer\s+)[^\s'\"]+", r"\1" + _REDACTED, text)
+        return re.sub(r"(Bearer\s+)[A-Za-z0-9._~+/=-]{6,}", r"\1" + _REDACTED, text)
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.getMessage()

@@ -40,6 +40,33 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# Events an on-call engineer wants to see in the journal, one line each; the rest
+# (alert repeats, agent steps, notification bookkeeping) stay in the event log.
+_WORTH_LOGGING = frozenset(
+    {
+        "IncidentOpened", "IncidentAcknowledged", "IncidentResolved", "IncidentReopened",
+        "IncidentClosed", "AlertSilenced", "SilenceCreated", "SilenceEnded",
+        "DeadLetterRecorded",
+        "ActionProposed", "ApprovalRequested", "ActionApproved", "ActionRejected",
+        "ActionDispatched", "ActionSucceeded", "ActionFailed", "ActionOutcomeUnknown",
+        "ActionCancelled", "VerificationFailed", "RolledBack", "NotificationFailed",
+        "DeadlineFired", "ExecutionPaused", "ExecutionResumed",
+    }
+)
+_DETAIL_FIELDS = ("group_key", "by", "reason", "source", "action_id", "channel", "kind")
+
+
+def log_event(position: int, event: Any) -> None:
+    """Log one committed event worth knowing as a key=value line."""
+    name = type(event).__name__
+    if name not in _WORTH_LOGGING:
+        return
+    detail = " ".join(
+        f"{f}={getattr(event, f)!r}" for f in _DETAIL_FIELDS if getattr(event, f, None)
+    )
+    log.info("%s position=%d stream=%s %s", name, position, event.originator_id, detail)
+
+
 class _Server(uvicorn.Server):
     """uvicorn without its own signal handling: the supervisor owns signals."""
 
@@ -164,6 +191,7 @@ class Supervisor:
         self.notifier.send("STATUS=rebuilding state from the event log")
         ing = build_ingestor(s, store, self.clock)
         ing.write_latency_observer = self.metrics.store_write.observe
+        ing.listeners.append(log_event)
         self.ingestor = ing
         self.metrics.watch_state(self._metric_snapshot)
         self.metrics.registry.register(SourceCollector(lambda: self.sources))
@@ -242,12 +270,9 @@ class Supervisor:
         while True:
             await asyncio.sleep(interval)
             try:
-                events = await self.ingestor.tick()
+                await self.ingestor.tick()  # what it records is logged by log_event
             except Exception:
                 log.exception("tick failed")
-                continue
-            for ev in events:
-                log.info("%s stream=%s", type(ev).__name__, ev.originator_id)
 
     async def _watchdog(self) -> None:
         assert self.ingestor is not None
