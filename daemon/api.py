@@ -17,9 +17,12 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from daemon.actions_api import actions_router
 from daemon.agent.views import investigation_view
+from daemon.approvals import SlackApprovals
 from daemon.auth import Authenticator, AuthError, Identity
 from daemon.config import Settings
+from daemon.console import console_router
 from daemon.domain import (
     Acknowledge,
     CreateSilence,
@@ -136,8 +139,11 @@ def create_app(ctx: ApiContext) -> FastAPI:  # noqa: PLR0915
     """Build the FastAPI application around a running daemon."""
     app = FastAPI(title="watchkeeper", version="0.1.0", docs_url="/api/docs", redoc_url=None)
     ing = ctx.ingestor
-    # Slack buttons; Approve/Reject are routed to an ApprovalDecider once the actions stage exists.
-    app.include_router(slack_router(ctx))
+    # Slack buttons; Approve/Reject go to the actions stage (daemon/approvals.py).
+    app.include_router(slack_router(ctx, SlackApprovals(ing)))
+    app.include_router(actions_router(ctx))
+    # The review console at / (daemon/console.py).
+    app.include_router(console_router(ctx))
 
     @app.exception_handler(_Problem)
     async def _problem(_: Request, exc: _Problem) -> JSONResponse:

@@ -16,6 +16,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from daemon.cli_actions import action_rows
+from daemon.cli_actions import register as register_actions
 from daemon.cli_agent import agent_rows, print_investigation, runbooks_app
 from daemon.config import ConfigError, load_config
 
@@ -33,6 +35,7 @@ app.add_typer(incidents_app, name="incidents")
 app.add_typer(silence_app, name="silence")
 app.add_typer(events_app, name="events")
 app.add_typer(runbooks_app, name="runbooks")
+register_actions(app)  # actions list|show|approve|reject|dry-run, pause, resume
 
 out = Console()
 err = Console(stderr=True)
@@ -430,7 +433,7 @@ def status() -> None:
         if n.get("last_error"):
             line += f"; last failure: {n['last_error']}"
         t.add_row(f"notify {channel}", escape(line))
-    for name, value in agent_rows(data):
+    for name, value in agent_rows(data) + action_rows(data):
         t.add_row(name, escape(value))
     t.add_row("uptime", f"{data['uptime_seconds']}s")
     out.print(t)

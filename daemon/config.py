@@ -24,6 +24,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from daemon.action_config import ActionsConfig
 from daemon.agent_config import AgentConfig
 from daemon.domain.durations import parse_duration
 from daemon.domain.state import GroupingPolicy
@@ -187,6 +188,7 @@ class Settings(BaseSettings):
     sources: SourcesConfig = SourcesConfig()
     rules: list[RuleConfig] = []
     agent: AgentConfig = AgentConfig()
+    actions: ActionsConfig = ActionsConfig()
 
     @field_validator("store")
     @classmethod
@@ -220,7 +222,7 @@ class Settings(BaseSettings):
                 resolve_secret(self.auth.ingest_token)
             except ValueError as e:
                 problems.append(f"auth.ingest_token: {e}")
-        for path, ref in self.agent.secret_refs().items():
+        for path, ref in (self.agent.secret_refs() | self.actions.secret_refs()).items():
             try:
                 resolve_secret(ref)
             except ValueError as e:

@@ -67,6 +67,8 @@ def _findings(world: object, incident_id: UUID) -> tuple[str, str, list[Proposal
     """The latest investigation's summary, probable cause and proposals, if any exist."""
     invs: Any = getattr(world, "investigations", None)
     runs = list(invs.for_incident(incident_id)) if hasattr(invs, "for_incident") else []
+    # The actions stage's state (world.actions), when present: status and exact command.
+    book: Any = getattr(world, "actions", None)
     summary = cause = ""
     proposals: list[Proposal] = []
     for inv in runs:
@@ -76,13 +78,15 @@ def _findings(world: object, incident_id: UUID) -> tuple[str, str, list[Proposal
             params = getattr(p, "params", {}) or {}
             kind = str(getattr(p, "kind", ""))
             runs_text = kind + "(" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")"
+            entry = book.get(p.proposal_id) if hasattr(book, "get") else None
+            plan = getattr(entry, "plan", None)
             proposals.append(
                 Proposal(
                     action_id=str(getattr(p, "proposal_id", "") or getattr(p, "action_id", "")),
                     kind=str(getattr(p, "action_id", kind)),
-                    runs=runs_text,
+                    runs=str(getattr(plan, "summary", "") or runs_text),
                     risk=str(getattr(p, "risk", "")),
-                    status=str(getattr(p, "status", "proposed")),
+                    status=str(getattr(entry, "status", "") or getattr(p, "status", "proposed")),
                     rationale=str(getattr(p, "rationale", "")),
                 )
             )

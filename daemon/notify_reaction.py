@@ -65,6 +65,8 @@ SUMMARY = "notify-summary"
 FOLLOW_UPS = {
     "ActionProposed": "action_proposed",
     "ApprovalRequested": "approval_requested",
+    "ApprovalReminded": "approval_requested",
+    "ActionEscalated": "escalated",
     "ActionSucceeded": "action_executed",
     "ActionExecuted": "action_executed",
     "ActionFailed": "action_failed",
@@ -303,7 +305,7 @@ class NotifyReaction:
                 if getattr(event, "probable_cause", "")
                 else ""
             ),
-        }.get(kind, kind.replace("_", " ").capitalize())
+        }.get(kind, str(getattr(event, "reason", "")) or kind.replace("_", " ").capitalize())
         return await self._follow_up(position, inc_id, kind, note, key=f"{kind}:{position}")
 
     # --- storm summaries -----------------------------------------------------------------

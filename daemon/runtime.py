@@ -87,7 +87,7 @@ def all_secrets(settings: Settings) -> list[str]:
     if "@" in settings.store and ":" in settings.store.split("@")[0]:
         out.append(settings.store.split("@")[0].rsplit(":", 1)[1])
     out.extend(settings.notifications.secret_values())
-    for ref in settings.agent.secret_refs().values():
+    for ref in (settings.agent.secret_refs() | settings.actions.secret_refs()).values():
         with contextlib.suppress(ValueError):
             out.append(resolve_secret(ref))
     for ref in settings.sources.secret_refs().values():
@@ -374,3 +374,4 @@ def run_daemon(settings: Settings, config_path: str | Path | None) -> int:
         log.exception("fatal: %s", e)
         return 1
     return 0
+

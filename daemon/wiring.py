@@ -6,7 +6,10 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
+from daemon.action_exec import ActionExecutor
+from daemon.action_reaction import ActionsReaction
 from daemon.agent.reaction import AgentReaction
+from daemon.agent.tools import Tool
 from daemon.config import Settings, resolve_secret
 from daemon.ingest import Ingestor
 from daemon.notify import Notifier
@@ -86,6 +89,7 @@ def build_reactions(
         )
     if settings.agent.enabled:
         reactions.append(build_agent(settings, ingestor, clock))
+    reactions.append(build_actions(settings, ingestor, clock))
     return reactions
 
 
@@ -94,23 +98,35 @@ def build_agent(
 ) -> AgentReaction:
     """The investigation agent: runbooks, read-only tools, the model (if configured)."""
     from daemon.agent.blobs import BlobStore
-    from daemon.agent.context_tools import AlertContext, PastIncidents
     from daemon.agent.llm import OpenAIChat
     from daemon.agent.loop import Investigator
-    from daemon.agent.tools import Tool
     from daemon.runbooks import load_runbooks
-    from handlers.tools.http_probe import HttpProbe
-    from handlers.tools.prometheus import Prometheus, PromQLInstant, PromQLRange
-    from handlers.tools.shell import ShellDiagnostic, ShellTemplateSpec
 
     cfg = settings.agent
     runbooks = load_runbooks(cfg.runbooks_dir)
     for problem in runbooks.problems:
         _log.error("runbook skipped: %s", problem)
-    t = cfg.tools
+    tools = build_tools(settings)
+    model = OpenAIChat(cfg.llm, resolve_secret(cfg.llm.api_key)) if cfg.llm else None
+    blobs = BlobStore(ingestor.log, ingestor.writer)
+    investigator = Investigator(
+        ingestor, runbooks, tools=tools, model=model, blobs=blobs, config=cfg, clock=clock
+    )
+    return AgentReaction(ingestor, runbooks, cfg, investigator, clock)
+
+
+def build_tools(settings: Settings, prometheus_url: str = "") -> dict[str, Tool]:
+    """The read-only tools (the agent's, and the actions stage's checks)."""
+    from daemon.agent.context_tools import AlertContext, PastIncidents
+    from handlers.tools.http_probe import HttpProbe
+    from handlers.tools.prometheus import Prometheus, PromQLInstant, PromQLRange
+    from handlers.tools.shell import ShellDiagnostic, ShellTemplateSpec
+
+    t = settings.agent.tools
     tools: dict[str, Tool] = {"alert_context": AlertContext(), "past_incidents": PastIncidents()}
-    if t.prometheus_url:
-        prom = Prometheus(t.prometheus_url, t.prometheus_timeout.total_seconds())
+    url = prometheus_url or t.prometheus_url
+    if url:
+        prom = Prometheus(url, t.prometheus_timeout.total_seconds())
         tools["promql_instant"] = PromQLInstant(prom)
         tools["promql_range"] = PromQLRange(prom)
     tools["http_probe"] = HttpProbe(t.http_probe_allow, t.http_probe_timeout.total_seconds())
@@ -118,12 +134,61 @@ def build_agent(
         {n: ShellTemplateSpec(s.argv, s.timeout.total_seconds()) for n, s in t.shell.items()},
         t.shell_output_bytes,
     )
-    model = OpenAIChat(cfg.llm, resolve_secret(cfg.llm.api_key)) if cfg.llm else None
-    blobs = BlobStore(ingestor.log, ingestor.writer)
-    investigator = Investigator(
-        ingestor, runbooks, tools=tools, model=model, blobs=blobs, config=cfg, clock=clock
+    return tools
+
+
+def build_executors(
+    settings: Settings, clock: Callable[[], datetime] | None = None
+) -> dict[str, ActionExecutor]:
+    """One executor per action kind, with the allowlists of the `actions:` section."""
+    from handlers.actions.alertmanager import AlertmanagerSilencer
+    from handlers.actions.http import HttpExecutor, WebhookRunner
+    from handlers.actions.shell import ShellExecutor
+    from handlers.actions.systemd import SystemdExecutor
+
+    a = settings.actions
+    secret = resolve_secret(a.http.webhook_secret) if a.http.webhook_secret else ""
+    http_timeout = a.http.timeout.total_seconds()
+    silencer = AlertmanagerSilencer(
+        a.alertmanager.url,
+        a.alertmanager.timeout.total_seconds(),
+        a.alertmanager.max_duration,
+        a.alertmanager.created_by,
+        clock=clock,
     )
-    return AgentReaction(ingestor, runbooks, cfg, investigator, clock)
+    executors: list[ActionExecutor] = [
+        ShellExecutor(a.shell.allow, a.shell.timeout.total_seconds(), a.shell.output_bytes),
+        HttpExecutor(a.http.allow_hosts, http_timeout),
+        WebhookRunner(a.http.allow_hosts, http_timeout, secret),
+        SystemdExecutor(
+            a.systemd.units,
+            list(a.systemd.operations),
+            a.systemd.systemctl,
+            a.systemd.timeout.total_seconds(),
+        ),
+        silencer,
+    ]
+    return {e.kind: e for e in executors}
+
+
+def build_actions(
+    settings: Settings, ingestor: Ingestor, clock: Callable[[], datetime]
+) -> ActionsReaction:
+    """The actions stage: policy, approvals, drift checks, executors, verification."""
+    from daemon.action_checks import WorldChecks
+    from daemon.runbooks import load_runbooks
+
+    runbooks = load_runbooks(settings.agent.runbooks_dir)
+    tools = build_tools(settings, settings.actions.prometheus_url)
+    return ActionsReaction(
+        ingestor,
+        runbooks,
+        build_executors(settings, clock),
+        WorldChecks(tools, clock),
+        settings.actions,
+        clock=clock,
+        drain_seconds=settings.http.drain_timeout.total_seconds(),
+    )
 
 
 def build_notifiers(config: NotificationsConfig) -> dict[str, Notifier]:

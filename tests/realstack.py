@@ -436,16 +436,35 @@ class Watchkeeper:
         found: list[dict[str, Any]] = self.get("/api/v1/incidents", **params)["incidents"]
         return found
 
-    def events(self) -> list[dict[str, Any]]:
-        """The whole event log via GET /api/v1/events, page by page."""
+    def events(self, after: int = 0) -> list[dict[str, Any]]:
+        """The event log after a position (all of it by default), page by page."""
         out: list[dict[str, Any]] = []
-        after = 0
         while True:
             page = self.get("/api/v1/events", after=after, limit=1000)
             out.extend(page["events"])
             if not page["events"]:
                 return out
             after = page["next"]
+
+
+# Events that alert intake records. Reactions (investigations, timers, notifications) may
+# commit other events at any moment, so "nothing changed" is checked against these.
+INTAKE_EVENTS = frozenset(
+    {
+        "IncidentOpened",
+        "AlertFired",
+        "AlertUpdated",
+        "AlertResolved",
+        "AlertSilenced",
+        "IncidentResolved",
+        "IncidentReopened",
+    }
+)
+
+
+def intake_events_after(wk: Watchkeeper, position: int) -> list[dict[str, Any]]:
+    """Intake events committed after `position`."""
+    return [e for e in wk.events(position) if e["type"] in INTAKE_EVENTS]
 
 
 # --- PostgreSQL ------------------------------------------------------------------------

@@ -225,15 +225,85 @@ async def test_a_mapped_user_without_the_role_is_refused(daemon: Daemon, stub: C
     assert reply.body["text"] == r.json()["error"]
 
 
-async def test_approve_is_refused_until_an_approval_workflow_is_connected(
+async def pending_action(d: Daemon, inc: UUID) -> UUID:
+    """A proposed restart waiting for approval, recorded through the real domain."""
+    from daemon.domain.action_events import ActionPlan, DecidePolicy
+    from daemon.domain.investigation_events import (
+        ActionSpec,
+        Budget,
+        ProposeAction,
+        StartInvestigation,
+        investigation_id_for,
+    )
+    from daemon.domain.policy import PolicyRules
+
+    inv = investigation_id_for(inc, "disk-filling", 1)
+    spec = ActionSpec(id="rotate_logs", kind="systemd", risk="low", params_schema={})
+    await d.ing.submit(
+        [
+            StartInvestigation(
+                inv, inc, 1, "disk-filling", "4", "deterministic", "", "h", Budget(), (spec,)
+            )
+        ]
+    )
+    v = d.ing.world.investigations.active[inv].version
+    [proposed, _] = await d.ing.submit([ProposeAction(inv, v, "c1", "rotate_logs", {}, "full")])
+    pid: UUID = proposed.proposal_id  # type: ignore[attr-defined]
+    plan = ActionPlan(
+        kind="systemd",
+        action_id="rotate_logs",
+        summary="systemctl start logrotate.service",
+        targets=("logrotate.service",),
+        spec={"unit": "logrotate.service", "operation": "start"},
+    )
+    await d.ing.submit([DecidePolicy(pid, PolicyRules(), plan)])
+    return pid
+
+
+async def test_a_signed_approve_click_approves_the_pending_action(
     daemon: Daemon, stub: ChatStub
 ) -> None:
     inc = await open_incident(daemon)
-    value = json.dumps({"incident": str(inc), "proposal": "5b0c3f7e-0000-4000-8000-000000000001"})
+    pid = await pending_action(daemon, inc)
+    value = json.dumps({"incident": str(inc), "proposal": str(pid)})
     body = form(payload("U0BOSS", "wk_approve_1", value, stub.url(stub.SLACK_RESPONSE)))
     r = await post(daemon, body, signed(body, T0))
-    assert r.status_code == 501
-    assert r.json()["error"].startswith("approving actions from Slack is not available")
+    assert r.status_code == 200, r.text
+    said = (
+        "Approved systemctl start logrotate.service as bea; "
+        "it runs after a final check of the world."
+    )
+    assert r.json() == {"ok": True, "result": said}
+    entry = daemon.ing.world.actions.get(pid)
+    assert entry is not None
+    assert entry.status == "approved"
+    [approval] = entry.approvals
+    assert (approval.by, approval.role, approval.channel) == ("bea", "approver", "slack")
+    [reply] = await stub.arrived(stub.SLACK_RESPONSE, 1)
+    assert reply.body["text"] == said
+    # The same click again is refused, told in Slack, and audited.
+    r = await post(daemon, body, signed(body, T0))
+    assert r.status_code == 409
+    assert r.json()["error"] == "already approved by bea; it is waiting to run"
+    assert entry.approvals == daemon.ing.world.actions.get(pid).approvals  # type: ignore[union-attr]
+    refusals = daemon.ing.world.actions.get(pid).refusals  # type: ignore[union-attr]
+    assert refusals[-1].endswith(
+        "bea (approver, slack) approve: already approved by bea; it is waiting to run"
+    )
+
+
+async def test_an_unknown_proposal_is_refused_and_audited(daemon: Daemon, stub: ChatStub) -> None:
+    inc = await open_incident(daemon)
+    unknown = "5b0c3f7e-0000-4000-8000-000000000001"
+    value = json.dumps({"incident": str(inc), "proposal": unknown})
+    body = form(payload("U0BOSS", "wk_approve_1", value, stub.url(stub.SLACK_RESPONSE)))
+    r = await post(daemon, body, signed(body, T0))
+    assert (r.status_code, r.json()) == (404, {"error": f"no action {unknown}"})
+    rows = daemon.ing.log.read(0, 1000)
+    refused = [rec.event for rec in rows if type(rec.event).__name__ == "ActionRequestRefused"]
+    assert [(e.by, e.channel, e.reason) for e in refused] == [  # type: ignore[attr-defined]
+        ("bea", "slack", f"no action {unknown}")
+    ]
 
 
 async def test_approve_and_reject_reach_the_connected_decider_with_the_identity(

@@ -43,8 +43,10 @@ __all__ = [
 # Imported for their side effect, after the names above exist: each registers its
 # decisions and state changes with `decide`/`evolve`: deadlines, escalation steps and
 # notification records (notification_rules, timer_rules); the Investigation aggregate
-# (investigation); metric-rule samples, query results and absence on Tick (rule_decide).
+# (investigation); metric-rule samples, query results and absence on Tick (rule_decide);
+# proposed actions, approvals, dispatch and the kill switch (actions).
 from daemon.domain import (  # noqa: F401
+    actions,
     investigation,
     notification_rules,
     rule_decide,

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
+from daemon.domain.action_events import ActionCommand
 from daemon.domain.alerts import Alert
 from daemon.domain.investigation_events import InvestigationCommand
 from daemon.domain.matchers import Matcher
@@ -91,6 +92,7 @@ Command = (
     | RecordFailed
     | RecordHeld
     | InvestigationCommand
+    | ActionCommand
     | ObserveSamples
     | ObserveQueryResult
     | ConfigureRules

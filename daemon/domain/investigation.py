@@ -407,6 +407,8 @@ def _(event: ToolResulted, world: World) -> None:
 
 @evolve.register
 def _(event: ActionProposed, world: World) -> None:
+    # The action's own entry (daemon/domain/actions.py) starts here too: one handler per type.
+    world.actions.record_proposal(event, set(world.incidents))
     inv = world.investigations.active.get(event.originator_id)
     if inv is None:
         return

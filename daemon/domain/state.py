@@ -13,6 +13,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from daemon.domain.action_events import ActionBook
 from daemon.domain.alerts import Alert
 from daemon.domain.investigation_events import Investigations
 from daemon.domain.matchers import Matcher, matches_all
@@ -139,6 +140,8 @@ class World(BaseModel):
     investigations: Investigations = Field(default_factory=Investigations)
     # Metric rules as configured and the state of every series they watch (rules.py).
     rulebook: RuleBook = Field(default_factory=RuleBook)
+    # Proposed actions, their approvals and outcomes, and the kill switch (actions.py).
+    actions: ActionBook = Field(default_factory=ActionBook)
     # The last notification id folded into this world (for checkpoints).
     position: int = 0
     # Soft state, not folded from events and not checkpointed: lease renewals. A source

@@ -1,0 +1,83 @@
+"""`shell` actions: an argv from the runbook, each element filled on its own, never a shell.
+
+Only programs on the executable allowlist run (compared by absolute path). A parameter
+that makes up a whole argv element may not start with `-` (it would be read as an option);
+a list parameter in such an element becomes one element per item, each a target.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+from typing import Any
+
+from daemon.action_exec import PARAM, ExecOutcome, PlanError, fill, scalar, used_params
+from daemon.domain.action_events import ActionPlan
+from daemon.domain.durations import parse_duration
+from daemon.runbooks import ShellAction
+from handlers.actions.process import run_argv
+
+
+class ShellExecutor:
+    """Runs allowlisted programs with the runbook's argv."""
+
+    kind = "shell"
+
+    def __init__(self, allow: list[str], timeout: float, output_bytes: int) -> None:
+        self.allow = {os.path.normpath(p) for p in allow}
+        self.timeout = timeout
+        self.output_bytes = output_bytes
+
+    def plan(self, action: ShellAction, params: dict[str, Any]) -> ActionPlan:
+        """The argv that would run."""
+        if PARAM.search(action.argv[0]):
+            raise PlanError("argv[0] must be a fixed program, not a parameter")
+        argv: list[str] = []
+        targets: list[str] = []
+        for element in action.argv:
+            whole = PARAM.fullmatch(element)
+            if whole is None:
+                argv.append(fill(element, params))
+                targets += used_params(element, params)
+                continue
+            name = whole.group(1)
+            value = params.get(name)
+            if name not in params:
+                raise PlanError(f"needs params.{name}, which was not given")
+            for item in value if isinstance(value, list) else [value]:
+                text = scalar(name, item)
+                if text.startswith("-"):
+                    raise PlanError(
+                        f"params.{name}={text!r} would be read as an option by argv[0]; refused"
+                    )
+                argv.append(text)
+                targets.append(text)
+        program = argv[0]
+        resolved = program if os.path.isabs(program) else shutil.which(program)
+        if resolved is None:
+            raise PlanError(f"{program} is not on PATH")
+        resolved = os.path.normpath(resolved)
+        if resolved not in self.allow:
+            allowed = ", ".join(sorted(self.allow)) or "none"
+            raise PlanError(
+                f"{resolved} is not in actions.shell.allow (allowed programs: {allowed})"
+            )
+        argv[0] = resolved
+        timeout = min(parse_duration(action.timeout).total_seconds(), self.timeout)
+        return ActionPlan(
+            kind=self.kind,
+            action_id=action.id,
+            summary=shlex.join(argv),
+            targets=tuple(targets) or ("localhost",),
+            spec={"argv": argv},
+            timeout=timeout,
+        )
+
+    async def execute(self, plan: ActionPlan, key: str) -> ExecOutcome:
+        """Run the argv once."""
+        argv = [str(a) for a in plan.spec["argv"]]
+        if argv[0] not in self.allow:
+            return ExecOutcome("failed", f"{argv[0]} is no longer in actions.shell.allow; not run")
+        env = {"WATCHKEEPER_IDEMPOTENCY_KEY": key, "WATCHKEEPER_ACTION": plan.action_id}
+        return await run_argv(argv, plan.timeout, self.output_bytes, env)
