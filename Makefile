@@ -24,6 +24,9 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/activate
 run: $(VENV)/.installed
 	$(BIN)/watchkeeper run --config $(CONFIG)
 
+demo: $(VENV)/.installed
+	$(BIN)/watchkeeper demo
+
 # Installs missing system packages when run as root (CI and fresh machines), then the suite.
 system-deps:
 	@missing=""; \

@@ -27,10 +27,10 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from daemon.domain import Alert, ReceiveAlert, Tick, fingerprint  # noqa: E402
-from daemon.domain.state import GroupingPolicy  # noqa: E402
-from daemon.ingest import Ingestor  # noqa: E402
-from daemon.store import EventLog  # noqa: E402
+from daemon.domain import Alert, ReceiveAlert, Tick, fingerprint
+from daemon.domain.state import GroupingPolicy
+from daemon.ingest import Ingestor
+from daemon.store import EventLog
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,7 +65,9 @@ async def build(path: Path, target: int) -> tuple[int, float]:
                 "severity": rng.choice(["warning", "critical"]),
             }
             resolved = rng.random() < 0.45
-            ends = clock.now - timedelta(seconds=1) if resolved else clock.now + timedelta(minutes=4)
+            ends = (
+                clock.now - timedelta(seconds=1) if resolved else clock.now + timedelta(minutes=4)
+            )
             cmds.append(
                 ReceiveAlert(
                     Alert(
@@ -151,7 +153,9 @@ def main() -> None:
                 flush=True,
             )
     print()
-    print(f"{'events':>10} {'store MB':>9} {'ready (checkpoint)':>19} {'ready (full replay)':>20} {'ratio':>7}")
+    print(
+        f"{'events':>10} {'store MB':>9} {'ready (checkpoint)':>19} {'ready (full replay)':>20} {'ratio':>7}"
+    )
     for events, mb, _, with_cp, full in rows:
         print(f"{events:>10,} {mb:>9.0f} {with_cp:>18.2f}s {full:>19.2f}s {full / with_cp:>6.1f}x")
     print("target: 1M events ready in under 5 s")

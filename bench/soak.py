@@ -29,8 +29,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from daemon.config import Settings  # noqa: E402
-from daemon.runtime import Supervisor  # noqa: E402
+from daemon.config import Settings
+from daemon.runtime import Supervisor
 
 
 class SimClock:
@@ -74,7 +74,11 @@ class AlertMix:
         for start in (3 * 60, 15 * 60):  # two storms a day, 20 minutes each
             if start <= day_minute < start + 20:
                 out += [
-                    {"alertname": "EndpointDown", "instance": f"edge{i:03d}", "severity": "critical"}
+                    {
+                        "alertname": "EndpointDown",
+                        "instance": f"edge{i:03d}",
+                        "severity": "critical",
+                    }
                     for i in range(400)
                 ]
         for host, (begin, end) in self.long.items():
@@ -152,7 +156,11 @@ async def soak(days: int) -> None:
             if minute % (4 * 60) == 0:
                 await client.post(
                     "/api/v1/silences",
-                    json={"matchers": ['alertname="HighCPU"', 'instance=~"web0.*"'], "duration": "1h", "comment": "soak"},
+                    json={
+                        "matchers": ['alertname="HighCPU"', 'instance=~"web0.*"'],
+                        "duration": "1h",
+                        "comment": "soak",
+                    },
                 )
             await ing.tick()
             if (minute + 1) % 60 == 0:
@@ -193,12 +201,18 @@ def summarize(rows: list[dict[str, Any]], elapsed: float, days: int) -> None:
     if days >= 2 and first and last:
         rss1 = sum(r["rss"] for r in first[6:]) / max(1, len(first[6:]))  # after warm-up
         rssn = sum(r["rss"] for r in last) / len(last)
-        print(f"RSS day 1 (after 6 h warm-up) {rss1:.1f} MB, day {days} {rssn:.1f} MB: growth {100 * (rssn - rss1) / rss1:+.1f}% (target < 5%)")
-        print(f"tasks day 1 max {max(r['tasks'] for r in first)}, day {days} max {max(r['tasks'] for r in last)}")
+        print(
+            f"RSS day 1 (after 6 h warm-up) {rss1:.1f} MB, day {days} {rssn:.1f} MB: growth {100 * (rssn - rss1) / rss1:+.1f}% (target < 5%)"
+        )
+        print(
+            f"tasks day 1 max {max(r['tasks'] for r in first)}, day {days} max {max(r['tasks'] for r in last)}"
+        )
         ev1 = sum(r["hour_events"] for r in first)
         evn = sum(r["hour_events"] for r in last)
-        print(f"events day 1 {ev1:,}, day {days} {evn:,}; store {rows[-1]['store']:.1f} MB for {rows[-1]['events']:,} events "
-              f"({1e6 * rows[-1]['store'] / max(1, rows[-1]['events']):.0f} bytes/event)")
+        print(
+            f"events day 1 {ev1:,}, day {days} {evn:,}; store {rows[-1]['store']:.1f} MB for {rows[-1]['events']:,} events "
+            f"({1e6 * rows[-1]['store'] / max(1, rows[-1]['events']):.0f} bytes/event)"
+        )
 
 
 def main() -> None:

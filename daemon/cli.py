@@ -414,6 +414,27 @@ def dead_letters(limit: Annotated[int, typer.Option(help="How many, newest first
 
 
 @app.command()
+def demo(
+    state_dir: Annotated[
+        Path, typer.Option(help="Where the demo keeps its (fresh) event log.")
+    ] = Path("./var/demo"),
+    port: Annotated[int, typer.Option(help="API and console port.")] = 9797,
+    sim_port: Annotated[int, typer.Option(help="Port of the simulated estate.")] = 9798,
+) -> None:
+    """Run the daemon against a simulated estate: alerts, investigation, approval, action."""
+    import asyncio
+
+    from daemon.demo.run import run_demo
+    from daemon.logs import setup_logging
+
+    setup_logging("keyvalue", "warning")
+    try:
+        asyncio.run(run_demo(state_dir, port, sim_port))
+    except RuntimeError as e:
+        fail(str(e))
+
+
+@app.command()
 def status() -> None:
     """Show daemon health, state counts and sources."""
     data = client.request("GET", "/api/v1/status")

@@ -46,14 +46,18 @@ _WORTH_LOGGING = frozenset(
     {
         "IncidentOpened", "IncidentAcknowledged", "IncidentResolved", "IncidentReopened",
         "IncidentClosed", "AlertSilenced", "SilenceCreated", "SilenceEnded",
-        "DeadLetterRecorded",
-        "ActionProposed", "ApprovalRequested", "ActionApproved", "ActionRejected",
-        "ActionDispatched", "ActionSucceeded", "ActionFailed", "ActionOutcomeUnknown",
-        "ActionCancelled", "VerificationFailed", "RolledBack", "NotificationFailed",
-        "DeadlineFired", "ExecutionPaused", "ExecutionResumed",
+        "DeadLetterRecorded", "ActionProposed", "PolicyDecided", "ApprovalRequested",
+        "ActionApproved", "ActionRejected", "ApprovalExpired", "ActionRequestRefused",
+        "ActionCancelled", "ActionDispatched", "ActionSucceeded", "ActionFailed",
+        "ActionOutcomeUnknown", "VerificationPassed", "VerificationFailed", "RolledBack",
+        "RollbackFailed", "ActionEscalated", "ExecutionPaused", "ExecutionResumed",
+        "NotificationFailed",
     }
 )
-_DETAIL_FIELDS = ("group_key", "by", "reason", "source", "action_id", "channel", "kind")
+_DETAIL_FIELDS = (
+    "group_key", "incident_id", "by", "channel", "outcome", "reasons", "reason", "source",
+    "action_id", "idempotency_key", "expires_at",
+)
 
 
 def log_event(position: int, event: Any) -> None:
@@ -67,7 +71,7 @@ def log_event(position: int, event: Any) -> None:
     log.info("%s position=%d stream=%s %s", name, position, event.originator_id, detail)
 
 
-class _Server(uvicorn.Server):
+class QuietServer(uvicorn.Server):
     """uvicorn without its own signal handling: the supervisor owns signals."""
 
     @contextlib.contextmanager
@@ -176,9 +180,12 @@ class Supervisor:
         inc = h["incidents"]
         bad = [src.name for src in self.sources if not src.health.connected]
         src = "sources ok" if not bad else "degraded: " + ", ".join(bad)
+        actions = self.ingestor.world.actions if self.ingestor else None
+        waiting = len(actions.pending()) if actions else 0
+        paused = ", execution PAUSED" if actions and actions.paused else ""
         return (
             f"{inc.get('open', 0)} open incidents, {inc.get('acknowledged', 0)} acknowledged, "
-            f"{h['alerts_firing']} alerts firing, {src}"
+            f"{waiting} awaiting approval, {h['alerts_firing']} alerts firing, {src}{paused}"
         )
 
     # --- running -------------------------------------------------------------------------
@@ -204,7 +211,7 @@ class Supervisor:
             self.metrics.registry.register(collector)
         self.sources = build_sources(s, ing, self.clock)
         self.ctx = ApiContext(s, ing, self.clock, self.metrics, Authenticator(s), self.health)
-        server = _Server(
+        server = QuietServer(
             uvicorn.Config(
                 create_app(self.ctx),
                 lifespan="off",

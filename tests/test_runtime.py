@@ -90,7 +90,9 @@ def test_ready_status_and_watchdog_pings(tmp_path: Path, notify: NotifySocket) -
         ready = notify.wait_for("READY=1")
         status = [line for line in ready.splitlines() if line.startswith("STATUS=")]
         assert len(status) == 1
-        assert status[0].startswith("STATUS=0 open incidents, 0 acknowledged, 0 alerts firing")
+        assert status[0].startswith(
+            "STATUS=0 open incidents, 0 acknowledged, 0 awaiting approval, 0 alerts firing"
+        )
         pings = [notify.wait_for("WATCHDOG=1") for _ in range(3)]
         assert all("STATUS=" in p for p in pings)
     finally:

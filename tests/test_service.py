@@ -127,18 +127,35 @@ def test_no_secret_reaches_the_daemon_log(tmp_path: Path) -> None:
             "logging": {"level": "debug", "format": "json"},
         },
     )
-    assert wk.child is not None and wk.child.env is not None
+    assert wk.child is not None
+    assert wk.child.env is not None
     wk.child.env["WK_ADMIN_TOKEN"] = secrets["admin"]
     wk.start()
     try:
         bearer = {name: {"Authorization": f"Bearer {tok}"} for name, tok in secrets.items()}
         body = [{"labels": {"alertname": "SecretsTest", "instance": "h1"}}]
-        assert httpx.post(f"{wk.url}/api/v2/alerts", json=body, headers=bearer["ingest"]).status_code == 200
+        assert (
+            httpx.post(f"{wk.url}/api/v2/alerts", json=body, headers=bearer["ingest"]).status_code
+            == 200
+        )
         assert httpx.get(f"{wk.url}/api/v1/incidents", headers=bearer["viewer"]).status_code == 200
         # Refusals and errors are the lines most likely to echo what the client sent.
-        assert httpx.post(f"{wk.url}/api/v1/incidents/x/ack", headers=bearer["viewer"]).status_code in (403, 422)
-        assert httpx.get(f"{wk.url}/api/v1/incidents", headers={"Authorization": "Bearer wrong-" + secrets["admin"]}).status_code == 401
-        assert httpx.post(f"{wk.url}/api/v2/alerts", content=b"{not json", headers=bearer["ingest"]).status_code == 400
+        assert httpx.post(
+            f"{wk.url}/api/v1/incidents/x/ack", headers=bearer["viewer"]
+        ).status_code in (403, 422)
+        assert (
+            httpx.get(
+                f"{wk.url}/api/v1/incidents",
+                headers={"Authorization": "Bearer wrong-" + secrets["admin"]},
+            ).status_code
+            == 401
+        )
+        assert (
+            httpx.post(
+                f"{wk.url}/api/v2/alerts", content=b"{not json", headers=bearer["ingest"]
+            ).status_code
+            == 400
+        )
         assert wk.child.proc is not None
         os.kill(wk.child.proc.pid, signal.SIGHUP)
         time.sleep(1.0)

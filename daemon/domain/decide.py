@@ -26,9 +26,9 @@ from daemon.domain.commands import (
 from daemon.domain.durations import format_duration
 from daemon.domain.events import (
     AlertFired,
-    AlertUpdated,
     AlertResolved,
     AlertSilenced,
+    AlertUpdated,
     DeadLetterRecorded,
     DomainEvent,
     IncidentAcknowledged,
@@ -213,7 +213,9 @@ def _(cmd: ReceiveAlert, world: World, now: datetime) -> list[DomainEvent]:
     old = current.alert
     if alert.ends_at is not None:
         # A renewal: soft state, no event (see World.leases).
-        if old.ends_at is not None and alert.ends_at > world.leases.get(alert.fingerprint, old.ends_at):
+        if old.ends_at is not None and alert.ends_at > world.leases.get(
+            alert.fingerprint, old.ends_at
+        ):
             world.leases[alert.fingerprint] = alert.ends_at
         return out.events
     if old.ends_at is None and old.annotations != alert.annotations:
@@ -250,9 +252,7 @@ def _(cmd: Tick, world: World, now: datetime) -> list[DomainEvent]:
             )
         elif s.ended_at is not None and now >= s.ended_at + world.policy.silence_retention:
             out.emit(
-                SilencePurged(
-                    originator_id=s.id, originator_version=s.version + 1, timestamp=now
-                )
+                SilencePurged(originator_id=s.id, originator_version=s.version + 1, timestamp=now)
             )
     # One pass over every alert (this runs each tick, and the hot set can hold tens of
     # thousands): leases that ran out, and silenced alerts to re-check against silences.

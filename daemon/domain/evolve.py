@@ -6,9 +6,9 @@ from functools import singledispatch
 
 from daemon.domain.events import (
     AlertFired,
-    AlertUpdated,
     AlertResolved,
     AlertSilenced,
+    AlertUpdated,
     DeadLetterRecorded,
     DomainEvent,
     IncidentAcknowledged,

@@ -1,0 +1,1 @@
+"""`watchkeeper demo`: the daemon on its embedded defaults against a simulated environment."""
