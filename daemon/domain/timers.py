@@ -81,11 +81,13 @@ class DeadlineBook(BaseModel):
     finished: dict[UUID, str] = {}
 
     def due(self, now: datetime) -> list[Deadline]:
-        """Pending deadlines due at `now`, earliest first."""
-        return sorted(
-            (d for d in self.pending.values() if d.due_at <= now),
-            key=lambda d: (d.due_at, str(d.id)),
-        )
+        """Pending deadlines due at `now`, earliest first; ties in the order they were set.
+
+        The order matters under storm control: of ten pages due at once, the first
+        incidents opened are the ones that go out (`sorted` is stable, and `pending`
+        keeps insertion order, through checkpoints too).
+        """
+        return sorted((d for d in self.pending.values() if d.due_at <= now), key=lambda d: d.due_at)
 
     def next_due_at(self) -> datetime | None:
         """When the earliest pending deadline is due, or None."""
