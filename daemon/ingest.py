@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-from eventsourcing.persistence import Tracking
+from eventsourcing.persistence import IntegrityError, Tracking
 
 from daemon.domain import Command, GroupingPolicy, Rejected, Tick, World, decide, evolve
 from daemon.domain.events import DomainEvent
@@ -164,20 +164,24 @@ class Ingestor:
                 sub.events.extend(evs)
             all_events.extend(sub.events)
         tracking = batch[0].tracking if len(batch) == 1 else None
+        if tracking is not None and batch[0].error is not None:
+            # Refused means nothing recorded, the position included: the caller decides
+            # what to record instead (a dead letter, or the position alone).
+            tracking = None
         if all_events or tracking is not None:
             try:
                 t0 = time.perf_counter()
                 ids = await self._in_writer(self.log.append, all_events, tracking)
                 elapsed = time.perf_counter() - t0
+            except IntegrityError as e:
+                if all_events:
+                    await self._commit_failed(batch, e, len(all_events))
+                    return
+                # A position at or behind the recorded one: already recorded, nothing to do.
+                log.warning("position not advanced, already recorded: %s", e)
+                ids, elapsed = [], 0.0
             except Exception as e:
-                log.exception(
-                    "commit failed events=%d; rebuilding state from the log", len(all_events)
-                )
-                await self._in_writer(self._rebuild)
-                err = StoreUnavailable(f"event store commit failed: {e}")
-                for sub in batch:
-                    if not sub.future.done():
-                        sub.future.set_exception(err)
+                await self._commit_failed(batch, e, len(all_events))
                 return
             self.commits += 1
             self.last_commit_seconds = elapsed
@@ -196,6 +200,15 @@ class Ingestor:
                 sub.future.set_result(sub.events)
         if self.world.position - self._checkpointed_at >= self.checkpoint_every:
             await self._checkpoint()
+
+    async def _commit_failed(self, batch: list[_Submission], e: Exception, events: int) -> None:
+        """The world already holds uncommitted events: rebuild it and fail the batch."""
+        log.exception("commit failed events=%d; rebuilding state from the log", events)
+        await self._in_writer(self._rebuild)
+        err = StoreUnavailable(f"event store commit failed: {e}")
+        for sub in batch:
+            if not sub.future.done():
+                sub.future.set_exception(err)
 
     def _publish(self, position: int, event: DomainEvent) -> None:
         self.projections.apply(position, event)
