@@ -6,6 +6,7 @@ working view before the next is decided, so one command can emit several depende
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable
 from datetime import datetime
 from functools import singledispatch
@@ -254,22 +255,23 @@ def _(cmd: Tick, world: World, now: datetime) -> list[DomainEvent]:
             out.emit(
                 SilencePurged(originator_id=s.id, originator_version=s.version + 1, timestamp=now)
             )
-    # One pass over every alert (this runs each tick, and the hot set can hold tens of
-    # thousands): leases that ran out, and silenced alerts to re-check against silences.
-    expired: list[tuple[str, datetime]] = []
-    silenced: list[str] = []
-    for fp, st in world.alerts.items():
-        alert = st.alert
-        if alert.status != "firing":
+    # Leases due now, from the heap (this runs every second and the hot set can hold
+    # tens of thousands of alerts): a renewed lease goes back in at its new end.
+    expired: dict[str, datetime] = {}
+    heap = world.lease_heap
+    while heap and heap[0][0] <= now:
+        _, fp = heapq.heappop(heap)
+        st = world.alerts.get(fp)
+        end = world.lease_end(fp) if st is not None and st.firing else None
+        if end is None or fp in expired:
             continue
-        lease_end = world.lease_end(fp) if alert.ends_at is not None else None
-        if lease_end is not None and lease_end <= now:
-            expired.append((fp, lease_end))
-        elif st.incident_id is None:
-            silenced.append(fp)
-    for fp, ends_at in expired:
+        if end > now:
+            heapq.heappush(heap, (end, fp))
+        else:
+            expired[fp] = end
+    for fp, ends_at in expired.items():
         _resolve_alert(out, fp, ends_at, "lease expired: not renewed by its source")
-    for fp in silenced:
+    for fp in list(world.silenced_firing):
         # A silenced alert whose silences are all over is handled like a new firing.
         st = world.alerts[fp]
         if not world.active_silences(st.alert.labels, now):

@@ -76,6 +76,8 @@ def _(event: AlertFired, world: World) -> None:
     if previous is not None and previous.incident_id not in (None, inc.id):
         world.members.get(previous.incident_id, {}).pop(alert.fingerprint, None)
     world.members.setdefault(inc.id, {})[alert.fingerprint] = None
+    world.silenced_firing.pop(alert.fingerprint, None)
+    world.track_lease(alert.fingerprint, alert.ends_at)
 
 
 @evolve.register
@@ -90,6 +92,8 @@ def _(event: AlertSilenced, world: World) -> None:
         stream_version=event.originator_version,
         silenced_by=event.silence_ids,
     )
+    world.silenced_firing[event.alert.fingerprint] = None
+    world.track_lease(event.alert.fingerprint, event.alert.ends_at)
 
 
 @evolve.register
@@ -109,6 +113,7 @@ def _(event: AlertUpdated, world: World) -> None:
 def _(event: AlertResolved, world: World) -> None:
     st = world.alerts[event.fingerprint]
     world.leases.pop(event.fingerprint, None)
+    world.silenced_firing.pop(event.fingerprint, None)
     resolved = st.alert.model_copy(update={"status": "resolved", "ends_at": event.resolved_at})
     if st.incident_id is None:
         # A silenced alert that resolved leaves the hot set; its stream is per firing episode.

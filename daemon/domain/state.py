@@ -7,6 +7,7 @@ and a live run end in the same place.
 
 from __future__ import annotations
 
+import heapq
 from datetime import datetime, timedelta
 from typing import Literal
 from uuid import UUID
@@ -155,6 +156,12 @@ class World(BaseModel):
     # alerts does not scan every alert (reactions do it on every event). Maintained by
     # evolve; derived, so not checkpointed.
     members: dict[UUID, dict[str, None]] = Field(default_factory=dict, exclude=True)
+    # When firing leases may run out: a heap of (time, fingerprint) so Tick looks only at
+    # what is due instead of every alert. Entries go stale (renewed, resolved, closed);
+    # Tick re-checks each one it pops. Derived, so not checkpointed.
+    lease_heap: list[tuple[datetime, str]] = Field(default_factory=list, exclude=True)
+    # Firing alerts held by silences, re-checked against the silences on each Tick.
+    silenced_firing: dict[str, None] = Field(default_factory=dict, exclude=True)
 
     def active_silences(self, labels: dict[str, str], now: datetime) -> tuple[UUID, ...]:
         """Ids of silences muting these labels now."""
@@ -174,11 +181,24 @@ class World(BaseModel):
         """Alerts currently attached to an incident (in the order of `alerts`)."""
         return [self.alerts[fp] for fp in self.members.get(incident_id, ())]
 
+    def track_lease(self, fingerprint: str, ends_at: datetime | None) -> None:
+        """Note a lease end for Tick to look at (see `lease_heap`)."""
+        if ends_at is not None:
+            heapq.heappush(self.lease_heap, (ends_at, fingerprint))
+
     @model_validator(mode="after")
     def _index_members(self) -> World:
-        # A world loaded from a checkpoint has alerts but no index (it is not stored).
+        # A world loaded from a checkpoint has alerts but no indexes (they are not stored).
         self.members = {}
+        self.lease_heap = []
+        self.silenced_firing = {}
         for fp, st in self.alerts.items():
             if st.incident_id is not None:
                 self.members.setdefault(st.incident_id, {})[fp] = None
+            if st.firing:
+                if st.alert.ends_at is not None:
+                    self.lease_heap.append((st.alert.ends_at, fp))
+                if st.incident_id is None:
+                    self.silenced_firing[fp] = None
+        heapq.heapify(self.lease_heap)
         return self
