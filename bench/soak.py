@@ -207,6 +207,13 @@ def summarize(rows: list[dict[str, Any]], elapsed: float, days: int) -> None:
         print(
             f"tasks day 1 max {max(r['tasks'] for r in first)}, day {days} max {max(r['tasks'] for r in last)}"
         )
+        means = [sum(r["rss"] for r in day(n)) / max(1, len(day(n))) for n in range(1, days + 1)]
+        print("RSS mean by day: " + ", ".join(f"day {n + 1} {m:.1f} MB" for n, m in enumerate(means)))
+        if days >= 3:
+            print(
+                f"RSS day 2 -> day {days}: {100 * (means[-1] - means[1]) / means[1]:+.1f}% "
+                "(bounded histories — 500 closed incidents, investigations, actions — fill during day 1)"
+            )
         ev1 = sum(r["hour_events"] for r in first)
         evn = sum(r["hour_events"] for r in last)
         print(
