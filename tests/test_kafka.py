@@ -24,9 +24,8 @@ from brokers import Kcat, Tansu, wait_until
 from realstack import REPO, Unavailable, Watchkeeper, free_port
 
 pytestmark = pytest.mark.integration
-SAMPLES = REPO.parent / "shared" / "samples"
-if not SAMPLES.is_dir():
-    SAMPLES = Path("/work/shared/samples")
+# Copies of the captured Prometheus/Alertmanager payloads live with the tests.
+SAMPLES = REPO / "tests" / "fixtures" / "samples"
 DEADLINE = 60.0  # generous: two cores shared with other test runs
 
 

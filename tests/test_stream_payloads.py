@@ -21,7 +21,7 @@ from daemon.topics import TopicTemplate
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 LEASE = timedelta(minutes=5)
-SAMPLES = Path("/work/shared/samples")
+SAMPLES = Path(__file__).resolve().parent / "fixtures" / "samples"
 
 
 # --- samples ---------------------------------------------------------------------------
