@@ -92,6 +92,12 @@ class _Out:
         self.events.append(event)
 
 
+def emit_one(world: World, event: DomainEvent) -> list[DomainEvent]:
+    """Evolve a single decided event into the world and return it as the decision."""
+    evolve(event, world)
+    return [event]
+
+
 def _fire(out: _Out, alert: Alert) -> None:
     world, now = out.world, out.now
     silences = world.active_silences(alert.labels, now)

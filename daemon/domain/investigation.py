@@ -14,7 +14,7 @@ from uuid import UUID
 from jsonschema import Draft202012Validator
 
 from daemon.domain.commands import Rejected
-from daemon.domain.decide import _decide, _Out
+from daemon.domain.decide import _decide, _Out, emit_one
 from daemon.domain.events import DomainEvent
 from daemon.domain.evolve import evolve
 from daemon.domain.investigation_events import (
@@ -53,12 +53,6 @@ def params_problems(schema: dict[str, Any], params: dict[str, Any]) -> list[str]
         where = ".".join(str(p) for p in err.absolute_path) or "params"
         problems.append(f"{where}: {err.message}")
     return problems
-
-
-def _one(world: World, now: datetime, event: DomainEvent) -> list[DomainEvent]:
-    out = _Out(world, now)
-    out.emit(event)
-    return out.events
 
 
 def _live(world: World, investigation_id: UUID, expected_version: int) -> Investigation:
@@ -110,9 +104,8 @@ def _(cmd: RecordLLMRequest, world: World, now: datetime) -> list[DomainEvent]:
     inv = _live(world, cmd.investigation_id, cmd.expected_version)
     if inv.awaiting_step is not None and inv.awaiting_step != cmd.step:
         raise Rejected(f"step {inv.awaiting_step} is still awaiting its response")
-    return _one(
+    return emit_one(
         world,
-        now,
         LLMRequested(
             originator_id=inv.id,
             originator_version=inv.version + 1,
@@ -131,9 +124,8 @@ def _(cmd: RecordLLMResponse, world: World, now: datetime) -> list[DomainEvent]:
     inv = _live(world, cmd.investigation_id, cmd.expected_version)
     if inv.awaiting_step != cmd.step:
         raise Rejected(f"no request recorded for step {cmd.step}")
-    return _one(
+    return emit_one(
         world,
-        now,
         LLMResponded(
             originator_id=inv.id,
             originator_version=inv.version + 1,
@@ -155,9 +147,8 @@ def _(cmd: RecordLLMFailure, world: World, now: datetime) -> list[DomainEvent]:
     inv = _live(world, cmd.investigation_id, cmd.expected_version)
     if inv.awaiting_step != cmd.step:
         raise Rejected(f"no request recorded for step {cmd.step}")
-    return _one(
+    return emit_one(
         world,
-        now,
         LLMFailed(
             originator_id=inv.id,
             originator_version=inv.version + 1,
@@ -171,9 +162,8 @@ def _(cmd: RecordLLMFailure, world: World, now: datetime) -> list[DomainEvent]:
 @_decide.register
 def _(cmd: RecordToolCall, world: World, now: datetime) -> list[DomainEvent]:
     inv = _live(world, cmd.investigation_id, cmd.expected_version)
-    return _one(
+    return emit_one(
         world,
-        now,
         ToolCalled(
             originator_id=inv.id,
             originator_version=inv.version + 1,
@@ -189,9 +179,8 @@ def _(cmd: RecordToolCall, world: World, now: datetime) -> list[DomainEvent]:
 @_decide.register
 def _(cmd: RecordToolResult, world: World, now: datetime) -> list[DomainEvent]:
     inv = _live(world, cmd.investigation_id, cmd.expected_version)
-    return _one(
+    return emit_one(
         world,
-        now,
         ToolResulted(
             originator_id=inv.id,
             originator_version=inv.version + 1,
@@ -270,9 +259,8 @@ def _(cmd: ExhaustBudget, world: World, now: datetime) -> list[DomainEvent]:
     inv = _live(world, cmd.investigation_id, cmd.expected_version)
     if inv.exhausted:
         raise Rejected(f"budget already exhausted ({inv.exhausted})")
-    return _one(
+    return emit_one(
         world,
-        now,
         BudgetExhausted(
             originator_id=inv.id,
             originator_version=inv.version + 1,
@@ -315,9 +303,8 @@ def _(cmd: ConcludeInvestigation, world: World, now: datetime) -> list[DomainEve
 @_decide.register
 def _(cmd: AbandonInvestigation, world: World, now: datetime) -> list[DomainEvent]:
     inv = _live(world, cmd.investigation_id, cmd.expected_version)
-    return _one(
+    return emit_one(
         world,
-        now,
         InvestigationAbandoned(
             originator_id=inv.id,
             originator_version=inv.version + 1,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from daemon.domain.commands import Rejected
-from daemon.domain.decide import _decide
+from daemon.domain.decide import _decide, emit_one
 from daemon.domain.events import DomainEvent
 from daemon.domain.evolve import evolve
 from daemon.domain.notifications import (
@@ -43,8 +43,7 @@ def _escalate(cmd: Escalate, world: World, now: datetime) -> list[DomainEvent]:
         round=cmd.round,
         channels=cmd.channels,
     )
-    evolve(event, world)
-    return [event]
+    return emit_one(world, event)
 
 
 def _next_version(world: World, channel: str) -> int:
@@ -69,8 +68,7 @@ def _sent(cmd: RecordSent, world: World, now: datetime) -> list[DomainEvent]:
         summarized=cmd.summarized,
         new_message=cmd.new_message,
     )
-    evolve(event, world)
-    return [event]
+    return emit_one(world, event)
 
 
 @_decide.register(RecordFailed)
@@ -90,8 +88,7 @@ def _failed(cmd: RecordFailed, world: World, now: datetime) -> list[DomainEvent]
         attempts=cmd.attempts,
         summarized=cmd.summarized,
     )
-    evolve(event, world)
-    return [event]
+    return emit_one(world, event)
 
 
 @_decide.register(RecordHeld)
@@ -107,8 +104,7 @@ def _held(cmd: RecordHeld, world: World, now: datetime) -> list[DomainEvent]:
         title=cmd.title,
         reason=cmd.reason,
     )
-    evolve(event, world)
-    return [event]
+    return emit_one(world, event)
 
 
 # --- evolve ----------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from uuid import UUID
 from daemon.domain.alerts import Alert
 from daemon.domain.commands import ReceiveAlert, Rejected
 from daemon.domain.decide import TICK_HOOKS, _decide, decide
+from daemon.domain.decide import _Out as _CoreOut
 from daemon.domain.durations import format_duration
 from daemon.domain.events import DomainEvent
 from daemon.domain.evolve import evolve
@@ -47,18 +48,12 @@ from daemon.domain.rules import (
 from daemon.domain.state import World
 
 
-class _Out:
-    """Collects events, evolving each into the world as it is emitted."""
+class _Out(_CoreOut):
+    """The core's emitter, plus what rule decisions need: raising and resolving alerts."""
 
     def __init__(self, world: World, now: datetime) -> None:
-        self.world = world
+        super().__init__(world, now)
         self.book = world.rulebook
-        self.now = now
-        self.events: list[DomainEvent] = []
-
-    def emit(self, event: DomainEvent) -> None:
-        evolve(event, self.world)
-        self.events.append(event)
 
     def raise_alert(self, alert: Alert) -> None:
         # The same decision as an alert arriving over HTTP: grouping, silences, incidents.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from daemon.domain.commands import Rejected
-from daemon.domain.decide import _decide
+from daemon.domain.decide import _decide, emit_one
 from daemon.domain.events import DomainEvent
 from daemon.domain.evolve import evolve
 from daemon.domain.state import World
@@ -39,8 +39,7 @@ def _set(cmd: SetDeadline, world: World, now: datetime) -> list[DomainEvent]:
         subjects=cmd.subjects,
         payload=cmd.payload,
     )
-    evolve(event, world)
-    return [event]
+    return emit_one(world, event)
 
 
 @_decide.register(FireDeadline)
@@ -65,8 +64,7 @@ def _fire(cmd: FireDeadline, world: World, now: datetime) -> list[DomainEvent]:
         subjects=d.subjects,
         payload=d.payload,
     )
-    evolve(event, world)
-    return [event]
+    return emit_one(world, event)
 
 
 @_decide.register(CancelDeadline)
@@ -82,8 +80,7 @@ def _cancel(cmd: CancelDeadline, world: World, now: datetime) -> list[DomainEven
         subjects=d.subjects,
         reason=cmd.reason,
     )
-    evolve(event, world)
-    return [event]
+    return emit_one(world, event)
 
 
 @evolve.register(DeadlineSet)
