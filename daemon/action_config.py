@@ -12,11 +12,11 @@ import ipaddress
 import re
 from datetime import datetime, time, timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from daemon.domain.durations import parse_duration
+from daemon.config_types import Duration, Section
 from daemon.domain.matchers import Matcher
 from daemon.domain.policy import (
     DAY_NAMES,
@@ -29,22 +29,17 @@ from daemon.domain.policy import (
     Window,
 )
 
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 _UNIT = re.compile(r"^[A-Za-z0-9@_.:*?\[\]-]+$")
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class RunbookOverride(_Section):
+class RunbookOverride(Section):
     """A runbook's own mode and auto-run risk tiers."""
 
     mode: Mode | None = None
     auto_risks: list[Risk] | None = None
 
 
-class RateLimitConfig(_Section):
+class RateLimitConfig(Section):
     """At most `max` runs per target of matching actions within `per`."""
 
     action: str = "*"
@@ -53,7 +48,7 @@ class RateLimitConfig(_Section):
     per: Duration
 
 
-class WindowConfig(_Section):
+class WindowConfig(Section):
     """A maintenance window or change freeze (absolute, or weekly with days/start/end)."""
 
     name: str = Field(min_length=1)
@@ -96,7 +91,7 @@ class WindowConfig(_Section):
         )
 
 
-class ShellConfig(_Section):
+class ShellConfig(Section):
     """The shell executor: which programs may run, for how long, how much output is kept."""
 
     allow: list[str] = Field(default_factory=list, description="absolute program paths")
@@ -112,7 +107,7 @@ class ShellConfig(_Section):
         return v
 
 
-class HttpConfig(_Section):
+class HttpConfig(Section):
     """The http and webhook executors: which hosts they may call."""
 
     allow_hosts: list[str] = Field(default_factory=list, description="host or host:port globs")
@@ -121,7 +116,7 @@ class HttpConfig(_Section):
     webhook_secret: str | None = None
 
 
-class SystemdConfig(_Section):
+class SystemdConfig(Section):
     """The systemd executor: `systemctl <operation> <unit>` for allowlisted units only."""
 
     units: list[str] = []
@@ -143,7 +138,7 @@ class SystemdConfig(_Section):
         return v
 
 
-class AlertmanagerConfig(_Section):
+class AlertmanagerConfig(Section):
     """The alertmanager_silence executor: which Alertmanager, and the longest silence."""
 
     url: str = ""
@@ -152,7 +147,7 @@ class AlertmanagerConfig(_Section):
     created_by: str = "watchkeeper"
 
 
-class ActionsConfig(_Section):
+class ActionsConfig(Section):
     """Policy and executors for proposed actions."""
 
     mode: Mode = "review"

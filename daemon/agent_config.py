@@ -9,23 +9,17 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from daemon.domain.durations import parse_duration
+from daemon.config_types import Duration, Section
 from daemon.domain.routing import Route, RouteTree
 
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 _TEMPLATE_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class LLMConfig(_Section):
+class LLMConfig(Section):
     """An OpenAI-compatible chat-completions endpoint."""
 
     base_url: str = Field(min_length=1, description="e.g. http://127.0.0.1:11434/v1")
@@ -60,7 +54,7 @@ class LLMConfig(_Section):
         )
 
 
-class ShellTemplate(_Section):
+class ShellTemplate(Section):
     """An allowlisted diagnostic command: an argv with `{param}` slots, never a shell."""
 
     argv: list[str] = Field(min_length=1)
@@ -79,7 +73,7 @@ class ShellTemplate(_Section):
         return sorted({m.group(1) for a in self.argv for m in _TEMPLATE_PARAM.finditer(a)})
 
 
-class ToolsConfig(_Section):
+class ToolsConfig(Section):
     """What the read-only tools may touch."""
 
     prometheus_url: str = ""
@@ -102,7 +96,7 @@ class ToolsConfig(_Section):
         return v
 
 
-class AgentConfig(_Section):
+class AgentConfig(Section):
     """Runbooks, routing, the model, budgets and the concurrency cap."""
 
     enabled: bool = True

@@ -11,13 +11,10 @@ import os
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -26,12 +23,11 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from daemon.action_config import ActionsConfig
 from daemon.agent_config import AgentConfig
-from daemon.domain.durations import parse_duration
+from daemon.config_types import Duration, Section
 from daemon.domain.state import GroupingPolicy
 from daemon.notify_config import NotificationsConfig
 from daemon.source_config import RuleConfig, SourcesConfig, rule_name_problems
 
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 Role = Literal["viewer", "responder", "approver", "admin"]
 ROLE_RANK: dict[str, int] = {"viewer": 1, "responder": 2, "approver": 3, "admin": 4}
 _LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -72,11 +68,7 @@ def resolve_secret(value: str) -> str:
     return value
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class HttpConfig(_Section):
+class HttpConfig(Section):
     """Where the API listens and how intake is protected."""
 
     listen: str = "127.0.0.1:9797"
@@ -111,7 +103,7 @@ class HttpConfig(_Section):
         return int(self.listen.rpartition(":")[2])
 
 
-class TokenConfig(_Section):
+class TokenConfig(Section):
     """A bearer token and the identity and role it grants."""
 
     name: str = Field(min_length=1)
@@ -119,14 +111,14 @@ class TokenConfig(_Section):
     token: str = Field(min_length=1, description="literal, env:NAME, file:/path or credential:NAME")
 
 
-class AuthConfig(_Section):
+class AuthConfig(Section):
     """Bearer tokens with roles; an optional token for ingestion."""
 
     tokens: list[TokenConfig] = []
     ingest_token: str | None = None
 
 
-class GroupingConfig(_Section):
+class GroupingConfig(Section):
     """How alerts become incidents."""
 
     group_by: list[str] = ["alertname"]
@@ -152,14 +144,14 @@ class GroupingConfig(_Section):
         )
 
 
-class LoggingConfig(_Section):
+class LoggingConfig(Section):
     """Log format and level (logs go to stdout for journald)."""
 
     format: Literal["keyvalue", "json"] = "keyvalue"
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
-class StoreTuning(_Section):
+class StoreTuning(Section):
     """Event store knobs."""
 
     checkpoint_every: int = Field(default=20_000, gt=0)

@@ -8,15 +8,14 @@ Secret fields (webhook URLs, tokens, signing secrets) take `env:NAME`, `file:/pa
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from daemon.domain.durations import parse_duration
+from daemon.config_types import Duration, Section
 from daemon.domain.escalation import EscalationLevel, EscalationPolicy
 from daemon.domain.matchers import Matcher
 
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 ChannelType = Literal["slack", "slack_webhook", "mattermost", "teams", "webhook"]
 Role = Literal["viewer", "responder", "approver", "admin"]
 
@@ -29,11 +28,7 @@ _NEEDS: dict[str, tuple[str, ...]] = {
 }
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ChannelConfig(_Section):
+class ChannelConfig(Section):
     """One destination. `slack` uses the bot API (messages are edited in place)."""
 
     type: ChannelType
@@ -52,14 +47,14 @@ class ChannelConfig(_Section):
         return self
 
 
-class StormConfig(_Section):
+class StormConfig(Section):
     """At most `max_messages` new messages per channel per `window`; the rest are summarized."""
 
     max_messages: int = Field(default=20, ge=1, le=1000)
     window: Duration = timedelta(minutes=5)
 
 
-class RetryConfig(_Section):
+class RetryConfig(Section):
     """Retries of timeouts, 5xx and 429 answers, with jittered exponential backoff."""
 
     attempts: int = Field(default=4, ge=1, le=10)
@@ -68,7 +63,7 @@ class RetryConfig(_Section):
     max_backoff: Duration = timedelta(minutes=1)
 
 
-class LevelConfig(_Section):
+class LevelConfig(Section):
     """One escalation level."""
 
     channels: list[str] = Field(min_length=1)
@@ -77,7 +72,7 @@ class LevelConfig(_Section):
     repeat_every: Duration | None = None
 
 
-class PolicyConfig(_Section):
+class PolicyConfig(Section):
     """An escalation policy, chosen for incidents whose labels match all of `match`."""
 
     name: str = Field(min_length=1)
@@ -110,21 +105,21 @@ class PolicyConfig(_Section):
         )
 
 
-class SlackUser(_Section):
+class SlackUser(Section):
     """The watchkeeper identity and role a Slack user acts as."""
 
     name: str = Field(min_length=1)
     role: Role
 
 
-class SlackAppConfig(_Section):
+class SlackAppConfig(Section):
     """Slack interactivity: the signing secret and who may press the buttons."""
 
     signing_secret: str = ""
     users: dict[str, SlackUser] = {}
 
 
-class NotificationsConfig(_Section):
+class NotificationsConfig(Section):
     """Chat and webhook notifications with escalation."""
 
     console_url: str = ""

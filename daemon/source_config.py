@@ -16,7 +16,6 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
@@ -24,13 +23,12 @@ from pydantic import (
     model_validator,
 )
 
-from daemon.domain.durations import parse_duration
+from daemon.config_types import Duration, Section
 from daemon.domain.matchers import Matcher
 from daemon.domain.rules import Comparison, MetricRule
 from daemon.payloads import PayloadFormat
 from daemon.topics import TopicTemplate
 
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 _CONDITION = re.compile(r"^\s*(>=|<=|==|!=|>|<)\s*(-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
 _LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
@@ -45,7 +43,7 @@ def _servers(v: Any) -> Any:
     return v
 
 
-class _Section(BaseModel):
+class _Section(Section):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
