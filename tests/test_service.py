@@ -6,26 +6,19 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-from realstack import Watchkeeper
+from realstack import Watchkeeper, free_port
 from test_runtime import NotifySocket
 
 from daemon.config import Settings
 from daemon.logs import setup_logging
 from daemon.runtime import Supervisor
 from daemon.sdnotify import Notifier
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _drain(ns: NotifySocket) -> list[str]:
@@ -46,7 +39,7 @@ async def _pings_within(ns: NotifySocket, seconds: float) -> int:
 
 async def test_a_wedged_writer_stops_the_watchdog_pings(tmp_path: Path) -> None:
     ns = NotifySocket()
-    port = _free_port()
+    port = free_port()
     settings = Settings(
         store=f"sqlite:///{tmp_path}/events.db",
         state_dir=tmp_path,
