@@ -8,7 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from daemon.domain import alerts
+from daemon.domain.alerts import fingerprint
 from daemon.formats import (
     PayloadError,
     parse_postable_alerts,
@@ -253,3 +257,16 @@ def test_single_alert_problems_name_the_path() -> None:
     with pytest.raises(PayloadError) as caught:
         parse_single_alert({"labels": {}}, now=NOW, resolve_timeout=LEASE, source="kafka")
     assert any(p.startswith("alert.labels:") for p in caught.value.problems), caught.value.problems
+
+
+@given(st.dictionaries(st.text(min_size=1, max_size=12), st.text(max_size=24), max_size=8))
+def test_fingerprint_is_fnv1a_64_over_sorted_labels(labels: dict[str, str]) -> None:
+    # Alertmanager's model.LabelsToSignature: name 0xff value 0xff per pair, sorted by name.
+    data = b"".join(n.encode() + b"\xff" + v.encode() + b"\xff" for n, v in sorted(labels.items()))
+    assert fingerprint(labels) == f"{alerts.fnv1a_64_py(data):016x}"
+
+
+def test_fingerprints_use_the_c_fnv() -> None:
+    # The Python byte loop is only a fallback; intake speed depends on the C one loading.
+    assert alerts.fnv1a_64 is not alerts.fnv1a_64_py
+    assert alerts.fnv1a_64(b"Hello") == alerts.fnv1a_64_py(b"Hello") == 7201466553693376363
