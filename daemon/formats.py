@@ -104,7 +104,7 @@ def _normalize(
     now: datetime,
     resolve_timeout: timedelta | None,
     source: str,
-    where: str,
+    where: str | int,
     fp: str = "",
 ) -> Alert:
     starts = _set(a.startsAt) or now
@@ -116,7 +116,9 @@ def _normalize(
         # Alertmanager semantics: an alert without endsAt holds a lease of resolve_timeout.
         ends = now + resolve_timeout
     if ends is not None and ends < starts:
-        raise PayloadError([f"{where}.endsAt: is before startsAt"])
+        # `where` is an index into `alerts` or a name: formatted only when it is needed.
+        at = f"alerts[{where}]" if isinstance(where, int) else where
+        raise PayloadError([f"{at}.endsAt: is before startsAt"])
     if status == "firing" and ends is not None and ends <= now:
         status = "resolved"
     return Alert(
@@ -140,11 +142,20 @@ def parse_postable_alerts(
     except ValidationError as e:
         raise _errors("alerts", e) from None
     return [
-        _normalize(
-            a, now=now, resolve_timeout=resolve_timeout, source=source, where=f"alerts[{i}]"
-        )
+        _normalize(a, now=now, resolve_timeout=resolve_timeout, source=source, where=i)
         for i, a in enumerate(items)
     ]
+
+
+def parse_postable_alert(
+    body: bytes | str, *, now: datetime, resolve_timeout: timedelta, source: str
+) -> Alert:
+    """Parse one postable alert object straight from its JSON (the stream sources' hot path)."""
+    try:
+        a = _POSTABLE_ALERT.validate_json(body)
+    except ValidationError as e:
+        raise _errors("alert", e) from None
+    return _normalize(a, now=now, resolve_timeout=resolve_timeout, source=source, where="alert")
 
 
 def parse_webhook(body: bytes | str, *, now: datetime, source: str = "alertmanager") -> list[Alert]:
@@ -158,9 +169,7 @@ def parse_webhook(body: bytes | str, *, now: datetime, source: str = "alertmanag
             [f"version: expected webhook payload version 4, got {payload.version!r}"]
         )
     return [
-        _normalize(
-            a, now=now, resolve_timeout=None, source=source, where=f"alerts[{i}]", fp=a.fingerprint
-        )
+        _normalize(a, now=now, resolve_timeout=None, source=source, where=i, fp=a.fingerprint)
         for i, a in enumerate(payload.alerts)
     ]
 

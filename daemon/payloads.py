@@ -11,17 +11,23 @@ Pure: one payload and the time of arrival in, the commands it means out, or a
 
 from __future__ import annotations
 
-import contextlib
-import json
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Literal
 from uuid import UUID
 
+from pydantic_core import from_json
+
 from daemon.domain.alerts import Alert, fingerprint
 from daemon.domain.commands import Command, ReceiveAlert, RecordDeadLetter
 from daemon.domain.rules import ObserveSamples, Sample
-from daemon.formats import PayloadError, parse_postable_alerts, parse_single_alert, parse_webhook
+from daemon.formats import (
+    PayloadError,
+    parse_postable_alert,
+    parse_postable_alerts,
+    parse_single_alert,
+    parse_webhook,
+)
 from daemon.samples import parse_samples
 
 PayloadFormat = Literal["webhook", "postable", "alert", "samples"]
@@ -39,15 +45,19 @@ def parse_alerts(
         return parse_postable_alerts(body, now=now, resolve_timeout=resolve_timeout, source=source)
     if b'"status"' not in body:
         # No `status` anywhere, so not webhook-shaped: validate straight from the bytes (no
-        # json.loads). Any problem is reported by the general path below, worded for one alert.
-        with contextlib.suppress(PayloadError):
-            alerts = parse_postable_alerts(
-                b"[" + body + b"]", now=now, resolve_timeout=resolve_timeout, source=source
-            )
-            if len(alerts) == 1:  # `{...},{...}` is two objects, not one alert
-                return alerts
+        # json.loads). Any problem is reported by the general path below.
+        try:
+            return [
+                parse_postable_alert(
+                    body, now=now, resolve_timeout=resolve_timeout, source=source
+                )
+            ]
+        except PayloadError:
+            pass
     try:
-        obj = json.loads(body)
+        # pydantic's parser, not json.loads: it refuses lone surrogate escapes ("\\udcff"),
+        # which json.loads lets through and which then fail at commit, wedging the source.
+        obj = from_json(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise PayloadError([f"alert: malformed JSON ({e})"]) from None
     return [parse_single_alert(obj, now=now, resolve_timeout=resolve_timeout, source=source)]

@@ -132,6 +132,20 @@ def test_every_format_decodes_to_commands() -> None:
             b' "endsAt": "2025-01-01T00:00:00Z"}',
             "endsAt: is before startsAt",
         ),
+        # A lone surrogate escape cannot be stored (the commit would fail on every retry and
+        # wedge the partition): refused up front, in either alert shape.
+        (
+            "alert",
+            b'{"status": "firing", "labels": {"alertname": "x\\udcff"}}',
+            "lone leading surrogate",
+        ),
+        ("alert", b'{"labels": {"alertname": "x\\udcff"}}', "lone leading surrogate"),
+        (
+            "webhook",
+            b'{"version": "4", "alerts": [{"status": "firing", "labels": {"alertname": "x"},'
+            b' "annotations": {"s": "\\ud800"}}]}',
+            "malformed JSON",
+        ),
     ],
 )
 def test_unreadable_alert_payloads(fmt: str, body: bytes, problem: str) -> None:
