@@ -100,6 +100,8 @@ class EventLog:
         self.recorder: ProcessRecorder = self.factory.process_recorder()
         self.checkpoints: AggregateRecorder = self.factory.aggregate_recorder("snapshots")
         self.mapper = PydanticMapper(transcoder=self.factory.transcoder())
+        # Bytes of event state appended by this process (writer thread), for checkpointing.
+        self.bytes_appended = 0
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -116,6 +118,7 @@ class EventLog:
             self.recorder.insert_tracking(tracking)
             return []
         ids = self.recorder.insert_events(stored, tracking=tracking)
+        self.bytes_appended += sum(len(s.state) for s in stored)
         return list(ids or [])
 
     def save_checkpoint(self, position: int, state: bytes) -> None:
