@@ -5,7 +5,6 @@ from __future__ import annotations
 import ctypes
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from functools import lru_cache
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -19,7 +18,13 @@ def fingerprint(labels: Mapping[str, str]) -> str:
     Using the same function as Alertmanager means an alert that reaches us both from
     Prometheus directly and through an Alertmanager webhook is recognised as one alert.
     """
-    return _fingerprint(tuple(sorted(labels.items())))
+    pairs = tuple(sorted(labels.items()))
+    fp = _CACHE.get(pairs)
+    if fp is None:
+        if len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.clear()
+        fp = _CACHE[pairs] = _fingerprint(pairs)
+    return fp
 
 
 _FNV_OFFSET = 14695981039346656037
@@ -61,8 +66,13 @@ def _load_fnv1a_64() -> Callable[[bytes], int]:
 fnv1a_64 = _load_fnv1a_64()
 
 
-# Memoized: sources re-send the same label sets on every evaluation.
-@lru_cache(maxsize=65_536)
+# Memoized: sources re-send the same label sets on every evaluation. A dict emptied when
+# full rather than an LRU: with a stream of distinct label sets the LRU's eviction per miss
+# cost more than the hash itself (4.8 µs against 2.7 µs uncached per alert).
+_CACHE: dict[tuple[tuple[str, str], ...], str] = {}
+_CACHE_SIZE = 65_536
+
+
 def _fingerprint(pairs: tuple[tuple[str, str], ...]) -> str:
     data = b"".join(name.encode() + b"\xff" + value.encode() + b"\xff" for name, value in pairs)
     return f"{fnv1a_64(data):016x}"
