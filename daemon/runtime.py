@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import signal
 import socket
@@ -16,6 +15,7 @@ from typing import Any
 
 import uvicorn
 
+from daemon import memory
 from daemon.api import ApiContext, create_app
 from daemon.auth import Authenticator
 from daemon.config import ConfigError, Settings, load_config, resolve_secret
@@ -125,8 +125,13 @@ class Supervisor:
         *,
         clock: Callable[[], datetime] = utcnow,
         notifier: Notifier | None = None,
+        owns_process: bool = False,
     ) -> None:
         self.settings = settings
+        # The process is this daemon's alone (`watchkeeper run`, benchmarks), so it may tune
+        # the collector and allocator for itself (daemon/memory.py); tests share theirs.
+        self.owns_process = owns_process
+        self.tidied_at: datetime | None = None
         self.config_path = config_path
         self.clock = clock
         self.notifier = notifier or Notifier()
@@ -280,6 +285,22 @@ class Supervisor:
                 await self.ingestor.tick()  # what it records is logged by log_event
             except Exception:
                 log.exception("tick failed")
+            self._maybe_tidy()
+
+    def _maybe_tidy(self) -> None:
+        """Memory upkeep (daemon/memory.py): at the first tick, once state is rebuilt, settle
+        (collect and freeze what the rebuild allocated); then tidy every
+        `tuning.memory_interval` of daemon time."""
+        every = self.settings.tuning.memory_interval
+        if not self.owns_process:
+            return
+        now = self.clock()
+        if self.tidied_at is None:
+            self.tidied_at = now
+            memory.settle()
+        elif every and now - self.tidied_at >= every:
+            self.tidied_at = now
+            memory.tidy()
 
     async def _watchdog(self) -> None:
         assert self.ingestor is not None
@@ -367,11 +388,8 @@ class Supervisor:
 def run_daemon(settings: Settings, config_path: str | Path | None) -> int:
     """Entry point for `watchkeeper run`: returns the process exit code."""
     setup_logging(settings.logging.format, settings.logging.level, all_secrets(settings))
-    # Intake allocates many short-lived containers (parsed alerts, events); at the default
-    # gen0 threshold of 700 the cyclic collector runs hundreds of times a second under load
-    # and costs a third of ingest throughput (bench/ingest.py). Refcounting frees the rest.
-    gc.set_threshold(50_000, 20, 10)
-    sup = Supervisor(settings, config_path)
+    memory.configure(settings.tuning.gc_threshold)
+    sup = Supervisor(settings, config_path, owns_process=True)
     try:
         asyncio.run(sup.run())
     except RuntimeError as e:
