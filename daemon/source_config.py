@@ -256,6 +256,18 @@ class SourcesConfig(_Section):
             raise ValueError(f"source names must be unique (set name:); repeated: {dupes}")
         if self.reconnect_min <= timedelta(0) or self.reconnect_max < self.reconnect_min:
             raise ValueError("need 0 < reconnect_min <= reconnect_max")
+        # Positions are recorded as kafka:<topic>:<partition>: two sources reading a topic of
+        # the same name (say on two clusters) would share, and so skip, each other's offsets.
+        topics = [(t.topic, k.name) for k in self.kafka for t in k.topics]
+        seen: dict[str, str] = {}
+        for topic, source in topics:
+            if topic in seen:
+                raise ValueError(
+                    f"kafka topic {topic!r} is read by both {seen[topic]!r} and {source!r}: "
+                    "positions are kept per topic name, so each topic may be read by one "
+                    "source only (list it once)"
+                )
+            seen[topic] = source
         return self
 
     def secret_refs(self) -> dict[str, str]:

@@ -310,6 +310,25 @@ rules:
     ]
 
 
+def test_one_topic_name_one_kafka_source(tmp_path: Path) -> None:
+    # Positions are kept as kafka:<topic>:<partition>; a second cluster's topic of the same
+    # name would share them, so the config says so instead of skipping records.
+    got = problems(
+        tmp_path,
+        """
+sources:
+  kafka:
+    - {bootstrap_servers: "127.0.0.1:9092", topics: [{topic: alerts, format: alert}]}
+    - name: dr
+      bootstrap_servers: "127.0.0.1:9093"
+      topics: [{topic: alerts, format: alert}]
+""",
+    )
+    assert len(got) == 1
+    assert "kafka topic 'alerts' is read by both 'kafka' and 'dr'" in got[0]
+    assert got[0].startswith("sources")
+
+
 def test_unresolvable_source_secret(tmp_path: Path) -> None:
     got = problems(
         tmp_path,
