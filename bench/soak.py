@@ -29,7 +29,6 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from daemon import memory
 from daemon.config import Settings
 from daemon.runtime import Supervisor
 
@@ -110,7 +109,6 @@ async def soak(days: int) -> None:
     )
     clock = SimClock()
     # As `watchkeeper run` does: this process is the daemon's (collector, allocator).
-    memory.configure(settings.tuning.gc_threshold)
     sup = Supervisor(settings, clock=clock, owns_process=True)
     runner = asyncio.create_task(sup.run(), name="daemon")
     url = f"http://127.0.0.1:{port}"

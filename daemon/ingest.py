@@ -218,6 +218,7 @@ class Ingestor:
             return False
         written = self.log.bytes_appended - self._log_bytes_at_checkpoint
         return written >= self._checkpoint_bytes
+
     async def _commit_failed(self, batch: list[_Submission], e: Exception, events: int) -> None:
         """The world already holds uncommitted events: rebuild it and fail the batch."""
         log.exception("commit failed events=%d; rebuilding state from the log", events)

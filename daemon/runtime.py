@@ -128,9 +128,11 @@ class Supervisor:
         owns_process: bool = False,
     ) -> None:
         self.settings = settings
-        # The process is this daemon's alone (`watchkeeper run`, benchmarks), so it may tune
+        # The process is this daemon's alone (`watchkeeper run`, benchmarks), so it tunes
         # the collector and allocator for itself (daemon/memory.py); tests share theirs.
         self.owns_process = owns_process
+        if owns_process:
+            memory.configure(settings.tuning.gc_threshold)
         self.tidied_at: datetime | None = None
         self.config_path = config_path
         self.clock = clock
@@ -291,9 +293,9 @@ class Supervisor:
         """Memory upkeep (daemon/memory.py): at the first tick, once state is rebuilt, settle
         (collect and freeze what the rebuild allocated); then tidy every
         `tuning.memory_interval` of daemon time."""
-        every = self.settings.tuning.memory_interval
         if not self.owns_process:
             return
+        every = self.settings.tuning.memory_interval
         now = self.clock()
         if self.tidied_at is None:
             self.tidied_at = now
@@ -388,7 +390,6 @@ class Supervisor:
 def run_daemon(settings: Settings, config_path: str | Path | None) -> int:
     """Entry point for `watchkeeper run`: returns the process exit code."""
     setup_logging(settings.logging.format, settings.logging.level, all_secrets(settings))
-    memory.configure(settings.tuning.gc_threshold)
     sup = Supervisor(settings, config_path, owns_process=True)
     try:
         asyncio.run(sup.run())

@@ -67,7 +67,7 @@ class Clock:
     (False, "10m", 0),  # a process the daemon shares (tests): left alone
 ])
 def test_supervisor_tidies_on_daemon_time(
-    monkeypatch: pytest.MonkeyPatch, owns: bool, interval: str, expected: int
+    monkeypatch: pytest.MonkeyPatch, gc_state: None, owns: bool, interval: str, expected: int
 ) -> None:
     calls: list[datetime] = []
     settled: list[datetime] = []
@@ -84,3 +84,10 @@ def test_supervisor_tidies_on_daemon_time(
     assert settled == ([datetime(2026, 1, 1, tzinfo=UTC)] if owns else [])
     if expected:
         assert calls[0] - settled[0] == calls[1] - calls[0] == timedelta(minutes=10)
+
+
+def test_a_supervisor_that_owns_the_process_configures_it(gc_state: None) -> None:
+    Supervisor(Settings(tuning={"gc_threshold": 23_456}), owns_process=True)
+    assert gc.get_threshold()[0] == 23_456
+    Supervisor(Settings(tuning={"gc_threshold": 34_567}))  # shared process: left alone
+    assert gc.get_threshold()[0] == 23_456
