@@ -59,6 +59,10 @@ from daemon.notify_config import NotificationsConfig
 from daemon.notify_content import digest, incident_message, summary_message
 
 log = logging.getLogger("watchkeeper.notify")
+# Asked on every committed event: a set lookup by exact type (events are leaf classes).
+_LIFECYCLE = frozenset(
+    {IncidentOpened, IncidentReopened, IncidentAcknowledged, IncidentResolved, IncidentClosed}
+)
 ESCALATION = "escalation"
 SUMMARY = "notify-summary"
 # Events of later stages, recognised by name so this module does not depend on theirs.
@@ -119,17 +123,7 @@ class NotifyReaction:
         """Incident lifecycle events, fired deadlines of ours, and later stages' follow-ups."""
         if isinstance(event, DeadlineFired):
             return event.kind in (ESCALATION, SUMMARY)
-        return (
-            isinstance(
-                event,
-                IncidentOpened
-                | IncidentReopened
-                | IncidentAcknowledged
-                | IncidentResolved
-                | IncidentClosed,
-            )
-            or type(event).__name__ in FOLLOW_UPS
-        )
+        return type(event) in _LIFECYCLE or type(event).__name__ in FOLLOW_UPS
 
     async def react(self, position: int, event: DomainEvent) -> None:
         """Work out and perform what `event` asks for; record it with our position."""

@@ -37,6 +37,8 @@ from daemon.ingest import Ingestor
 from daemon.runbooks import RunbookLibrary
 
 log = logging.getLogger("watchkeeper.agent")
+# Asked on every committed event: a set lookup by exact type (events are leaf classes).
+_STARTS = frozenset({IncidentOpened, IncidentReopened})
 
 
 class AgentReaction:
@@ -70,7 +72,7 @@ class AgentReaction:
 
     def interested(self, event: DomainEvent) -> bool:
         """Opened and reopened incidents."""
-        return isinstance(event, IncidentOpened | IncidentReopened)
+        return type(event) in _STARTS
 
     async def react(self, position: int, event: DomainEvent) -> None:
         """Route the incident and record one StartInvestigation per selected runbook."""

@@ -117,8 +117,25 @@ class GroupingPolicy(BaseModel):
 
     def group_key(self, labels: dict[str, str]) -> str:
         """Alertmanager-style group key, e.g. `{alertname="X", instance="h1"}`."""
+        if "..." in self.group_by:
+            return self._format_key(labels)
+        # Asked for every firing alert, and a few groups hold many alerts: memoized by the
+        # values of the grouping labels (emptied when full, like the fingerprint cache).
+        memo = (self.group_by, *[labels.get(k) for k in self.group_by])
+        key = _GROUP_KEYS.get(memo)
+        if key is None:
+            if len(_GROUP_KEYS) >= _GROUP_KEYS_SIZE:
+                _GROUP_KEYS.clear()
+            key = _GROUP_KEYS[memo] = self._format_key(labels)
+        return key
+
+    def _format_key(self, labels: dict[str, str]) -> str:
         inner = ", ".join(f'{k}="{v}"' for k, v in self.group_labels(labels).items())
         return "{" + inner + "}"
+
+
+_GROUP_KEYS: dict[tuple[object, ...], str] = {}
+_GROUP_KEYS_SIZE = 65_536
 
 
 class World(BaseModel):
@@ -165,6 +182,8 @@ class World(BaseModel):
 
     def active_silences(self, labels: dict[str, str], now: datetime) -> tuple[UUID, ...]:
         """Ids of silences muting these labels now."""
+        if not self.silences:
+            return ()
         return tuple(s.id for s in self.silences.values() if s.silences(labels, now))
 
     def lease_end(self, fingerprint: str) -> datetime | None:
