@@ -3,8 +3,10 @@
 Two named tasks: `receive` holds the connection (reconnecting with jittered backoff and
 subscribing again every time), `submit` takes whatever has queued up and commits it in one
 batch. QoS 1 redeliveries are harmless: a repeated alert or sample changes nothing, so it
-records nothing. A message is acknowledged on receipt, before it is committed; one that
-arrives while the event store is down is counted as an error and logged.
+records nothing. A message is acknowledged on receipt, before it is committed (aiomqtt 2.x
+has no manual acknowledgement); while the event store refuses a batch, the batch is kept and
+submitted again with backoff, so only a daemon that dies during a store outage loses what
+it held.
 """
 
 from __future__ import annotations
@@ -71,6 +73,9 @@ class MqttSource(SourceTasks):
         self.client_id = config.client_id or f"watchkeeper-{socket.gethostname()}"
         self.connections = 0
         self._queue: asyncio.Queue[_Received] = asyncio.Queue(QUEUE_SIZE)
+        # A batch the event store did not take, submitted again before anything newer.
+        self._retry: list[_Received] = []
+        self.store_backoff = Backoff(0.5, 10.0)
 
     def tasks(self) -> dict[str, Callable[[], Coroutine[Any, Any, None]]]:
         """The connection loop and the batching submitter."""
@@ -169,7 +174,7 @@ class MqttSource(SourceTasks):
 
     async def _submit(self) -> None:
         while True:
-            batch = [await self._queue.get()]
+            batch, self._retry = self._retry or [await self._queue.get()], []
             while len(batch) < BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
@@ -178,13 +183,23 @@ class MqttSource(SourceTasks):
                     commands += self._commands(msg)
                 await self.intake.submit(coalesce(commands))
             except StoreUnavailable as e:
-                self.health.failed(f"{len(batch)} message(s) not recorded: {e}")
-                log.error("mqtt source=%s lost %d message(s): %s", self.name, len(batch), e)
+                # Nothing was recorded and the broker already has its acknowledgement: keep
+                # the batch and try again. Meanwhile the queue fills and receiving waits, so
+                # the rest stays with the broker (our session) or in the client's buffer.
+                self.health.failed(f"{len(batch)} message(s) not recorded yet: {e}")
+                delay = self.store_backoff.next()
+                log.error(
+                    "mqtt source=%s store unavailable, retrying %d message(s) in %.1fs: %s",
+                    self.name, len(batch), delay, e,
+                )
+                await asyncio.sleep(delay)
+                self._retry = batch
                 continue
             except Exception:
                 log.exception("mqtt source=%s submit failed messages=%d", self.name, len(batch))
                 self.health.failed("submit failed; see the log")
                 continue
+            self.store_backoff.reset()
             self.health.seen(len(batch))
             self.health.lag = self._queue.qsize()
 
