@@ -774,3 +774,39 @@ def test_a_fresh_world_from_the_opening_event_alone() -> None:
     rebuilt = World()
     evolve(opened, rebuilt)
     assert list(rebuilt.incidents) == [opened.originator_id]
+
+
+def test_group_key_memo_keeps_policies_and_values_apart() -> None:
+    """Group keys are memoized by the grouping labels' values, per policy."""
+    by_name = GroupingPolicy(group_by=("alertname",))
+    by_both = GroupingPolicy(group_by=("alertname", "cluster"))
+    labels = {"alertname": "A", "cluster": "c1", "instance": "h1"}
+    for _ in range(2):  # the second round is answered from the memo
+        assert by_name.group_key(labels) == '{alertname="A"}'
+        assert by_both.group_key(labels) == '{alertname="A", cluster="c1"}'
+        assert by_both.group_key({**labels, "cluster": "c2"}) == '{alertname="A", cluster="c2"}'
+        assert by_both.group_key({"alertname": "A", "cluster": ""}) == '{alertname="A"}'
+
+
+def test_common_labels_of_firing_alerts_then_of_all() -> None:
+    from daemon.agent.context_tools import common_labels, incident_context
+
+    world = World(policy=GroupingPolicy(group_by=("alertname",)))
+    a1 = mk("Disk", instance="h1", job="node", dc="x")
+    a2 = mk("Disk", instance="h2", job="node", dc="y")
+    a3 = mk("Disk", instance="h3", job="db", dc="x")
+    for a in (a1, a2, a3):
+        decide(world, ReceiveAlert(a), T0)
+    inc = inc_id(world)
+    assert common_labels(world, inc) == {"alertname": "Disk"}
+    decide(world, ReceiveAlert(mk("Disk", status="resolved", instance="h3", job="db", dc="x")), T0)
+    # Only firing alerts count while any fire.
+    assert common_labels(world, inc) == {"alertname": "Disk", "job": "node"}
+    for a in (a1, a2):
+        rest = {k: v for k, v in a.labels.items() if k != "alertname"}
+        resolved = mk("Disk", status="resolved", **rest)
+        decide(world, ReceiveAlert(resolved), T0)
+    # None firing: what all of them share.
+    assert common_labels(world, inc) == {"alertname": "Disk"}
+    ctx = incident_context(world, inc)
+    assert [a["labels"]["instance"] for a in ctx["alerts"]] == ["h1", "h2", "h3"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import islice
 from typing import Any
 
 from daemon.agent.tools import (
@@ -17,17 +18,35 @@ MAX_ALERTS = 50
 
 
 def common_labels(world: World, incident_id: Any) -> dict[str, str]:
-    """Labels shared by all of an incident's alerts, plus its group labels."""
+    """Labels shared by all of an incident's firing alerts (all of its alerts if none fire),
+    plus its group labels."""
     inc = world.incidents.get(incident_id) or world.closed.get(incident_id)
     labels = dict(inc.group_labels) if inc else {}
-    alerts = world.incident_alerts(incident_id)
-    firing = [a.alert.labels for a in alerts if a.firing] or [a.alert.labels for a in alerts]
-    if firing:
-        shared = dict(firing[0])
-        for other in firing[1:]:
-            shared = {k: v for k, v in shared.items() if other.get(k) == v}
-        labels |= shared
-    return labels
+    members = world.members.get(incident_id, {})
+    # Reactions ask this of incidents holding thousands of alerts: walk the index once,
+    # without lists, and stop as soon as nothing is shared any more.
+    shared = _shared(world, members, firing_only=True)
+    if shared is None:
+        shared = _shared(world, members, firing_only=False)
+    return labels | (shared or {})
+
+
+def _shared(world: World, members: dict[str, None], *, firing_only: bool) -> dict[str, str] | None:
+    """Labels every (firing) member alert has with the same value; None if there is none."""
+    shared: dict[str, str] | None = None
+    for fp in members:
+        alert = world.alerts[fp].alert
+        if firing_only and alert.status != "firing":
+            continue
+        if shared is None:
+            shared = dict(alert.labels)
+            continue
+        other = alert.labels
+        for k in [k for k, v in shared.items() if other.get(k) != v]:
+            del shared[k]
+        if not shared:
+            break
+    return shared
 
 
 def incident_context(world: World, incident_id: Any) -> dict[str, Any]:
@@ -35,7 +54,7 @@ def incident_context(world: World, incident_id: Any) -> dict[str, Any]:
     inc = world.incidents.get(incident_id) or world.closed.get(incident_id)
     if inc is None:
         return {}
-    alerts = world.incident_alerts(incident_id)
+    alerts = [world.alerts[fp] for fp in islice(world.members.get(incident_id, ()), MAX_ALERTS)]
     return {
         "incident": {
             "id": str(inc.id),
