@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
-import openai
 from pydantic import BaseModel, ConfigDict
 
 from daemon.agent_config import LLMConfig
 from daemon.domain.investigation_events import ToolCallSpec, Usage
+
+if TYPE_CHECKING:
+    import openai
 
 log = logging.getLogger("watchkeeper.agent.llm")
 
@@ -59,9 +61,14 @@ class OpenAIChat:
     """ChatModel over `openai.AsyncOpenAI` (base_url, key, timeouts, retries with backoff)."""
 
     def __init__(self, cfg: LLMConfig, api_key: str) -> None:
+        # Imported here: the package takes half a second to import, and a daemon without a
+        # model configured (the default) never needs it.
+        import openai
+
+        self._error: type[Exception] = openai.OpenAIError
         self.cfg = cfg
         self.model = cfg.model
-        self.client = openai.AsyncOpenAI(
+        self.client: openai.AsyncOpenAI = openai.AsyncOpenAI(
             base_url=cfg.base_url,
             api_key=api_key or "none",
             timeout=cfg.timeout.total_seconds(),
@@ -87,7 +94,7 @@ class OpenAIChat:
         started = time.monotonic()
         try:
             resp = await self.client.chat.completions.create(**kwargs)
-        except openai.OpenAIError as e:
+        except self._error as e:
             raise ModelError(f"{type(e).__name__}: {e}") from e
         seconds = time.monotonic() - started
         if not resp.choices:
