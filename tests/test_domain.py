@@ -810,3 +810,23 @@ def test_common_labels_of_firing_alerts_then_of_all() -> None:
     assert common_labels(world, inc) == {"alertname": "Disk"}
     ctx = incident_context(world, inc)
     assert [a["labels"]["instance"] for a in ctx["alerts"]] == ["h1", "h2", "h3"]
+
+
+def test_incident_copy_matches_model_copy() -> None:
+    """evolve's fast incident copy builds what pydantic's model_copy builds."""
+    from daemon.domain.evolve import _copy
+    from daemon.domain.state import Incident
+
+    inc = Incident(
+        id=uuid4(), version=1, group_key="{}", group_labels={"alertname": "A"},
+        opened_at=T0, updated_at=T0, title="A",
+    )
+    changes: dict[str, Any] = {"version": 2, "updated_at": T0 + M, "firing": 3}
+    fast, slow = _copy(inc, dict(changes)), inc.model_copy(update=changes)
+    assert fast == slow
+    assert fast.model_dump_json() == slow.model_dump_json()
+    assert fast.model_fields_set == slow.model_fields_set
+    assert (inc.version, inc.firing) == (1, 0)  # the original is untouched
+    again = _copy(fast, {"version": 3, "firing": 4})
+    assert again.model_fields_set is fast.model_fields_set  # shared once it holds the names
+    assert (again.version, again.firing, fast.firing) == (3, 4, 3)
