@@ -830,3 +830,25 @@ def test_incident_copy_matches_model_copy() -> None:
     again = _copy(fast, {"version": 3, "firing": 4})
     assert again.model_fields_set is fast.model_fields_set  # shared once it holds the names
     assert (again.version, again.firing, fast.firing) == (3, 4, 3)
+
+
+def test_incident_context_shows_fifty_alerts_and_counts_the_rest() -> None:
+    from daemon.agent.context_tools import MAX_ALERTS, incident_context
+
+    world = World(policy=GroupingPolicy(group_by=("alertname",)))
+    for i in range(MAX_ALERTS + 7):
+        decide(world, ReceiveAlert(mk("Many", instance=f"h{i}")), T0)
+    ctx = incident_context(world, inc_id(world))
+    assert len(ctx["alerts"]) == MAX_ALERTS
+    assert ctx["alerts_not_shown"] == 7
+    assert ctx["incident"]["alerts_total"] == MAX_ALERTS + 7
+
+
+def test_reaction_filters_name_leaf_event_classes() -> None:
+    """Reactions filter by exact type: a subclass of a filtered event would be missed."""
+    from daemon.action_reaction import _INTERESTING
+    from daemon.agent.reaction import _STARTS
+    from daemon.notify_reaction import _LIFECYCLE
+
+    for cls in _INTERESTING | _STARTS | _LIFECYCLE:
+        assert cls.__subclasses__() == [], f"{cls.__name__} has subclasses"

@@ -54,7 +54,8 @@ def incident_context(world: World, incident_id: Any) -> dict[str, Any]:
     inc = world.incidents.get(incident_id) or world.closed.get(incident_id)
     if inc is None:
         return {}
-    alerts = [world.alerts[fp] for fp in islice(world.members.get(incident_id, ()), MAX_ALERTS)]
+    members = world.members.get(incident_id, {})
+    alerts = [world.alerts[fp] for fp in islice(members, MAX_ALERTS)]
     return {
         "incident": {
             "id": str(inc.id),
@@ -77,7 +78,7 @@ def incident_context(world: World, incident_id: Any) -> dict[str, Any]:
             }
             for a in alerts[:MAX_ALERTS]
         ],
-        "alerts_not_shown": max(0, len(alerts) - MAX_ALERTS),
+        "alerts_not_shown": max(0, len(members) - MAX_ALERTS),
     }
 
 
