@@ -817,6 +817,10 @@ def test_incident_copy_matches_model_copy() -> None:
     from daemon.domain.evolve import _copy
     from daemon.domain.state import Incident
 
+    # What the copy relies on: frozen, no private attributes, no extras.
+    assert Incident.model_config.get("frozen")
+    assert not Incident.__private_attributes__
+    assert Incident.model_config.get("extra") in (None, "ignore")
     inc = Incident(
         id=uuid4(), version=1, group_key="{}", group_labels={"alertname": "A"},
         opened_at=T0, updated_at=T0, title="A",

@@ -30,8 +30,8 @@ def evolve(event: DomainEvent, world: World) -> None:
 
 def _bump(world: World, event: DomainEvent, **changes: object) -> Incident:
     inc = world.incidents[event.originator_id]
-    changes["version"] = event.originator_version
-    changes["updated_at"] = event.timestamp
+    changes.setdefault("version", event.originator_version)
+    changes.setdefault("updated_at", event.timestamp)
     new = _copy(inc, changes)
     world.incidents[inc.id] = new
     return new
