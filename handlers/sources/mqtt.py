@@ -5,8 +5,8 @@ subscribing again every time), `submit` takes whatever has queued up and commits
 batch. QoS 1 redeliveries are harmless: a repeated alert or sample changes nothing, so it
 records nothing. A message is acknowledged on receipt, before it is committed (aiomqtt 2.x
 has no manual acknowledgement); while the event store refuses a batch, the batch is kept and
-submitted again with backoff, so only a daemon that dies during a store outage loses what
-it held.
+submitted again with backoff, and what arrives meanwhile waits in memory (acknowledged), so
+only a daemon that dies during a store outage loses what it held.
 """
 
 from __future__ import annotations
@@ -184,8 +184,10 @@ class MqttSource(SourceTasks):
                 await self.intake.submit(coalesce(commands))
             except StoreUnavailable as e:
                 # Nothing was recorded and the broker already has its acknowledgement: keep
-                # the batch and try again. Meanwhile the queue fills and receiving waits, so
-                # the rest stays with the broker (our session) or in the client's buffer.
+                # the batch and try again, ahead of anything newer. Meanwhile our queue fills
+                # and receiving waits; aiomqtt keeps acknowledging and buffering what
+                # arrives, in memory, until the store answers.
+                self._retry = batch
                 self.health.failed(f"{len(batch)} message(s) not recorded yet: {e}")
                 delay = self.store_backoff.next()
                 log.error(
@@ -193,7 +195,6 @@ class MqttSource(SourceTasks):
                     self.name, len(batch), delay, e,
                 )
                 await asyncio.sleep(delay)
-                self._retry = batch
                 continue
             except Exception:
                 log.exception("mqtt source=%s submit failed messages=%d", self.name, len(batch))
