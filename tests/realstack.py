@@ -51,7 +51,12 @@ def free_port() -> int:
 def wait_for(
     probe: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.1
 ) -> T:
-    """Poll `probe` until it returns something other than None/False; raise on deadline."""
+    """Poll `probe` until it returns something; raise on deadline.
+
+    None, False and an empty collection or string mean "not yet": a probe that reads a list
+    from the API (dead letters, alerts) must not succeed on the empty list it sees before
+    the thing it waits for is recorded.
+    """
     deadline = time.monotonic() + timeout
     last_error: BaseException | None = None
     while True:
@@ -59,12 +64,18 @@ def wait_for(
             got = probe()
         except (httpx.HTTPError, OSError) as e:
             got, last_error = None, e
-        if got is not None and got is not False:
+        if _arrived(got):
             return got
         if time.monotonic() > deadline:
             extra = f" (last error: {last_error!r})" if last_error else ""
             raise TimeoutError(f"gave up after {timeout:.0f}s waiting for {what}{extra}")
         time.sleep(interval)
+
+
+def _arrived(got: object) -> bool:
+    if got is None or got is False:
+        return False
+    return not (isinstance(got, str | bytes | list | tuple | dict | set | frozenset) and not got)
 
 
 def require(binary: str) -> str:
