@@ -22,31 +22,10 @@ def common_labels(world: World, incident_id: Any) -> dict[str, str]:
     plus its group labels."""
     inc = world.incidents.get(incident_id) or world.closed.get(incident_id)
     labels = dict(inc.group_labels) if inc else {}
-    members = world.members.get(incident_id, {})
-    # Reactions ask this of incidents holding thousands of alerts: walk the index once,
-    # without lists, and stop as soon as nothing is shared any more.
-    shared = _shared(world, members, firing_only=True)
+    shared = world.shared_labels(incident_id, firing_only=True)
     if shared is None:
-        shared = _shared(world, members, firing_only=False)
+        shared = world.shared_labels(incident_id)
     return labels | (shared or {})
-
-
-def _shared(world: World, members: dict[str, None], *, firing_only: bool) -> dict[str, str] | None:
-    """Labels every (firing) member alert has with the same value; None if there is none."""
-    shared: dict[str, str] | None = None
-    for fp in members:
-        alert = world.alerts[fp].alert
-        if firing_only and alert.status != "firing":
-            continue
-        if shared is None:
-            shared = dict(alert.labels)
-            continue
-        other = alert.labels
-        for k in [k for k, v in shared.items() if other.get(k) != v]:
-            del shared[k]
-        if not shared:
-            break
-    return shared
 
 
 def incident_context(world: World, incident_id: Any) -> dict[str, Any]:
@@ -54,8 +33,7 @@ def incident_context(world: World, incident_id: Any) -> dict[str, Any]:
     inc = world.incidents.get(incident_id) or world.closed.get(incident_id)
     if inc is None:
         return {}
-    members = world.members.get(incident_id, {})
-    alerts = [world.alerts[fp] for fp in islice(members, MAX_ALERTS)]
+    alerts = list(islice(world.member_alerts(incident_id), MAX_ALERTS))
     return {
         "incident": {
             "id": str(inc.id),
@@ -76,9 +54,9 @@ def incident_context(world: World, incident_id: Any) -> dict[str, Any]:
                 "starts_at": a.alert.starts_at.isoformat(),
                 "source": a.alert.source,
             }
-            for a in alerts[:MAX_ALERTS]
+            for a in alerts
         ],
-        "alerts_not_shown": max(0, len(members) - MAX_ALERTS),
+        "alerts_not_shown": max(0, len(world.members.get(incident_id, ())) - MAX_ALERTS),
     }
 
 

@@ -98,10 +98,7 @@ def stop_reason(policy_stop_on: Sequence[str], incident: Incident | None) -> str
 
 def routing_labels(world: World, incident: Incident) -> dict[str, str]:
     """Labels a policy is selected by: labels every alert shares, the group's, top severity."""
-    alerts = world.incident_alerts(incident.id)
-    shared: dict[str, str] = dict(alerts[0].alert.labels) if alerts else {}
-    for a in alerts[1:]:
-        shared = {k: v for k, v in shared.items() if a.alert.labels.get(k) == v}
+    shared = world.shared_labels(incident.id) or {}
     shared.update(incident.group_labels)
     if incident.severity != "none":
         shared["severity"] = incident.severity

@@ -8,6 +8,7 @@ and a live run end in the same place.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Literal
 from uuid import UUID
@@ -198,7 +199,36 @@ class World(BaseModel):
 
     def incident_alerts(self, incident_id: UUID) -> list[AlertState]:
         """Alerts currently attached to an incident (in the order of `alerts`)."""
-        return [self.alerts[fp] for fp in self.members.get(incident_id, ())]
+        return list(self.member_alerts(incident_id))
+
+    def member_alerts(self, incident_id: UUID) -> Iterator[AlertState]:
+        """The incident's alerts one by one, for callers that need only some of them."""
+        for fp in self.members.get(incident_id, ()):
+            yield self.alerts[fp]
+
+    def shared_labels(
+        self, incident_id: UUID, *, firing_only: bool = False
+    ) -> dict[str, str] | None:
+        """Labels every (firing) alert of the incident has with the same value; None if no
+        alert qualifies.
+
+        One pass over the index, stopping once nothing is shared: reactions ask this of
+        incidents that may hold thousands of alerts.
+        """
+        shared: dict[str, str] | None = None
+        for st in self.member_alerts(incident_id):
+            alert = st.alert
+            if firing_only and alert.status != "firing":
+                continue
+            if shared is None:
+                shared = dict(alert.labels)
+                continue
+            other = alert.labels
+            for k in [k for k, v in shared.items() if other.get(k) != v]:
+                del shared[k]
+            if not shared:
+                break
+        return shared
 
     def track_lease(self, fingerprint: str, ends_at: datetime | None) -> None:
         """Note a lease end for Tick to look at (see `lease_heap`)."""
