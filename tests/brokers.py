@@ -93,8 +93,9 @@ class Tansu:
         if self.child is not None:
             self.child.stop()
 
-    def create_topic(self, name: str, partitions: int) -> None:
-        """Create a topic (idempotent enough for tests: an existing one is an error we show)."""
+    def create_topic(self, name: str, partitions: int, *, exist_ok: bool = False) -> None:
+        """Create a topic; an existing one is an error unless `exist_ok` (a consumer's
+        metadata request may have created it first: tansu creates topics on demand)."""
         r = subprocess.run(
             [
                 self.binary,
@@ -111,7 +112,7 @@ class Tansu:
             timeout=30,
             check=False,
         )
-        if r.returncode != 0:
+        if r.returncode != 0 and not (exist_ok and "already exists" in r.stderr + r.stdout):
             raise RuntimeError(f"tansu topic create {name} failed: {r.stderr or r.stdout}")
 
 

@@ -267,7 +267,8 @@ def test_broker_down_at_start_degrades_then_recovers_and_loss_is_noticed(
         assert "KafkaConnectionError" in health["sources"]["kafka"]["last_error"]
         broker = Tansu(tmp_path / "tansu", port=port)
         broker.start()
-        broker.create_topic(topic, 1)
+        # The daemon retries all along: its metadata request may create the topic first.
+        broker.create_topic(topic, 1, exist_ok=True)
         late = Kcat(broker.bootstrap, tmp_path / "kcat")
         late.produce(topic, [compact({"labels": {"alertname": "BrokerCameBack"}})])
         wait_until(
