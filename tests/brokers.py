@@ -201,24 +201,50 @@ class Kcat:
 
 @dataclass
 class Mosquitto:
-    """A private Mosquitto (anonymous, no persistence) on a fixed free port; restartable."""
+    """A private Mosquitto (no persistence) on a fixed free port; restartable.
+
+    Anonymous by default; with `tls` it speaks only TLS (server certificate from
+    `make_tls`), and with `users` it admits only those names and passwords
+    (a `mosquitto_passwd` file). `publish` uses the first user and the CA.
+    """
 
     workdir: Path
     port: int = 0
+    tls: TlsFiles | None = None
+    users: dict[str, str] = field(default_factory=dict)
     child: Child | None = None
 
     def __post_init__(self) -> None:
         binary = require("/usr/sbin/mosquitto")
         self.port = self.port or free_port()
         self.workdir.mkdir(parents=True, exist_ok=True)
+        lines = [f"listener {self.port} {LOOPBACK}", "persistence false"]
+        if self.tls is not None:
+            lines += [
+                f"cafile {self.tls.ca}",
+                f"certfile {self.tls.cert}",
+                f"keyfile {self.tls.key}",
+            ]
+        if self.users:
+            passwd = require("/usr/bin/mosquitto_passwd")
+            pwfile = self.workdir / "passwords"
+            pwfile.unlink(missing_ok=True)
+            pwfile.touch(mode=0o600)
+            for name, password in self.users.items():
+                subprocess.run(
+                    [passwd, "-b", str(pwfile), name, password],
+                    check=True, capture_output=True, timeout=30,
+                )
+            lines += ["allow_anonymous false", f"password_file {pwfile}"]
+        else:
+            lines.append("allow_anonymous true")
+        # A file log is written line by line (stdout to a file is block-buffered).
+        lines += [f"log_dest file {self.workdir / 'broker.log'}", "log_type all"]
+        if os.geteuid() == 0:
+            # As root it would switch to the mosquitto user, who cannot read the temp dir.
+            lines.append("user root")
         conf = self.workdir / "mosquitto.conf"
-        conf.write_text(
-            f"listener {self.port} {LOOPBACK}\nallow_anonymous true\npersistence false\n"
-            # A file log is written line by line (stdout to a file is block-buffered).
-            f"log_dest file {self.workdir / 'broker.log'}\nlog_type all\n"
-            # As root it would switch to the mosquitto user, who cannot write the temp dir.
-            + ("user root\n" if os.geteuid() == 0 else "")
-        )
+        conf.write_text("\n".join(lines) + "\n")
         self.child = Child("mosquitto", [binary, "-c", str(conf)], self.workdir / "mosquitto.log")
 
     def start(self, timeout: float = 30.0) -> None:
@@ -238,8 +264,13 @@ class Mosquitto:
         """Publish with mosquitto_pub (a real client)."""
         pub = require("/usr/bin/mosquitto_pub")
         data = message.encode() if isinstance(message, str) else message
+        argv = [pub, "-h", LOOPBACK, "-p", str(self.port), "-t", topic, "-q", str(qos), "-s"]
+        if self.tls is not None:
+            argv += ["--cafile", str(self.tls.ca)]
+        for name, password in list(self.users.items())[:1]:
+            argv += ["-u", name, "-P", password]
         r = subprocess.run(
-            [pub, "-h", LOOPBACK, "-p", str(self.port), "-t", topic, "-q", str(qos), "-s"],
+            argv,
             input=data,
             capture_output=True,
             timeout=30,
@@ -253,6 +284,42 @@ class Mosquitto:
     def log_text(self) -> str:
         """The broker's log (connections, subscriptions)."""
         return (self.workdir / "broker.log").read_text(errors="replace")
+
+
+# --- TLS -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files: a throwaway CA, and a server certificate it signed for 127.0.0.1."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def make_tls(workdir: Path) -> TlsFiles:
+    """A new CA and server certificate (with the loopback address as its SAN), via openssl."""
+    openssl = require("/usr/bin/openssl")
+    workdir.mkdir(parents=True, exist_ok=True)
+    files = TlsFiles(workdir / "ca.pem", workdir / "server.pem", workdir / "server.key")
+    ca_key, csr, ext = workdir / "ca.key", workdir / "server.csr", workdir / "san.cnf"
+    ext.write_text(f"subjectAltName=IP:{LOOPBACK},DNS:localhost\n")
+    steps = [
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key),
+         "-out", str(files.ca), "-days", "2", "-subj", "/CN=watchkeeper test CA"],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(files.key),
+         "-out", str(csr), "-subj", f"/CN={LOOPBACK}"],
+        ["x509", "-req", "-in", str(csr), "-CA", str(files.ca), "-CAkey", str(ca_key),
+         "-CAcreateserial", "-out", str(files.cert), "-days", "2", "-extfile", str(ext)],
+    ]
+    for args in steps:
+        r = subprocess.run(
+            [openssl, *args], capture_output=True, text=True, timeout=60, check=False
+        )
+        if r.returncode != 0:
+            raise RuntimeError(f"openssl {args[0]} failed: {r.stderr}")
+    return files
 
 
 # --- an exporter of labelled series ----------------------------------------------------------

@@ -168,14 +168,14 @@ class Child:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def _http_ok(url: str) -> bool:
-    return httpx.get(url, timeout=2.0).status_code == 200
+def _http_ok(url: str, auth: tuple[str, str] | None = None) -> bool:
+    return httpx.get(url, timeout=2.0, auth=auth).status_code == 200
 
 
-def _serving(child: Child, url: str) -> bool:
+def _serving(child: Child, url: str, auth: tuple[str, str] | None = None) -> bool:
     """True once `url` answers 200; raises if the process died meanwhile."""
     child.check_alive()
-    return _http_ok(url)
+    return _http_ok(url, auth)
 
 
 # --- Alertmanager ----------------------------------------------------------------------
@@ -257,8 +257,12 @@ def start_prometheus(
     config: dict[str, Any],
     rules: dict[str, Any] | None = None,
     timeout: float = 60.0,
+    *,
+    web_config: dict[str, Any] | None = None,
+    auth: tuple[str, str] | None = None,
 ) -> Prometheus:
-    """Start Prometheus with `config` (+ a rules file); wait until /-/ready."""
+    """Start Prometheus with `config` (+ a rules file, + a `--web.config.file` such as
+    basic auth, for which `auth` is what the readiness check sends); wait until /-/ready."""
     binary = require(PROMETHEUS)
     workdir.mkdir(parents=True, exist_ok=True)
     config = dict(config)
@@ -282,11 +286,15 @@ def start_prometheus(
         ],
         workdir / "prometheus.log",
     )
+    if web_config is not None:
+        web = workdir / "web.yml"
+        web.write_text(yaml.safe_dump(web_config))
+        child.argv.append(f"--web.config.file={web}")
     child.start()
     prom = Prometheus(child, port, workdir)
     try:
         wait_for(
-            lambda: _serving(child, f"{prom.url}/-/ready"),
+            lambda: _serving(child, f"{prom.url}/-/ready", auth),
             timeout=timeout,
             what="Prometheus /-/ready",
         )

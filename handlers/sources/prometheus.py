@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
@@ -37,6 +38,19 @@ T = TypeVar("T")
 _FAILURES = (
     requests.RequestException, PrometheusApiClientException, TimeoutError, ValueError, KeyError
 )
+# How the two clients name a refusal: prometheus-api-client's "HTTP Status Code 401 (...)",
+# requests' "401 Client Error: ...".
+_REFUSED = re.compile(r"\b(401|403)\b")
+
+
+def _explain(e: BaseException) -> str:
+    """The failure for health, with what to check when Prometheus refused the credentials."""
+    text = describe(e)
+    if isinstance(e, requests.RequestException | PrometheusApiClientException) and (
+        _REFUSED.search(str(e))
+    ):
+        text += " (Prometheus refused the request: check the Authorization header in headers:)"
+    return text
 
 
 def query_series(result: list[dict[str, Any]]) -> tuple[QuerySeries, ...]:
@@ -111,7 +125,7 @@ class PrometheusSource(SourceTasks):
                     if self.health.connected or not self.health.errors:
                         log.warning("prometheus source=%s unavailable: %s", self.name, e)
                     self.health.connected = False
-                    self.health.failed(describe(e))
+                    self.health.failed(_explain(e))
                     await asyncio.sleep(min(self.backoff.next(), interval))
                     continue
                 except StoreUnavailable as e:

@@ -1,0 +1,234 @@
+"""Sources that need credentials and TLS, against the real servers configured to demand them.
+
+- MQTT: a private Mosquitto that speaks only TLS (a CA and server certificate made with
+  openssl) and admits only a user from its `mosquitto_passwd` file; `mosquitto_pub` is the
+  publishing client. The password reaches the daemon as a secret reference (`env:`).
+- Prometheus: basic auth through its `--web.config.file`; the daemon sends the
+  `Authorization` header from its `headers:` setting (a secret reference too).
+
+Each case also shows the failure an on-call engineer would see: a wrong password or an
+unknown CA leaves the daemon up, the source disconnected, and the reason in its status.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from brokers import Mosquitto, SeriesExporter, TlsFiles, make_tls, wait_until
+from realstack import Prometheus, Unavailable, Watchkeeper, start_prometheus
+
+pytestmark = pytest.mark.integration
+DEADLINE = 45.0
+USER, PASSWORD = "wk-test", "wk-test-secret"
+# bcrypt of PASSWORD (10 rounds), as Prometheus' web config wants it; made once with
+# `crypt.crypt(PASSWORD, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=1 << 10))`.
+PASSWORD_BCRYPT = "$2b$10$0kSRcEWulc5P7gfYi.OaMOePu.bwUyFH2Qb/BzamVFR/66NAzxzca"
+
+
+@pytest.fixture
+def tls(tmp_path: Path) -> TlsFiles:
+    try:
+        return make_tls(tmp_path / "tls")
+    except Unavailable as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture
+def secure_mosquitto(tmp_path: Path, tls: TlsFiles) -> Iterator[Mosquitto]:
+    try:
+        broker = Mosquitto(tmp_path / "mosquitto", tls=tls, users={USER: PASSWORD})
+        broker.start()
+    except Unavailable as e:
+        pytest.skip(str(e))
+    try:
+        yield broker
+    finally:
+        if broker.child is not None:
+            broker.child.stop()
+
+
+def source(wk: Watchkeeper, name: str) -> dict[str, Any]:
+    src: dict[str, Any] = wk.get("/api/v1/status")["sources"][name]
+    return src
+
+
+def mqtt_daemon(
+    workdir: Path, broker: Mosquitto, *, password: str, tls: dict[str, Any]
+) -> Watchkeeper:
+    return Watchkeeper(
+        workdir,
+        f"sqlite:///{workdir / 'events.db'}",
+        {
+            "grouping": {"group_by": ["alertname"]},
+            "sources": {
+                "reconnect_min": "300ms",
+                "reconnect_max": "2s",
+                "mqtt": {
+                    "url": f"mqtts://127.0.0.1:{broker.port}",
+                    "client_id": workdir.name,
+                    "username": USER,
+                    "password": password,
+                    "tls": tls,
+                    "subscriptions": [{"filter": "alerts/#", "format": "alert"}],
+                },
+            },
+        },
+    )
+
+
+def test_mqtt_over_tls_with_a_password(
+    secure_mosquitto: Mosquitto, tls: TlsFiles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WK_TEST_MQTT_PASSWORD", PASSWORD)
+    good = mqtt_daemon(
+        tmp_path / "good",
+        secure_mosquitto,
+        password="env:WK_TEST_MQTT_PASSWORD",
+        tls={"ca_file": str(tls.ca)},
+    )
+    wrong_password = mqtt_daemon(
+        tmp_path / "wrong-password",
+        secure_mosquitto,
+        password="not-the-password",
+        tls={"ca_file": str(tls.ca)},
+    )
+    # No ca_file: the system's CAs, which never signed the test certificate.
+    unknown_ca = mqtt_daemon(
+        tmp_path / "unknown-ca", secure_mosquitto, password=PASSWORD, tls={}
+    )
+    daemons = [good, wrong_password, unknown_ca]
+    try:
+        for wk in daemons:
+            wk.start()
+        wait_until(lambda: source(good, "mqtt")["connected"], DEADLINE, "the TLS connection")
+        secure_mosquitto.publish("alerts/lab", json.dumps({"labels": {"alertname": "OverTls"}}))
+        wait_until(
+            lambda: "OverTls" in {i["title"] for i in good.incidents("open")},
+            DEADLINE,
+            "the alert published over TLS",
+        )
+
+        refused = wait_until(
+            lambda: (s := source(wrong_password, "mqtt"))["errors"] >= 2 and s,
+            DEADLINE,
+            "the wrong password to be refused (and retried)",
+        )
+        assert refused["connected"] is False
+        assert "not authorized" in refused["last_error"].lower(), refused["last_error"]
+
+        untrusted = wait_until(
+            lambda: (s := source(unknown_ca, "mqtt"))["errors"] >= 1 and s,
+            DEADLINE,
+            "the unknown CA to be refused",
+        )
+        assert untrusted["connected"] is False
+        assert "certificate verify failed" in untrusted["last_error"], untrusted["last_error"]
+
+        for wk in (wrong_password, unknown_ca):
+            assert wk.get("/api/v1/status")["healthy"] is True, "a source problem only degrades"
+            assert wk.incidents("open") == []
+            assert wk.child is not None
+            assert wk.child.running
+        # The broker saw the refused login, in its own words.
+        log = secure_mosquitto.log_text()
+        assert "not authorised" in log or "not authorized" in log.lower(), log[-2000:]
+    finally:
+        for wk in daemons:
+            wk.stop()
+
+
+METRIC = "wk_auth_temperature"
+
+
+@pytest.fixture
+def guarded_prometheus(tmp_path: Path) -> Iterator[tuple[Prometheus, SeriesExporter]]:
+    exporter = SeriesExporter(METRIC)
+    exporter.set(90, device="a")
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"},
+        "scrape_configs": [
+            {"job_name": "devices", "static_configs": [{"targets": [exporter.address]}]}
+        ],
+    }
+    try:
+        prom = start_prometheus(
+            tmp_path / "prometheus",
+            config,
+            web_config={"basic_auth_users": {USER: PASSWORD_BCRYPT}},
+            auth=(USER, PASSWORD),
+        )
+    except Unavailable as e:
+        exporter.close()
+        pytest.skip(str(e))
+    try:
+        yield prom, exporter
+    finally:
+        prom.child.stop()
+        exporter.close()
+
+
+def prometheus_daemon(workdir: Path, prom: Prometheus, headers: dict[str, str]) -> Watchkeeper:
+    return Watchkeeper(
+        workdir,
+        f"sqlite:///{workdir / 'events.db'}",
+        {
+            "grouping": {"group_by": ["alertname"]},
+            "sources": {
+                "reconnect_min": "200ms",
+                "reconnect_max": "1s",
+                "prometheus": {
+                    "url": prom.url,
+                    "interval": "1s",
+                    "timeout": "1s",
+                    "headers": headers,
+                    "rules": [{"alert": "GuardedHot", "expr": f"{METRIC} > 80"}],
+                },
+            },
+        },
+    )
+
+
+def test_prometheus_behind_basic_auth(
+    guarded_prometheus: tuple[Prometheus, SeriesExporter],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    prom, _ = guarded_prometheus
+    token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    monkeypatch.setenv("WK_TEST_PROM_AUTH", f"Basic {token}")
+    authorized = prometheus_daemon(
+        tmp_path / "authorized", prom, {"Authorization": "env:WK_TEST_PROM_AUTH"}
+    )
+    anonymous = prometheus_daemon(tmp_path / "anonymous", prom, {})
+    daemons = [authorized, anonymous]
+    try:
+        for wk in daemons:
+            wk.start()
+        wait_until(
+            lambda: "GuardedHot" in {i["title"] for i in authorized.incidents("open")},
+            DEADLINE,
+            "the PromQL rule evaluated with the Authorization header",
+        )
+        assert source(authorized, "prometheus")["connected"] is True
+        refused = wait_until(
+            lambda: (s := source(anonymous, "prometheus"))["errors"] >= 1 and s,
+            DEADLINE,
+            "Prometheus to refuse the daemon without credentials",
+        )
+        assert refused["connected"] is False
+        assert "401" in refused["last_error"], refused["last_error"]
+        assert "check the Authorization header" in refused["last_error"]
+        assert anonymous.incidents("open") == []
+        assert anonymous.get("/api/v1/status")["healthy"] is True
+        # The secret is not shown back by the daemon.
+        status = json.dumps(authorized.get("/api/v1/status"))
+        assert token not in status
+        assert token not in authorized.log_tail(400)
+    finally:
+        for wk in daemons:
+            wk.stop()
