@@ -8,8 +8,10 @@ raises `realstack.Unavailable`. No pytest import here, so `bench/` can use it to
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+import ssl
 import subprocess
 import threading
 from collections.abc import Iterable
@@ -54,6 +56,9 @@ class Tansu:
 
     workdir: Path
     port: int = 0
+    # Where clients are told to connect (metadata), when that is not `port`: a TLS
+    # terminator in front of the broker (see `TlsTerminator`).
+    advertised_port: int = 0
     child: Child | None = None
 
     def __post_init__(self) -> None:
@@ -61,6 +66,7 @@ class Tansu:
         self.port = self.port or free_port()
         self.workdir.mkdir(parents=True, exist_ok=True)
         url = f"tcp://{LOOPBACK}:{self.port}"
+        advertised = f"tcp://{LOOPBACK}:{self.advertised_port or self.port}"
         self.child = Child(
             "tansu",
             [
@@ -69,7 +75,7 @@ class Tansu:
                 "--listener-url",
                 url,
                 "--advertised-listener-url",
-                url,
+                advertised,
                 "--storage-engine",
                 "memory://tansu/",
             ],
@@ -141,6 +147,8 @@ class Kcat:
 
     bootstrap: str
     workdir: Path
+    # librdkafka properties (`-X name=value`), e.g. security.protocol=ssl.
+    options: dict[str, str] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -164,13 +172,16 @@ class Kcat:
 
     def _works(self) -> bool:
         r = subprocess.run(
-            [self.binary, "-L", "-b", self.bootstrap, "-m", "2"],
+            [self.binary, "-L", "-b", self.bootstrap, "-m", "2", *self._options()],
             capture_output=True,
             timeout=30,
             env=self.env,
             check=False,
         )
         return r.returncode == 0
+
+    def _options(self) -> list[str]:
+        return [arg for k, v in self.options.items() for arg in ("-X", f"{k}={v}")]
 
     def produce(self, topic: str, messages: Iterable[bytes], partition: int | None = None) -> None:
         """Produce messages (no newlines inside; one message per line) and wait for acks."""
@@ -180,6 +191,7 @@ class Kcat:
                 raise ValueError("kcat reads one message per line: compact the JSON")
             lines.append(m)
         argv = [self.binary, "-P", "-b", self.bootstrap, "-t", topic, "-X", "acks=all"]
+        argv += self._options()
         if partition is not None:
             argv += ["-p", str(partition)]
         r = subprocess.run(
@@ -320,6 +332,65 @@ def make_tls(workdir: Path) -> TlsFiles:
         if r.returncode != 0:
             raise RuntimeError(f"openssl {args[0]} failed: {r.stderr}")
     return files
+
+
+class TlsTerminator:
+    """Accepts TLS on a free loopback port and relays the plaintext to a backend port.
+
+    tansu 0.6 cannot serve TLS itself, so Kafka over TLS is tested with this in front of
+    it (and tansu advertising this port): the client's handshake, certificate check and
+    every byte after it are real, only the server's end of TLS is ours.
+    """
+
+    def __init__(self, tls: TlsFiles, backend: int, port: int = 0) -> None:
+        self.backend = backend
+        self.port = port or free_port()
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(tls.cert, tls.key)
+        self.loop = asyncio.new_event_loop()
+        self._server: asyncio.Server | None = None
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def start(self) -> None:
+        """Listen (returns once the port accepts connections)."""
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._listen(), self.loop).result(timeout=10)
+
+    async def _listen(self) -> None:
+        self._server = await asyncio.start_server(
+            self._relay, LOOPBACK, self.port, ssl=self.context
+        )
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(LOOPBACK, self.backend)
+        except OSError:
+            writer.close()
+            return
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (OSError, ssl.SSLError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def stop(self) -> None:
+        """Close the listener and stop the relay thread."""
+
+        async def close() -> None:
+            if self._server is not None:
+                self._server.close()
+
+        if self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(close(), self.loop).result(timeout=10)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=10)
 
 
 # --- an exporter of labelled series ----------------------------------------------------------

@@ -265,6 +265,8 @@ def test_broker_down_at_start_degrades_then_recovers_and_loss_is_noticed(
         assert health["healthy"] is True, "a missing broker degrades, it does not fail the daemon"
         assert health["sources"]["kafka"]["connected"] is False
         assert "KafkaConnectionError" in health["sources"]["kafka"]["last_error"]
+        # aiokafka's own reason, which its exception leaves out, is in the status too.
+        assert "Connect call failed" in health["sources"]["kafka"]["last_error"]
         broker = Tansu(tmp_path / "tansu", port=port)
         broker.start()
         # The daemon retries all along: its metadata request may create the topic first.

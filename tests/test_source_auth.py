@@ -3,6 +3,8 @@
 - MQTT: a private Mosquitto that speaks only TLS (a CA and server certificate made with
   openssl) and admits only a user from its `mosquitto_passwd` file; `mosquitto_pub` is the
   publishing client. The password reaches the daemon as a secret reference (`env:`).
+- Kafka: tansu behind a TLS terminator (tansu 0.6 cannot serve TLS itself) and advertising
+  it, with kcat producing over TLS; the daemon's aiokafka consumer checks the certificate.
 - Prometheus: basic auth through its `--web.config.file`; the daemon sends the
   `Authorization` header from its `headers:` setting (a secret reference too).
 
@@ -19,8 +21,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from brokers import Mosquitto, SeriesExporter, TlsFiles, make_tls, wait_until
-from realstack import Prometheus, Unavailable, Watchkeeper, start_prometheus
+from brokers import (
+    Kcat,
+    Mosquitto,
+    SeriesExporter,
+    Tansu,
+    TlsFiles,
+    TlsTerminator,
+    make_tls,
+    wait_until,
+)
+from realstack import Prometheus, Unavailable, Watchkeeper, free_port, start_prometheus
 
 pytestmark = pytest.mark.integration
 DEADLINE = 45.0
@@ -140,6 +151,77 @@ def test_mqtt_over_tls_with_a_password(
     finally:
         for wk in daemons:
             wk.stop()
+
+
+def kafka_daemon(workdir: Path, bootstrap: str, topic: str, tls: dict[str, Any]) -> Watchkeeper:
+    return Watchkeeper(
+        workdir,
+        f"sqlite:///{workdir / 'events.db'}",
+        {
+            "grouping": {"group_by": ["alertname"]},
+            "sources": {
+                "reconnect_min": "200ms",
+                "reconnect_max": "2s",
+                "kafka": {
+                    "bootstrap_servers": [bootstrap],
+                    "group_id": None,
+                    "security_protocol": "SSL",
+                    "tls": tls,
+                    "topics": [{"topic": topic, "format": "alert"}],
+                },
+            },
+        },
+    )
+
+
+def test_kafka_over_tls(tls: TlsFiles, tmp_path: Path) -> None:
+    tls_port = free_port()
+    try:
+        broker = Tansu(tmp_path / "tansu", advertised_port=tls_port)
+        broker.start()
+    except Unavailable as e:
+        pytest.skip(str(e))
+    terminator = TlsTerminator(tls, backend=broker.port, port=tls_port)
+    daemons: list[Watchkeeper] = []
+    try:
+        terminator.start()
+        topic = "secure-alerts"
+        broker.create_topic(topic, 1)
+        bootstrap = f"127.0.0.1:{tls_port}"
+        try:
+            producer = Kcat(
+                bootstrap,
+                tmp_path / "kcat",
+                options={"security.protocol": "ssl", "ssl.ca.location": str(tls.ca)},
+            )
+        except Unavailable as e:
+            pytest.skip(str(e))
+        good = kafka_daemon(tmp_path / "good", bootstrap, topic, {"ca_file": str(tls.ca)})
+        untrusted = kafka_daemon(tmp_path / "untrusted", bootstrap, topic, {})
+        daemons += [good, untrusted]
+        for wk in daemons:
+            wk.start()
+        producer.produce(topic, [json.dumps({"labels": {"alertname": "KafkaOverTls"}}).encode()])
+        wait_until(
+            lambda: "KafkaOverTls" in {i["title"] for i in good.incidents("open")},
+            DEADLINE,
+            "the alert produced and consumed over TLS",
+        )
+        assert source(good, "kafka")["connected"] is True
+        refused = wait_until(
+            lambda: (s := source(untrusted, "kafka"))["errors"] >= 1 and s,
+            DEADLINE,
+            "the untrusted certificate to be refused",
+        )
+        assert refused["connected"] is False
+        assert "CERTIFICATE_VERIFY_FAILED" in refused["last_error"], refused["last_error"]
+        assert untrusted.incidents("open") == []
+        assert untrusted.get("/api/v1/status")["healthy"] is True
+    finally:
+        for wk in daemons:
+            wk.stop()
+        terminator.stop()
+        broker.stop()
 
 
 METRIC = "wk_auth_temperature"

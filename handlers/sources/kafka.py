@@ -20,7 +20,7 @@ from uuid import NAMESPACE_URL, uuid5
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.helpers import create_ssl_context
 from eventsourcing.persistence import Tracking
 
@@ -36,6 +36,36 @@ log = logging.getLogger("watchkeeper.sources.kafka")
 _NS = uuid5(NAMESPACE_URL, "https://watchkeeper.invalid/kafka")
 # How often, while no records arrive, to check that the cluster still answers.
 PROBE_EVERY = 5.0
+
+
+class _ConnectFailures(logging.Handler):
+    """Why aiokafka could not connect, per address.
+
+    Its bootstrap logs each address's error ("Unable connect to "h:p": [SSL:
+    CERTIFICATE_VERIFY_FAILED] ...") and then raises `KafkaConnectionError("Unable to
+    bootstrap from [...]")` without the cause; health should say which it was.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.last: dict[str, str] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg == 'Unable connect to "%s:%s": %s' and len(record.args or ()) == 3:
+            host, port, err = record.args  # type: ignore[misc]
+            self.last[f"{host}:{port}"] = str(err)
+
+    def explain(self, e: BaseException, servers: list[str]) -> str:
+        """`describe(e)`, plus the causes logged for these servers since the last call."""
+        text = describe(e)
+        if not isinstance(e, KafkaConnectionError):
+            return text
+        causes = [f"{s}: {self.last.pop(s)}" for s in servers if s in self.last]
+        return f"{text} ({'; '.join(causes)})" if causes else text
+
+
+_FAILURES = _ConnectFailures()
+logging.getLogger("aiokafka").addHandler(_FAILURES)
 
 
 def tracking_name(tp: TopicPartition) -> str:
@@ -145,8 +175,9 @@ class KafkaSource(SourceTasks):
                 raise
             except Exception as e:
                 self.health.connected = False
-                self.health.failed(describe(e))
-                log.warning("kafka source=%s unavailable: %s", self.name, e)
+                reason = _FAILURES.explain(e, self.config.bootstrap_servers)
+                self.health.failed(reason)
+                log.warning("kafka source=%s unavailable: %s", self.name, reason)
             delay = self.backoff.next()
             log.info("kafka source=%s reconnecting in %.1fs", self.name, delay)
             await asyncio.sleep(delay)
