@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import realstack
+from realstack import C, Starter
 
 
 @pytest.fixture(scope="session")
@@ -20,3 +21,20 @@ def postgres_server() -> Iterator[realstack.PostgresServer]:
         yield server
     finally:
         cm.__exit__(None, None, None)
+
+
+@pytest.fixture
+def started(request: pytest.FixtureRequest) -> Starter:
+    """`started(lambda: Mosquitto(...))`: made and started for this test, stopped after it;
+    the test is skipped if the component is not installed (`realstack.Unavailable`)."""
+
+    def start(make: Callable[[], C]) -> C:
+        try:
+            component = make()
+            component.start()
+        except realstack.Unavailable as e:
+            pytest.skip(str(e))
+        request.addfinalizer(component.stop)
+        return component
+
+    return start

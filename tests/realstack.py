@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import yaml
@@ -38,6 +38,21 @@ T = TypeVar("T")
 
 class Unavailable(Exception):  # noqa: N818 - reads as a condition
     """A real component this test needs is not installed or cannot start here."""
+
+
+class _Component(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+C = TypeVar("C", bound=_Component)
+
+
+class Starter(Protocol):
+    """What the `started` fixture (tests/conftest.py) gives a test: make a component
+    (a broker, a server), start it, stop it after the test, skip if not installed."""
+
+    def __call__(self, make: Callable[[], C]) -> C: ...
 
 
 def free_port() -> int:

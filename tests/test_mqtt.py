@@ -10,31 +10,21 @@ from __future__ import annotations
 import json
 import signal
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from brokers import Mosquitto, wait_until
-from realstack import Unavailable, Watchkeeper
+from realstack import Starter, Watchkeeper
 
 pytestmark = pytest.mark.integration
 DEADLINE = 45.0
 
 
 @pytest.fixture
-def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
-    try:
-        broker = Mosquitto(tmp_path / "mosquitto")
-        broker.start()
-    except Unavailable as e:
-        pytest.skip(str(e))
-    try:
-        yield broker
-    finally:
-        if broker.child is not None:
-            broker.child.stop()
+def mosquitto(tmp_path: Path, started: Starter) -> Mosquitto:
+    return started(lambda: Mosquitto(tmp_path / "mosquitto"))
 
 
 def incidents(wk: Watchkeeper, state: str) -> dict[str, dict[str, Any]]:

@@ -31,7 +31,7 @@ from brokers import (
     make_tls,
     wait_until,
 )
-from realstack import Prometheus, Unavailable, Watchkeeper, free_port, start_prometheus
+from realstack import Prometheus, Starter, Unavailable, Watchkeeper, free_port, start_prometheus
 
 pytestmark = pytest.mark.integration
 DEADLINE = 45.0
@@ -50,17 +50,8 @@ def tls(tmp_path: Path) -> TlsFiles:
 
 
 @pytest.fixture
-def secure_mosquitto(tmp_path: Path, tls: TlsFiles) -> Iterator[Mosquitto]:
-    try:
-        broker = Mosquitto(tmp_path / "mosquitto", tls=tls, users={USER: PASSWORD})
-        broker.start()
-    except Unavailable as e:
-        pytest.skip(str(e))
-    try:
-        yield broker
-    finally:
-        if broker.child is not None:
-            broker.child.stop()
+def secure_mosquitto(tmp_path: Path, tls: TlsFiles, started: Starter) -> Mosquitto:
+    return started(lambda: Mosquitto(tmp_path / "mosquitto", tls=tls, users={USER: PASSWORD}))
 
 
 def source(wk: Watchkeeper, name: str) -> dict[str, Any]:
@@ -68,26 +59,48 @@ def source(wk: Watchkeeper, name: str) -> dict[str, Any]:
     return src
 
 
-def mqtt_daemon(
-    workdir: Path, broker: Mosquitto, *, password: str, tls: dict[str, Any]
-) -> Watchkeeper:
+def open_titles(wk: Watchkeeper) -> set[str]:
+    return {i["title"] for i in wk.incidents("open")}
+
+
+def daemon(workdir: Path, kind: str, config: dict[str, Any]) -> Watchkeeper:
+    """A daemon whose only source is `sources.<kind>: config`, retrying quickly."""
     return Watchkeeper(
         workdir,
         f"sqlite:///{workdir / 'events.db'}",
         {
             "grouping": {"group_by": ["alertname"]},
-            "sources": {
-                "reconnect_min": "300ms",
-                "reconnect_max": "2s",
-                "mqtt": {
-                    "url": f"mqtts://127.0.0.1:{broker.port}",
-                    "client_id": workdir.name,
-                    "username": USER,
-                    "password": password,
-                    "tls": tls,
-                    "subscriptions": [{"filter": "alerts/#", "format": "alert"}],
-                },
-            },
+            "sources": {"reconnect_min": "200ms", "reconnect_max": "2s", kind: config},
+        },
+    )
+
+
+def refused(wk: Watchkeeper, kind: str, what: str, errors: int = 1) -> str:
+    """Wait for the source to fail `errors` times; check the daemon only degraded and
+    recorded nothing; return the source's last error."""
+    src = wait_until(lambda: (s := source(wk, kind))["errors"] >= errors and s, DEADLINE, what)
+    assert src["connected"] is False
+    assert wk.get("/api/v1/status")["healthy"] is True, "a source problem only degrades"
+    assert wk.incidents("open") == []
+    assert wk.child is not None
+    assert wk.child.running
+    error: str = src["last_error"]
+    return error
+
+
+def mqtt_daemon(
+    workdir: Path, broker: Mosquitto, *, password: str, tls: dict[str, Any]
+) -> Watchkeeper:
+    return daemon(
+        workdir,
+        "mqtt",
+        {
+            "url": f"mqtts://127.0.0.1:{broker.port}",
+            "client_id": workdir.name,
+            "username": USER,
+            "password": password,
+            "tls": tls,
+            "subscriptions": [{"filter": "alerts/#", "format": "alert"}],
         },
     )
 
@@ -119,32 +132,14 @@ def test_mqtt_over_tls_with_a_password(
         wait_until(lambda: source(good, "mqtt")["connected"], DEADLINE, "the TLS connection")
         secure_mosquitto.publish("alerts/lab", json.dumps({"labels": {"alertname": "OverTls"}}))
         wait_until(
-            lambda: "OverTls" in {i["title"] for i in good.incidents("open")},
-            DEADLINE,
-            "the alert published over TLS",
+            lambda: "OverTls" in open_titles(good), DEADLINE, "the alert published over TLS"
         )
-
-        refused = wait_until(
-            lambda: (s := source(wrong_password, "mqtt"))["errors"] >= 2 and s,
-            DEADLINE,
-            "the wrong password to be refused (and retried)",
+        error = refused(
+            wrong_password, "mqtt", "the wrong password to be refused (and retried)", errors=2
         )
-        assert refused["connected"] is False
-        assert "not authorized" in refused["last_error"].lower(), refused["last_error"]
-
-        untrusted = wait_until(
-            lambda: (s := source(unknown_ca, "mqtt"))["errors"] >= 1 and s,
-            DEADLINE,
-            "the unknown CA to be refused",
-        )
-        assert untrusted["connected"] is False
-        assert "certificate verify failed" in untrusted["last_error"], untrusted["last_error"]
-
-        for wk in (wrong_password, unknown_ca):
-            assert wk.get("/api/v1/status")["healthy"] is True, "a source problem only degrades"
-            assert wk.incidents("open") == []
-            assert wk.child is not None
-            assert wk.child.running
+        assert "not authorized" in error.lower(), error
+        error = refused(unknown_ca, "mqtt", "the unknown CA to be refused")
+        assert "certificate verify failed" in error, error
         # The broker saw the refused login, in its own words.
         log = secure_mosquitto.log_text()
         assert "not authorised" in log or "not authorized" in log.lower(), log[-2000:]
@@ -154,133 +149,104 @@ def test_mqtt_over_tls_with_a_password(
 
 
 def kafka_daemon(workdir: Path, bootstrap: str, topic: str, tls: dict[str, Any]) -> Watchkeeper:
-    return Watchkeeper(
+    return daemon(
         workdir,
-        f"sqlite:///{workdir / 'events.db'}",
+        "kafka",
         {
-            "grouping": {"group_by": ["alertname"]},
-            "sources": {
-                "reconnect_min": "200ms",
-                "reconnect_max": "2s",
-                "kafka": {
-                    "bootstrap_servers": [bootstrap],
-                    "group_id": None,
-                    "security_protocol": "SSL",
-                    "tls": tls,
-                    "topics": [{"topic": topic, "format": "alert"}],
-                },
-            },
+            "bootstrap_servers": [bootstrap],
+            "group_id": None,
+            "security_protocol": "SSL",
+            "tls": tls,
+            "topics": [{"topic": topic, "format": "alert"}],
         },
     )
 
 
-def test_kafka_over_tls(tls: TlsFiles, tmp_path: Path) -> None:
+def test_kafka_over_tls(tls: TlsFiles, tmp_path: Path, started: Starter) -> None:
     tls_port = free_port()
+    broker = started(lambda: Tansu(tmp_path / "tansu", advertised_port=tls_port))
+    started(lambda: TlsTerminator(tls, backend=broker.port, port=tls_port))
+    topic = "secure-alerts"
+    broker.create_topic(topic, 1)
+    bootstrap = f"127.0.0.1:{tls_port}"
     try:
-        broker = Tansu(tmp_path / "tansu", advertised_port=tls_port)
-        broker.start()
+        producer = Kcat(
+            bootstrap,
+            tmp_path / "kcat",
+            options={"security.protocol": "ssl", "ssl.ca.location": str(tls.ca)},
+        )
     except Unavailable as e:
         pytest.skip(str(e))
-    terminator = TlsTerminator(tls, backend=broker.port, port=tls_port)
-    daemons: list[Watchkeeper] = []
+    good = kafka_daemon(tmp_path / "good", bootstrap, topic, {"ca_file": str(tls.ca)})
+    untrusted = kafka_daemon(tmp_path / "untrusted", bootstrap, topic, {})
+    daemons = [good, untrusted]
     try:
-        terminator.start()
-        topic = "secure-alerts"
-        broker.create_topic(topic, 1)
-        bootstrap = f"127.0.0.1:{tls_port}"
-        try:
-            producer = Kcat(
-                bootstrap,
-                tmp_path / "kcat",
-                options={"security.protocol": "ssl", "ssl.ca.location": str(tls.ca)},
-            )
-        except Unavailable as e:
-            pytest.skip(str(e))
-        good = kafka_daemon(tmp_path / "good", bootstrap, topic, {"ca_file": str(tls.ca)})
-        untrusted = kafka_daemon(tmp_path / "untrusted", bootstrap, topic, {})
-        daemons += [good, untrusted]
         for wk in daemons:
             wk.start()
         producer.produce(topic, [json.dumps({"labels": {"alertname": "KafkaOverTls"}}).encode()])
         wait_until(
-            lambda: "KafkaOverTls" in {i["title"] for i in good.incidents("open")},
+            lambda: "KafkaOverTls" in open_titles(good),
             DEADLINE,
             "the alert produced and consumed over TLS",
         )
         assert source(good, "kafka")["connected"] is True
-        refused = wait_until(
-            lambda: (s := source(untrusted, "kafka"))["errors"] >= 1 and s,
-            DEADLINE,
-            "the untrusted certificate to be refused",
-        )
-        assert refused["connected"] is False
-        assert "CERTIFICATE_VERIFY_FAILED" in refused["last_error"], refused["last_error"]
-        assert untrusted.incidents("open") == []
-        assert untrusted.get("/api/v1/status")["healthy"] is True
+        error = refused(untrusted, "kafka", "the untrusted certificate to be refused")
+        assert "CERTIFICATE_VERIFY_FAILED" in error, error
     finally:
         for wk in daemons:
             wk.stop()
-        terminator.stop()
-        broker.stop()
 
 
 METRIC = "wk_auth_temperature"
 
 
 @pytest.fixture
-def guarded_prometheus(tmp_path: Path) -> Iterator[tuple[Prometheus, SeriesExporter]]:
+def guarded_prometheus(tmp_path: Path) -> Iterator[Prometheus]:
+    """Prometheus behind basic auth, scraping one hot series."""
     exporter = SeriesExporter(METRIC)
-    exporter.set(90, device="a")
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"},
-        "scrape_configs": [
-            {"job_name": "devices", "static_configs": [{"targets": [exporter.address]}]}
-        ],
-    }
     try:
-        prom = start_prometheus(
-            tmp_path / "prometheus",
-            config,
-            web_config={"basic_auth_users": {USER: PASSWORD_BCRYPT}},
-            auth=(USER, PASSWORD),
-        )
-    except Unavailable as e:
-        exporter.close()
-        pytest.skip(str(e))
-    try:
-        yield prom, exporter
-    finally:
+        exporter.set(90, device="a")
+        config = {
+            "global": {
+                "scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"
+            },
+            "scrape_configs": [
+                {"job_name": "devices", "static_configs": [{"targets": [exporter.address]}]}
+            ],
+        }
+        try:
+            prom = start_prometheus(
+                tmp_path / "prometheus",
+                config,
+                web_config={"basic_auth_users": {USER: PASSWORD_BCRYPT}},
+                auth=(USER, PASSWORD),
+            )
+        except Unavailable as e:
+            pytest.skip(str(e))
+        yield prom
         prom.child.stop()
+    finally:
         exporter.close()
 
 
 def prometheus_daemon(workdir: Path, prom: Prometheus, headers: dict[str, str]) -> Watchkeeper:
-    return Watchkeeper(
+    return daemon(
         workdir,
-        f"sqlite:///{workdir / 'events.db'}",
+        "prometheus",
         {
-            "grouping": {"group_by": ["alertname"]},
-            "sources": {
-                "reconnect_min": "200ms",
-                "reconnect_max": "1s",
-                "prometheus": {
-                    "url": prom.url,
-                    "interval": "1s",
-                    "timeout": "1s",
-                    "headers": headers,
-                    "rules": [{"alert": "GuardedHot", "expr": f"{METRIC} > 80"}],
-                },
-            },
+            "url": prom.url,
+            "interval": "1s",
+            "timeout": "1s",
+            "headers": headers,
+            "rules": [{"alert": "GuardedHot", "expr": f"{METRIC} > 80"}],
         },
     )
 
 
 def test_prometheus_behind_basic_auth(
-    guarded_prometheus: tuple[Prometheus, SeriesExporter],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    guarded_prometheus: Prometheus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    prom, _ = guarded_prometheus
+    prom = guarded_prometheus
     token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
     monkeypatch.setenv("WK_TEST_PROM_AUTH", f"Basic {token}")
     authorized = prometheus_daemon(
@@ -292,21 +258,14 @@ def test_prometheus_behind_basic_auth(
         for wk in daemons:
             wk.start()
         wait_until(
-            lambda: "GuardedHot" in {i["title"] for i in authorized.incidents("open")},
+            lambda: "GuardedHot" in open_titles(authorized),
             DEADLINE,
             "the PromQL rule evaluated with the Authorization header",
         )
         assert source(authorized, "prometheus")["connected"] is True
-        refused = wait_until(
-            lambda: (s := source(anonymous, "prometheus"))["errors"] >= 1 and s,
-            DEADLINE,
-            "Prometheus to refuse the daemon without credentials",
-        )
-        assert refused["connected"] is False
-        assert "401" in refused["last_error"], refused["last_error"]
-        assert "check the Authorization header" in refused["last_error"]
-        assert anonymous.incidents("open") == []
-        assert anonymous.get("/api/v1/status")["healthy"] is True
+        error = refused(anonymous, "prometheus", "Prometheus to refuse a request without auth")
+        assert "401" in error, error
+        assert "check the Authorization header" in error
         # The secret is not shown back by the daemon.
         status = json.dumps(authorized.get("/api/v1/status"))
         assert token not in status

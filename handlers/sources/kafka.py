@@ -64,8 +64,7 @@ class _ConnectFailures(logging.Handler):
         return f"{text} ({'; '.join(causes)})" if causes else text
 
 
-_FAILURES = _ConnectFailures()
-logging.getLogger("aiokafka").addHandler(_FAILURES)
+_CONNECT_FAILURES = _ConnectFailures()
 
 
 def tracking_name(tp: TopicPartition) -> str:
@@ -123,6 +122,11 @@ class KafkaSource(SourceTasks):
         self.resolve_timeout = resolve_timeout
         self.backoff = backoff
         self.health = SourceHealth(name=config.name, kind="kafka")
+        # Installed by the first Kafka source, not on import: only a daemon reading Kafka
+        # needs aiokafka's log read.
+        aiokafka_log = logging.getLogger("aiokafka")
+        if _CONNECT_FAILURES not in aiokafka_log.handlers:
+            aiokafka_log.addHandler(_CONNECT_FAILURES)
         self.formats = {t.topic: t.format for t in config.topics}
         # The last offset committed to the event store per assigned partition (None: none yet).
         self.positions: dict[TopicPartition, int | None] = {}
@@ -175,7 +179,7 @@ class KafkaSource(SourceTasks):
                 raise
             except Exception as e:
                 self.health.connected = False
-                reason = _FAILURES.explain(e, self.config.bootstrap_servers)
+                reason = _CONNECT_FAILURES.explain(e, self.config.bootstrap_servers)
                 self.health.failed(reason)
                 log.warning("kafka source=%s unavailable: %s", self.name, reason)
             delay = self.backoff.next()

@@ -122,10 +122,11 @@ class PrometheusSource(SourceTasks):
                 try:
                     await self.evaluate()
                 except _FAILURES as e:
+                    reason = _explain(e)
                     if self.health.connected or not self.health.errors:
-                        log.warning("prometheus source=%s unavailable: %s", self.name, e)
+                        log.warning("prometheus source=%s unavailable: %s", self.name, reason)
                     self.health.connected = False
-                    self.health.failed(_explain(e))
+                    self.health.failed(reason)
                     await asyncio.sleep(min(self.backoff.next(), interval))
                     continue
                 except StoreUnavailable as e:
