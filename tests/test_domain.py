@@ -724,10 +724,25 @@ def _command(op: tuple[Any, ...], world: World, now: datetime) -> Command:
     return RecordDeadLetter(uuid4(), "api_v2", "bad", "{", 1)
 
 
+def _shared_by_walk(states: list[Any]) -> dict[str, str] | None:
+    """What every state's alert labels hold in common, the slow way (None for none)."""
+    if not states:
+        return None
+    pairs = set(states[0].alert.labels.items())
+    for s in states[1:]:
+        pairs &= set(s.alert.labels.items())
+    return dict(pairs)
+
+
 def _check_invariants(world: World, events: list[DomainEvent]) -> None:
     for inc in world.incidents.values():
         attached = world.incident_alerts(inc.id)
         assert inc.firing == sum(1 for a in attached if a.firing)
+        # Asked after every step, so the memo is filled early and evolve must keep it
+        # right through every later fire, resolve, silence, move and close.
+        firing = [a for a in attached if a.firing]
+        assert world.shared_labels(inc.id, firing_only=True) == _shared_by_walk(firing)
+        assert world.shared_labels(inc.id) == _shared_by_walk(attached)
         assert world.groups.get(inc.group_key) == inc.id or not inc.is_active
     active = [i.group_key for i in world.incidents.values() if i.is_active]
     assert len(active) == len(set(active)), "two active incidents for one group"

@@ -99,7 +99,9 @@ def _(event: AlertFired, world: World) -> None:
     )
     if previous is not None and previous.incident_id not in (None, inc.id):
         world.members.get(previous.incident_id, {}).pop(alert.fingerprint, None)
+        world.shared_widened(previous.incident_id, left=True)
     world.members.setdefault(inc.id, {})[alert.fingerprint] = None
+    world.shared_joined(inc.id, alert.labels)
     world.silenced_firing.pop(alert.fingerprint, None)
     world.track_lease(alert.fingerprint, alert.ends_at)
 
@@ -110,6 +112,7 @@ def _(event: AlertSilenced, world: World) -> None:
     previous = world.alerts.get(event.alert.fingerprint)
     if previous is not None and previous.incident_id is not None:
         world.members.get(previous.incident_id, {}).pop(event.alert.fingerprint, None)
+        world.shared_widened(previous.incident_id, left=True)
     world.alerts[event.alert.fingerprint] = AlertState(
         alert=event.alert,
         stream_id=event.originator_id,
@@ -146,6 +149,7 @@ def _(event: AlertResolved, world: World) -> None:
     world.alerts[event.fingerprint] = st.model_copy(
         update={"alert": resolved, "stream_version": event.originator_version}
     )
+    world.shared_widened(st.incident_id, left=False)
     inc = world.incidents[st.incident_id]
     _bump(world, event, firing=max(inc.firing - 1, 0))
 
@@ -182,6 +186,7 @@ def _(event: IncidentClosed, world: World) -> None:
         del world.groups[inc.group_key]
     for fp in world.members.pop(inc.id, {}):
         del world.alerts[fp]
+    world.shared_widened(inc.id, left=True)
     world.closed[inc.id] = inc.model_copy(
         update={
             "state": "closed",

@@ -139,6 +139,12 @@ _GROUP_KEYS: dict[tuple[object, ...], str] = {}
 _GROUP_KEYS_SIZE = 65_536
 
 
+def _narrow(shared: dict[str, str], labels: dict[str, str]) -> None:
+    """Keep in `shared` only the labels `labels` has with the same value."""
+    for k in [k for k, v in shared.items() if labels.get(k) != v]:
+        del shared[k]
+
+
 class World(BaseModel):
     """Current entities by id plus derived indexes. Mutated only by `evolve`."""
 
@@ -180,6 +186,13 @@ class World(BaseModel):
     lease_heap: list[tuple[datetime, str]] = Field(default_factory=list, exclude=True)
     # Firing alerts held by silences, re-checked against the silences on each Tick.
     silenced_firing: dict[str, None] = Field(default_factory=dict, exclude=True)
+    # `shared_labels` answers, per incident, for firing alerts and for all alerts (None: no
+    # alert qualifies). Filled by one walk on first ask; evolve narrows them in place as
+    # alerts join (an intersection only shrinks then) and drops them when an alert stops
+    # firing or leaves (only then can it widen). Reactions ask on every incident they
+    # touch, and a storm puts thousands of alerts in one incident. Derived, not stored.
+    shared_firing: dict[UUID, dict[str, str] | None] = Field(default_factory=dict, exclude=True)
+    shared_all: dict[UUID, dict[str, str] | None] = Field(default_factory=dict, exclude=True)
 
     def active_silences(self, labels: dict[str, str], now: datetime) -> tuple[UUID, ...]:
         """Ids of silences muting these labels now."""
@@ -212,9 +225,13 @@ class World(BaseModel):
         """Labels every (firing) alert of the incident has with the same value; None if no
         alert qualifies.
 
-        One pass over the index, stopping once nothing is shared: reactions ask this of
-        incidents that may hold thousands of alerts.
+        Answered from `shared_firing` / `shared_all` when known, else by one pass over the
+        member index (stopping once nothing is shared), which is then kept.
         """
+        memo = self.shared_firing if firing_only else self.shared_all
+        if incident_id in memo:
+            known = memo[incident_id]
+            return None if known is None else dict(known)
         shared: dict[str, str] | None = None
         for st in self.member_alerts(incident_id):
             alert = st.alert
@@ -223,12 +240,29 @@ class World(BaseModel):
             if shared is None:
                 shared = dict(alert.labels)
                 continue
-            other = alert.labels
-            for k in [k for k, v in shared.items() if other.get(k) != v]:
-                del shared[k]
+            _narrow(shared, alert.labels)
             if not shared:
                 break
+        if incident_id in self.incidents:
+            # Only hot incidents: evolve keeps these current, and closing drops them.
+            memo[incident_id] = None if shared is None else dict(shared)
         return shared
+
+    def shared_joined(self, incident_id: UUID, labels: dict[str, str]) -> None:
+        """An alert with these labels fired in (or joined) the incident: narrow what is known."""
+        for memo in (self.shared_firing, self.shared_all):
+            if incident_id in memo:
+                known = memo[incident_id]
+                if known is None:
+                    memo[incident_id] = dict(labels)
+                elif known:
+                    _narrow(known, labels)
+
+    def shared_widened(self, incident_id: UUID | None, *, left: bool) -> None:
+        """An alert of the incident stopped firing (or `left` it): forget what is known."""
+        self.shared_firing.pop(incident_id, None)  # type: ignore[arg-type]
+        if left:
+            self.shared_all.pop(incident_id, None)  # type: ignore[arg-type]
 
     def track_lease(self, fingerprint: str, ends_at: datetime | None) -> None:
         """Note a lease end for Tick to look at (see `lease_heap`)."""
@@ -241,6 +275,8 @@ class World(BaseModel):
         self.members = {}
         self.lease_heap = []
         self.silenced_firing = {}
+        self.shared_firing = {}
+        self.shared_all = {}
         for fp, st in self.alerts.items():
             if st.incident_id is not None:
                 self.members.setdefault(st.incident_id, {})[fp] = None
