@@ -155,6 +155,9 @@ class StoreTuning(Section):
     """Event store knobs."""
 
     checkpoint_every: int = Field(default=20_000, gt=0)
+    # Serialize checkpoints in a forked child process, so intake goes on meanwhile and the
+    # work lands on another core (daemon/snapshot.py); false writes them on the event loop.
+    checkpoint_in_child: bool = True
     max_batch: int = Field(default=4096, gt=0)
     dead_letters_kept: int = Field(default=1000, gt=0)
     tick_interval: Duration = timedelta(seconds=1)

@@ -24,6 +24,7 @@ from eventsourcing.persistence import IntegrityError, Tracking
 from daemon.domain import Command, GroupingPolicy, Rejected, Tick, World, decide, evolve
 from daemon.domain.events import DomainEvent
 from daemon.projections import Projections
+from daemon.snapshot import Snapshot, available
 from daemon.store import EventLog
 
 log = logging.getLogger("watchkeeper.ingest")
@@ -56,12 +57,19 @@ class Ingestor:
         max_batch: int = 4096,
         checkpoint_every: int = 20_000,
         dead_letters_kept: int = 1000,
+        checkpoint_in_child: bool = True,
     ) -> None:
         self.log = log_
         self.policy = policy
         self.clock = clock
         self.max_batch = max_batch
         self.checkpoint_every = checkpoint_every
+        # Serialize checkpoints in a forked child (daemon/snapshot.py) rather than on the loop.
+        self.checkpoint_in_child = checkpoint_in_child and available()
+        self._snapshot: asyncio.Task[None] | None = None
+        # The last child failed (say the OOM killer took it): write the next one in-process.
+        self._child_failed = False
+        self.checkpoints_in_child = 0
         self.world = World(policy=policy)
         self.projections = Projections(dead_letters_kept)
         self.listeners: list[Listener] = []
@@ -102,7 +110,9 @@ class Ingestor:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+            await self.checkpoint_written()
             if self.ready and self.world.position > self._checkpointed_at:
+                # Nothing else runs now: serialize here rather than fork.
                 await self._checkpoint()
         self.writer.shutdown(wait=True)
 
@@ -127,6 +137,11 @@ class Ingestor:
     async def position(self, name: str) -> int | None:
         """A source's committed position (e.g. `kafka:alerts:0`)."""
         return await self._in_writer(self.log.position, name)
+
+    async def checkpoint_written(self) -> None:
+        """Return once no checkpoint is being written by a child (at once if none is)."""
+        if self._snapshot is not None:
+            await asyncio.gather(self._snapshot, return_exceptions=True)
 
     async def writer_answers(self) -> None:
         """Return once the writer thread has run a no-op (the watchdog bounds the wait)."""
@@ -203,7 +218,7 @@ class Ingestor:
             else:
                 sub.future.set_result(sub.events)
         if self._checkpoint_due():
-            await self._checkpoint()
+            await self._begin_checkpoint()
 
     def _checkpoint_due(self) -> bool:
         """Every `checkpoint_every` events, once the log since is as large as a checkpoint.
@@ -212,8 +227,11 @@ class Ingestor:
         firing alerts) a checkpoint every 20k events spent more time on checkpoints than on
         the events. Waiting until the events written since add up to the last checkpoint's
         size keeps the cost per event bounded (geometric while the world grows), and a
-        restart still replays no more bytes of log than it loads of checkpoint.
+        restart still replays no more bytes of log than it loads of checkpoint. One
+        checkpoint at a time: none is due while a child is still writing one.
         """
+        if self._snapshot is not None and not self._snapshot.done():
+            return False
         if self.world.position - self._checkpointed_at < self.checkpoint_every:
             return False
         written = self.log.bytes_appended - self._log_bytes_at_checkpoint
@@ -236,11 +254,69 @@ class Ingestor:
             except Exception:
                 log.exception("listener failed event=%s", type(event).__name__)
 
-    async def _checkpoint(self) -> None:
+    async def _begin_checkpoint(self) -> None:
+        """Checkpoint the world as committed now, serialized by a forked child.
+
+        Called between batches, when the world holds exactly what is committed. The fork is
+        the snapshot; the child's bytes are stored by the writer thread when they arrive,
+        while intake goes on. Without fork, or after a child failed, it is written here.
+        """
+        if not self.checkpoint_in_child or self._child_failed:
+            self._child_failed = False
+            await self._checkpoint()
+            return
         position = self.world.position
+        try:
+            child = Snapshot.fork(self._state)
+        except OSError as e:
+            log.warning("cannot fork a checkpoint writer (%s); writing it in-process", e)
+            await self._checkpoint()
+            return
+        previous = (self._checkpointed_at, self._log_bytes_at_checkpoint)
+        self._checkpointed_at = position
+        self._log_bytes_at_checkpoint = self.log.bytes_appended
+        self._snapshot = asyncio.create_task(
+            self._store_snapshot(child, position, previous), name="checkpoint"
+        )
+
+    async def _store_snapshot(
+        self, child: Snapshot, position: int, previous: tuple[int, int]
+    ) -> None:
+        try:
+            size, blob = await child.result()
+            await self._in_writer(self.log.save_compressed_checkpoint, position, blob)
+        except Exception as e:
+            # Nothing stored: count from the last stored checkpoint, so the next comes soon,
+            # written in-process (a child that ran out of memory would fail again).
+            self._checkpointed_at, self._log_bytes_at_checkpoint = previous
+            self._child_failed = True
+            log.warning(
+                "checkpoint not written position=%d: %s; the next is written in-process",
+                position, e,
+            )
+            return
+        self._checkpoint_bytes = size
+        self.checkpoints_in_child += 1
+        log.info(
+            "checkpoint written position=%d bytes=%d compressed=%d by=child",
+            position, size, len(blob),
+        )
+
+    async def _checkpoint(self) -> None:
+        """Write a checkpoint of the world as it is, serialized on the event loop."""
+        position = self.world.position
+        state = self._state()
+        await self._in_writer(self.log.save_checkpoint, position, state)
+        self._checkpointed_at = position
+        self._checkpoint_bytes = len(state)
+        self._log_bytes_at_checkpoint = self.log.bytes_appended
+        log.info("checkpoint written position=%d bytes=%d", position, len(state))
+
+    def _state(self) -> bytes:
+        """The world and the read models as one JSON document (what a checkpoint stores)."""
         # pydantic's own JSON serializer: several times faster than model_dump + json.dumps
-        # on a large world, and this runs on the event loop.
-        state = b"".join(
+        # on a large world.
+        return b"".join(
             (
                 b'{"world":',
                 self.world.model_dump_json(exclude={"policy"}).encode(),
@@ -249,11 +325,6 @@ class Ingestor:
                 b"}",
             )
         )
-        await self._in_writer(self.log.save_checkpoint, position, state)
-        self._checkpointed_at = position
-        self._checkpoint_bytes = len(state)
-        self._log_bytes_at_checkpoint = self.log.bytes_appended
-        log.info("checkpoint written position=%d bytes=%d", position, len(state))
 
     # --- writer thread -------------------------------------------------------------------
 

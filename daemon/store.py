@@ -33,6 +33,8 @@ log = logging.getLogger("watchkeeper.store")
 # The stream holding world checkpoints (state folded up to a notification id).
 CHECKPOINT_ID = UUID("00000000-0000-4000-8000-00000000c0de")
 CHECKPOINT_TOPIC = "watchkeeper:checkpoint"
+# zlib level for checkpoints: the fastest; a world's JSON still shrinks several times.
+CHECKPOINT_LEVEL = 1
 
 
 class PydanticMapper(Mapper[UUID]):
@@ -123,7 +125,10 @@ class EventLog:
 
     def save_checkpoint(self, position: int, state: bytes) -> None:
         """Store a compressed checkpoint of state folded up to `position`; keep the last two."""
-        blob = zlib.compress(state, 1)
+        self.save_compressed_checkpoint(position, zlib.compress(state, CHECKPOINT_LEVEL))
+
+    def save_compressed_checkpoint(self, position: int, blob: bytes) -> None:
+        """Store a checkpoint already compressed with zlib (see `daemon.snapshot`)."""
         self.checkpoints.insert_events(
             [StoredEvent(CHECKPOINT_ID, position, CHECKPOINT_TOPIC, blob)]
         )

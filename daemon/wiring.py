@@ -32,6 +32,7 @@ def build_ingestor(settings: Settings, log: EventLog, clock: Callable[[], dateti
         max_batch=settings.tuning.max_batch,
         checkpoint_every=settings.tuning.checkpoint_every,
         dead_letters_kept=settings.tuning.dead_letters_kept,
+        checkpoint_in_child=settings.tuning.checkpoint_in_child,
     )
 
 

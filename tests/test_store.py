@@ -340,6 +340,10 @@ async def _crash(ing: Ingestor, log: EventLog) -> None:
     ing._task.cancel()
     await asyncio.gather(ing._task, return_exceptions=True)
     ing._task = None
+    if ing._snapshot is not None:
+        # A checkpoint child dies with its parent (PR_SET_PDEATHSIG): cancelling kills it.
+        ing._snapshot.cancel()
+        await asyncio.gather(ing._snapshot, return_exceptions=True)
     ing.writer.shutdown(wait=True)
     await asyncio.to_thread(log.close)
 
@@ -358,6 +362,8 @@ async def test_ingestor_rebuilds_identical_state_from_checkpoint_and_log(store_u
         assert expected["silences"]
         assert expected["incidents"]
         total = await asyncio.to_thread(log.max_id)
+        await ing.checkpoint_written()
+        assert ing.checkpoints_in_child > 0, "checkpoints are serialized by a forked child"
         cp = await asyncio.to_thread(log.load_checkpoint)
         assert cp is not None
         assert 0 < cp[0] < total, "want a checkpoint plus a tail of the log"
