@@ -585,8 +585,10 @@ async def test_queue_caps_concurrency_and_orders_by_severity_then_age(tmp_path: 
                     break
                 await asyncio.sleep(0.02)
             first_seen = list(dict.fromkeys(started))
-            # Two workers pick h1 and h5 together; h3 (info) comes last.
-            assert first_seen[:2] == ["h2", "h4"]
+            # The two critical ones run together, so which reaches its tool call first is a
+            # race over HTTP (the queue's own order is checked above, deterministically);
+            # then the two workers pick h1 and h5 together; h3 (info) comes last.
+            assert set(first_seen[:2]) == {"h2", "h4"}
             assert set(first_seen[2:4]) == {"h1", "h5"}
             assert first_seen[4] == "h3"
             assert reaction.status()["queued"] == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import sys
 import textwrap
 import time
 import zlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +135,17 @@ async def _ingestor(tmp_path: Path, **kwargs: Any) -> tuple[Ingestor, EventLog]:
     return ing, log
 
 
+@contextlib.asynccontextmanager
+async def _running(tmp_path: Path) -> AsyncIterator[tuple[Ingestor, EventLog]]:
+    """An Ingestor on a SQLite log in tmp_path, closed (final checkpoint) on the way out."""
+    ing, log = await _ingestor(tmp_path)
+    try:
+        yield ing, log
+    finally:
+        await ing.close()
+        await asyncio.to_thread(log.close)
+
+
 async def _fire(ing: Ingestor, n: int, start: int = 0) -> None:
     for i in range(start, start + n):
         await ing.submit([ReceiveAlert(mk("Disk", instance=f"h{i}"))])
@@ -146,8 +159,7 @@ async def _world_at_checkpoint(log: EventLog) -> tuple[int, dict[str, Any]]:
 
 
 async def test_intake_goes_on_while_a_child_writes_the_checkpoint(tmp_path: Path) -> None:
-    ing, log = await _ingestor(tmp_path)
-    try:
+    async with _running(tmp_path) as (ing, log):
         await _fire(ing, 15)
         await ing.checkpoint_written()
         assert ing.checkpoints_in_child == 1
@@ -155,9 +167,6 @@ async def test_intake_goes_on_while_a_child_writes_the_checkpoint(tmp_path: Path
         # The checkpoint holds the world as committed at the fork, and nothing later.
         assert 10 <= position <= ing.world.position
         assert len(world["alerts"]) == position - 1  # one IncidentOpened, then AlertFired each
-    finally:
-        await ing.close()
-        await asyncio.to_thread(log.close)
 
 
 async def test_without_fork_the_checkpoint_is_written_in_process(
@@ -167,17 +176,13 @@ async def test_without_fork_the_checkpoint_is_written_in_process(
         raise OSError(12, "Cannot allocate memory")
 
     monkeypatch.setattr(Snapshot, "fork", staticmethod(refuse))
-    ing, log = await _ingestor(tmp_path)
-    try:
+    async with _running(tmp_path) as (ing, log):
         await _fire(ing, 15)
         await ing.writer_answers()
         assert ing.checkpoints_in_child == 0
         position, world = await _world_at_checkpoint(log)
         assert len(world["alerts"]) == position - 1
         assert "writing it in-process" in caplog.text
-    finally:
-        await ing.close()
-        await asyncio.to_thread(log.close)
 
 
 async def test_after_a_failed_child_the_next_checkpoint_is_written_in_process(
@@ -193,8 +198,7 @@ async def test_after_a_failed_child_the_next_checkpoint_is_written_in_process(
         return real_fork(render, level)
 
     monkeypatch.setattr(Snapshot, "fork", staticmethod(fork))
-    ing, log = await _ingestor(tmp_path)
-    try:
+    async with _running(tmp_path) as (ing, log):
         await _fire(ing, 9)  # position 10: IncidentOpened, then one AlertFired each
         assert ing.world.position == 10
         await ing.checkpoint_written()
@@ -214,9 +218,6 @@ async def test_after_a_failed_child_the_next_checkpoint_is_written_in_process(
         assert ing.checkpoints_in_child >= 1
         position, world = await _world_at_checkpoint(log)
         assert len(world["alerts"]) == position - 1 > 10
-    finally:
-        await ing.close()
-        await asyncio.to_thread(log.close)
 
 
 async def test_the_child_offers_itself_to_the_oom_killer_first() -> None:
@@ -247,9 +248,5 @@ async def test_the_forked_checkpoint_rebuilds_the_same_world(tmp_path: Path) -> 
         ing._task = None
         ing.writer.shutdown(wait=True)
         await asyncio.to_thread(log.close)
-    again, log2 = await _ingestor(tmp_path)
-    try:
+    async with _running(tmp_path) as (again, _):
         assert again.world.model_dump(mode="json") == expected
-    finally:
-        await again.close()
-        await asyncio.to_thread(log2.close)
