@@ -28,6 +28,9 @@ from daemon.snapshot import Snapshot, available
 from daemon.store import EventLog
 
 log = logging.getLogger("watchkeeper.ingest")
+
+# Seconds a checkpoint child may take; a world of a million alerts serializes in a few.
+CHILD_TIMEOUT = 300.0
 T = TypeVar("T")
 Listener = Callable[[int, DomainEvent], None]
 
@@ -70,6 +73,9 @@ class Ingestor:
         # The last child failed (say the OOM killer took it): write the next one in-process.
         self._child_failed = False
         self.checkpoints_in_child = 0
+        # A child that has not delivered by then is killed and the next checkpoint written
+        # in-process (say it hangs on a lock another thread held at the fork).
+        self.child_timeout = CHILD_TIMEOUT
         self.world = World(policy=policy)
         self.projections = Projections(dead_letters_kept)
         self.listeners: list[Listener] = []
@@ -110,6 +116,10 @@ class Ingestor:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+            if self._snapshot is not None and not self._snapshot.done():
+                # Stop the child: the checkpoint below covers all it would have written, and
+                # shutdown does not wait on a child that may be slow or stuck.
+                self._snapshot.cancel()
             await self.checkpoint_written()
             if self.ready and self.world.position > self._checkpointed_at:
                 # Nothing else runs now: serialize here rather than fork.
@@ -283,16 +293,25 @@ class Ingestor:
         self, child: Snapshot, position: int, previous: tuple[int, int]
     ) -> None:
         try:
-            size, blob = await child.result()
+            size, blob = await asyncio.wait_for(child.result(), self.child_timeout)
             await self._in_writer(self.log.save_compressed_checkpoint, position, blob)
+        except asyncio.CancelledError:
+            # close() stopped the child (result() kills it) and checkpoints in-process.
+            self._checkpointed_at, self._log_bytes_at_checkpoint = previous
+            raise
         except Exception as e:
             # Nothing stored: count from the last stored checkpoint, so the next comes soon,
             # written in-process (a child that ran out of memory would fail again).
             self._checkpointed_at, self._log_bytes_at_checkpoint = previous
             self._child_failed = True
+            reason = (
+                f"the child did not deliver within {self.child_timeout:g}s and was killed"
+                if isinstance(e, TimeoutError)
+                else str(e)
+            )
             log.warning(
                 "checkpoint not written position=%d: %s; the next is written in-process",
-                position, e,
+                position, reason,
             )
             return
         self._checkpoint_bytes = size

@@ -220,6 +220,60 @@ async def test_after_a_failed_child_the_next_checkpoint_is_written_in_process(
         assert len(world["alerts"]) == position - 1 > 10
 
 
+def _stuck_children(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Make every checkpoint child hang (as on a lock held at the fork); their pids."""
+    real_fork = Snapshot.fork
+    pids: list[int] = []
+
+    def fork(render: Any, level: int = 1) -> Snapshot:
+        child = real_fork(lambda: time.sleep(3600) or b"")
+        pids.append(child.pid)
+        return child
+
+    monkeypatch.setattr(Snapshot, "fork", staticmethod(fork))
+    return pids
+
+
+async def test_a_stuck_child_is_killed_and_the_next_checkpoint_written_in_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    pids = _stuck_children(monkeypatch)
+    async with _running(tmp_path) as (ing, log):
+        ing.child_timeout = 0.5
+        await _fire(ing, 15)
+        assert len(pids) == 1
+        await asyncio.wait_for(ing.checkpoint_written(), 30)
+        assert _gone(pids[0]), "the stuck child was killed and reaped"
+        assert "did not deliver within 0.5s and was killed" in caplog.text
+        assert await asyncio.to_thread(log.load_checkpoint) is None
+        await _fire(ing, 1, start=15)
+        await ing.writer_answers()
+        position, world = await _world_at_checkpoint(log)
+        assert position == ing.world.position
+        assert len(world["alerts"]) == 16
+        assert len(pids) == 1, "written in-process, no second child"
+
+
+async def test_close_stops_a_running_child_and_checkpoints_in_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pids = _stuck_children(monkeypatch)
+    ing, log = await _ingestor(tmp_path)
+    try:
+        # Position 10 (IncidentOpened, then one AlertFired each): the child forks there, and
+        # nothing comes after it, so only the close's own checkpoint can store position 10.
+        await _fire(ing, 9)
+        assert len(pids) == 1
+        assert not _gone(pids[0])
+        await asyncio.wait_for(ing.close(), 30)  # not the child's hour
+        assert _gone(pids[0])
+        position, world = await _world_at_checkpoint(log)
+        assert position == ing.world.position == 10
+        assert len(world["alerts"]) == 9
+    finally:
+        await asyncio.to_thread(log.close)
+
+
 async def test_the_child_offers_itself_to_the_oom_killer_first() -> None:
     def render() -> bytes:
         with open("/proc/self/oom_score_adj") as f:
