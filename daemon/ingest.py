@@ -31,6 +31,7 @@ log = logging.getLogger("watchkeeper.ingest")
 
 # Seconds a checkpoint child may take; a world of a million alerts serializes in a few.
 CHILD_TIMEOUT = 300.0
+
 T = TypeVar("T")
 Listener = Callable[[int, DomainEvent], None]
 
@@ -295,14 +296,13 @@ class Ingestor:
         try:
             size, blob = await asyncio.wait_for(child.result(), self.child_timeout)
             await self._in_writer(self.log.save_compressed_checkpoint, position, blob)
-        except asyncio.CancelledError:
-            # close() stopped the child (result() kills it) and checkpoints in-process.
+        except BaseException as e:
+            # Nothing stored: count from the last stored checkpoint again.
             self._checkpointed_at, self._log_bytes_at_checkpoint = previous
-            raise
-        except Exception as e:
-            # Nothing stored: count from the last stored checkpoint, so the next comes soon,
-            # written in-process (a child that ran out of memory would fail again).
-            self._checkpointed_at, self._log_bytes_at_checkpoint = previous
+            if not isinstance(e, Exception):
+                raise  # close() stopped the child (result() kills it); it checkpoints itself
+            # The next comes soon, written in-process (a child that ran out of memory would
+            # fail again).
             self._child_failed = True
             reason = (
                 f"the child did not deliver within {self.child_timeout:g}s and was killed"
