@@ -19,6 +19,10 @@ from daemon.ingest import Ingestor
 
 log = logging.getLogger("watchkeeper.reactor")
 
+# Seconds close() lets an event already in hand finish (a message sent but not yet recorded
+# would be sent again at the next start) before cancelling it.
+CLOSE_GRACE = 10.0
+
 
 class Reaction(Protocol):
     """Something that acts on committed events (start an investigation, send a message…)."""
@@ -66,6 +70,9 @@ class Reactor:
         self._queues: dict[str, asyncio.Queue[tuple[int, DomainEvent]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._overflow: dict[str, int] = {}
+        # The react() each reaction is running now, shielded from its follower's cancel.
+        self._in_hand: dict[str, asyncio.Future[None]] = {}
+        self.close_grace = CLOSE_GRACE
         self.positions: dict[str, int] = {}
 
     async def start(self) -> None:
@@ -80,13 +87,30 @@ class Reactor:
             self._tasks.append(asyncio.create_task(self._follow(r), name=f"reactor:{r.name}"))
 
     async def close(self) -> None:
-        """Stop following; unfinished events are picked up from the log at next start."""
+        """Stop following; unfinished events are picked up from the log at next start.
+
+        An event a reaction is handling now is let finish (up to `close_grace` seconds):
+        cancelled between its effect (a message sent) and its record, it would be done again
+        at the next start.
+        """
         with contextlib.suppress(ValueError):
             self.ingestor.listeners.remove(self._on_commit)
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        in_hand = [j for j in self._in_hand.values() if not j.done()]
+        if in_hand:
+            _, late = await asyncio.wait(in_hand, timeout=self.close_grace)
+            for j in late:
+                log.warning(
+                    "reaction still running after %gs at shutdown; cancelled", self.close_grace
+                )
+                j.cancel()
+            for outcome in await asyncio.gather(*in_hand, return_exceptions=True):
+                if isinstance(outcome, Exception):
+                    log.error("reaction failed at shutdown: %r", outcome)
+        self._in_hand.clear()
         for r in self.reactions:
             if isinstance(r, Service):
                 await r.shut()
@@ -144,8 +168,9 @@ class Reactor:
                 self.positions[r.name] = max(self.positions[r.name], pos)
 
     async def _run_one(self, r: Reaction, position: int, event: DomainEvent) -> None:
+        job = self._in_hand[r.name] = asyncio.ensure_future(r.react(position, event))
         try:
-            await r.react(position, event)
+            await asyncio.shield(job)  # close() waits for it rather than cutting it short
         except asyncio.CancelledError:
             raise
         except Exception:

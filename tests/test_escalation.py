@@ -475,10 +475,21 @@ def test_daemon_stopped_across_a_deadline_fires_it_exactly_once_after_restart(
         assert len({e["stream"] for e in fired}) == 2
         assert pages(stub) == ["incident_opened", "escalated"]
 
+        # The stub counts a page when the request arrives, the daemon once the reply is back,
+        # and follow-ups (such as the agent's) may still be on their way: compare the two
+        # once they have settled.
+        def pager_sent_line() -> str:
+            sent = float(len(stub.at(stub.WEBHOOK)))  # pages, plus follow-ups
+            return f'watchkeeper_notifications{{channel="pager",outcome="sent"}} {sent}'
+
+        wait_for(
+            lambda: pager_sent_line() in httpx.get(f"{wk.url}/metrics", timeout=30).text,
+            timeout=30,
+            what="the pager's sent count on /metrics to match what the pager received",
+        )
         metrics = httpx.get(f"{wk.url}/metrics", timeout=30).text
         assert 'watchkeeper_notifications{channel="gone",outcome="failed"} 1.0' in metrics
-        sent = float(len(stub.at(stub.WEBHOOK)))  # pages, plus follow-ups such as the agent's
-        assert f'watchkeeper_notifications{{channel="pager",outcome="sent"}} {sent}' in metrics
+        assert pager_sent_line() in metrics
         status = subprocess.run(
             [
                 sys.executable,
