@@ -21,7 +21,7 @@ import httpx
 import pytest
 import yaml
 from brokers import Kcat, Tansu, wait_until
-from realstack import REPO, Unavailable, Watchkeeper, free_port
+from realstack import REPO, Unavailable, Watchkeeper, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 # Copies of the captured Prometheus/Alertmanager payloads live with the tests.
@@ -305,7 +305,10 @@ def test_kill_9_mid_consumption_reflects_every_message_exactly_once(
     twice would fire a resolved alert again (a second AlertFired), a lost one leaves none.
     """
     topic = f"crash-{uuid.uuid4().hex[:6]}"
-    partitions, alerts, poison_every = 3, 3000, 200
+    # A backlog large enough that what is left after each fraction takes the daemon far
+    # longer to consume than one poll below: at 3,000 alerts a fast machine once consumed
+    # the last 35% between two polls, and the "mid-consumption" kill landed after the end.
+    partitions, alerts, poison_every = 3, 10_000, 500
     tansu.create_topic(topic, partitions)
     per_partition: dict[int, list[bytes]] = {p: [] for p in range(partitions)}
     for status_ in ("firing", "resolved"):
@@ -347,10 +350,11 @@ def test_kill_9_mid_consumption_reflects_every_message_exactly_once(
             # restart the backlog can run past the next fraction before the first poll, and
             # each kill must land on progress this process made (the assertions below).
             target = max(fraction * alerts * 2, applied() + 1)
-            wait_until(
+            wait_for(
                 lambda t=target: applied() >= t,
-                DEADLINE,
-                f"{fraction:.0%} of the alert records to be applied",
+                timeout=DEADLINE,
+                what=f"{fraction:.0%} of the alert records to be applied",
+                interval=0.02,  # kill soon after the fraction, well before the end
             )
             seen = applied()
             wk.kill()
