@@ -46,6 +46,7 @@ test: system-deps $(VENV)/.installed-test
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check daemon handlers tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/watchkeeper runbooks validate
 
 bench: $(VENV)/.installed-test

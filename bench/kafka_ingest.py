@@ -132,7 +132,7 @@ def run(name: str, fmt: str, records: list[bytes], args: argparse.Namespace, wor
             assert wk.child is not None
             out = f"{args.profile}.{name}"
             code = (
-                "import cProfile, sys; from daemon.cli import main; "
+                "import cProfile, sys; from daemon.cli.main import main; "
                 f"sys.argv = ['watchkeeper', 'run', '--config', {str(wk.config_path)!r}]; "
                 f"cProfile.run('main()', {out!r})"
             )

@@ -30,13 +30,13 @@ sys.path.insert(0, str(REPO))
 from eventsourcing.persistence import JSONTranscoder, Tracking  # noqa: E402
 
 from bench.kafka_ingest import alert_records  # noqa: E402
-from daemon import memory  # noqa: E402
-from daemon.config import Settings  # noqa: E402
+from daemon.config.settings import Settings  # noqa: E402
 from daemon.domain import World, decide  # noqa: E402
-from daemon.payloads import coalesce, decode  # noqa: E402
-from daemon.reactor import Reactor  # noqa: E402
-from daemon.store import EventLog, PydanticMapper  # noqa: E402
-from daemon.wiring import build_ingestor, build_reactions  # noqa: E402
+from daemon.engine.reactor import Reactor  # noqa: E402
+from daemon.engine.store import EventLog, PydanticMapper  # noqa: E402
+from daemon.intake.payloads import coalesce, decode  # noqa: E402
+from daemon.runtime import memory  # noqa: E402
+from daemon.runtime.wiring import build_ingestor, build_reactions  # noqa: E402
 
 LEASE = timedelta(minutes=5)
 

@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from daemon.domain import Alert, ReceiveAlert, Tick, fingerprint
 from daemon.domain.state import GroupingPolicy
-from daemon.ingest import Ingestor
-from daemon.store import EventLog
+from daemon.engine.ingest import Ingestor
+from daemon.engine.store import EventLog
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -29,8 +29,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from daemon.config import Settings
-from daemon.runtime import Supervisor
+from daemon.config.settings import Settings
+from daemon.runtime.supervisor import Supervisor
 
 
 class SimClock:

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from pydantic import BaseModel, ConfigDict
 
-from daemon.agent_config import LLMConfig
-from daemon.domain.investigation_events import ToolCallSpec, Usage
+from daemon.config.agent import LLMConfig
+from daemon.domain.investigation_model import ToolCallSpec, Usage
 
 if TYPE_CHECKING:
     import openai

@@ -18,7 +18,6 @@ from uuid import UUID
 
 from pydantic import ValidationError
 
-from daemon.agent.blobs import BlobStore
 from daemon.agent.llm import ChatModel, ModelError
 from daemon.agent.prompt import build_messages, messages_hash
 from daemon.agent.run import Call, InvestigationRun, fold
@@ -36,19 +35,10 @@ from daemon.agent.steps import (
     evidence_refs,
     next_step,
 )
-from daemon.agent.tools import (
-    ARGS,
-    CONTROL,
-    ProposeActionArgs,
-    Tool,
-    ToolContext,
-    ToolResult,
-    describe,
-)
-from daemon.agent_config import AgentConfig
+from daemon.config.agent import AgentConfig
 from daemon.domain import Command, Rejected
 from daemon.domain.events import DomainEvent
-from daemon.domain.investigation_events import (
+from daemon.domain.investigation_model import (
     AbandonInvestigation,
     ConcludeInvestigation,
     EvidenceRef,
@@ -61,8 +51,24 @@ from daemon.domain.investigation_events import (
     RecordToolResult,
     ToolStatus,
 )
-from daemon.ingest import Ingestor
-from daemon.runbooks import MissingLabel, Runbook, RunbookLibrary, promql_string, render
+from daemon.engine.blobs import BlobStore
+from daemon.engine.ingest import Ingestor
+from daemon.runbooks.runbook import (
+    MissingLabel,
+    Runbook,
+    RunbookLibrary,
+    promql_string,
+    render,
+)
+from daemon.runbooks.tools import (
+    ARGS,
+    CONTROL,
+    ProposeActionArgs,
+    Tool,
+    ToolContext,
+    ToolResult,
+    describe,
+)
 
 log = logging.getLogger("watchkeeper.agent")
 
@@ -321,7 +327,7 @@ class Investigator:
     async def _record_result(self, run: InvestigationRun, call: Call, result: ToolResult) -> None:
         payload, digest, size = result.data, "", 0
         if result.data is not None:
-            from daemon.agent.blobs import encode
+            from daemon.engine.blobs import encode
 
             raw = encode(result.data)
             size = len(raw)

@@ -16,7 +16,7 @@ from typing import Any
 
 from daemon.agent.run import Call, InvestigationRun
 from daemon.domain.durations import format_duration
-from daemon.runbooks import Runbook
+from daemon.runbooks.runbook import Runbook
 
 FULL_RESULT_CHARS = 3000
 

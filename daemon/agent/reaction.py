@@ -19,22 +19,22 @@ from typing import Any
 
 from eventsourcing.persistence import Tracking
 
-from daemon.agent.context_tools import common_labels, incident_context
 from daemon.agent.loop import Investigator
 from daemon.agent.prompt import prompt_hash
 from daemon.agent.queue import InvestigationQueue
-from daemon.agent_config import AgentConfig
+from daemon.config.agent import AgentConfig
 from daemon.domain import Rejected
 from daemon.domain.events import DomainEvent, IncidentOpened, IncidentReopened
-from daemon.domain.investigation_events import (
+from daemon.domain.investigation_model import (
     Investigation,
     InvestigationStarted,
     StartInvestigation,
     investigation_id_for,
 )
 from daemon.domain.routing import RouteTree, route, with_runbook_matches
-from daemon.ingest import Ingestor
-from daemon.runbooks import RunbookLibrary
+from daemon.engine.ingest import Ingestor
+from daemon.runbooks.context_tools import common_labels, incident_context
+from daemon.runbooks.runbook import RunbookLibrary
 
 log = logging.getLogger("watchkeeper.agent")
 # Asked on every committed event: a set lookup by exact type (events are leaf classes).

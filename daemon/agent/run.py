@@ -14,7 +14,7 @@ from typing import Any
 from uuid import UUID
 
 from daemon.domain.events import DomainEvent
-from daemon.domain.investigation_events import (
+from daemon.domain.investigation_model import (
     ActionProposed,
     BudgetExhausted,
     Fact,

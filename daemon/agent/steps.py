@@ -16,8 +16,8 @@ from datetime import datetime
 from typing import Any
 
 from daemon.agent.run import Call, InvestigationRun
-from daemon.domain.investigation_events import EvidenceRef
-from daemon.runbooks import MissingLabel, Runbook, render
+from daemon.domain.investigation_model import EvidenceRef
+from daemon.runbooks.runbook import MissingLabel, Runbook, render
 
 CONTROL_TOOLS = ("propose_action", "conclude")
 

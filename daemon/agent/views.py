@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from daemon.domain.investigation_events import Investigation
+from daemon.domain.investigation_model import Investigation
 from daemon.domain.state import World
 
 

@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import uvicorn
 
-from daemon.config import Settings
+from daemon.config.settings import Settings
 from daemon.demo.sim import Estate, create_sim_app
-from daemon.runtime import QuietServer, Supervisor, bind
+from daemon.runtime.supervisor import QuietServer, Supervisor, bind
 
 log = logging.getLogger("watchkeeper.demo")
 RUNBOOKS = Path(__file__).resolve().parent / "runbooks"

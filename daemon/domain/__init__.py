@@ -1,6 +1,6 @@
 """The pure core: alerts, incidents, silences as events, `decide` and `evolve`. No I/O here."""
 
-from daemon.domain.alerts import Alert, fingerprint
+from daemon.domain.alert_model import Alert, fingerprint
 from daemon.domain.commands import (
     Acknowledge,
     Command,
@@ -42,13 +42,13 @@ __all__ = [
 
 # Imported for their side effect, after the names above exist: each registers its
 # decisions and state changes with `decide`/`evolve`: deadlines, escalation steps and
-# notification records (notification_rules, timer_rules); the Investigation aggregate
-# (investigation); metric-rule samples, query results and absence on Tick (rule_decide);
-# proposed actions, approvals, dispatch and the kill switch (actions).
+# notification records (notification_decide, timer_decide); the Investigation aggregate
+# (investigation_decide); metric-rule samples, query results and absence on Tick
+# (rule_decide); proposed actions, approvals, dispatch and the kill switch (action_decide).
 from daemon.domain import (  # noqa: F401
-    actions,
-    investigation,
-    notification_rules,
+    action_decide,
+    investigation_decide,
+    notification_decide,
     rule_decide,
-    timer_rules,
+    timer_decide,
 )

@@ -6,13 +6,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from daemon.domain.action_events import ActionCommand
-from daemon.domain.alerts import Alert
-from daemon.domain.investigation_events import InvestigationCommand
+from daemon.domain.action_model import ActionCommand
+from daemon.domain.alert_model import Alert
+from daemon.domain.investigation_model import InvestigationCommand
 from daemon.domain.matchers import Matcher
-from daemon.domain.notifications import Escalate, RecordFailed, RecordHeld, RecordSent
-from daemon.domain.rules import ConfigureRules, ObserveQueryResult, ObserveSamples
-from daemon.domain.timers import CancelDeadline, FireDeadline, SetDeadline
+from daemon.domain.notification_model import (
+    Escalate,
+    RecordFailed,
+    RecordHeld,
+    RecordSent,
+)
+from daemon.domain.rule_model import ConfigureRules, ObserveQueryResult, ObserveSamples
+from daemon.domain.timer_model import CancelDeadline, FireDeadline, SetDeadline
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from datetime import datetime
 from functools import singledispatch
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from daemon.domain.alerts import Alert
+from daemon.domain.alert_model import Alert
 from daemon.domain.commands import (
     Acknowledge,
     Command,
@@ -397,5 +397,6 @@ def _(cmd: RecordDeadLetter, world: World, now: datetime) -> list[DomainEvent]:
             reason=cmd.reason,
             payload=cmd.payload,
             size=cmd.size,
+            truncated=cmd.size > len(cmd.payload.encode()),
         )
     ]

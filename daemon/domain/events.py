@@ -8,7 +8,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
 
-from daemon.domain.alerts import Alert
+from daemon.domain.alert_model import Alert
 from daemon.domain.matchers import Matcher
 
 
@@ -120,6 +120,8 @@ class DeadLetterRecorded(DomainEvent):
     reason: str
     payload: str
     size: int
+    # Whether `payload` is cut short of the `size` bytes received (schema v2; see registry).
+    truncated: bool = False
 
 
 INCIDENT_EVENTS = (

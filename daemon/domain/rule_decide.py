@@ -11,15 +11,20 @@ from collections.abc import Mapping
 from datetime import datetime
 from uuid import UUID
 
-from daemon.domain.alerts import Alert
+from daemon.domain.alert_model import Alert
 from daemon.domain.commands import ReceiveAlert, Rejected
 from daemon.domain.decide import TICK_HOOKS, _decide, decide
 from daemon.domain.decide import _Out as _CoreOut
 from daemon.domain.durations import format_duration
 from daemon.domain.events import DomainEvent
 from daemon.domain.evolve import evolve
-from daemon.domain.rule_events import (
+from daemon.domain.rule_model import (
     RULEBOOK_ID,
+    ConfigureRules,
+    MetricRule,
+    ObserveQueryResult,
+    ObserveSamples,
+    RuleBook,
     RuleFiring,
     RulePending,
     RulePendingCleared,
@@ -28,17 +33,10 @@ from daemon.domain.rule_events import (
     RulesResumed,
     SeriesForgotten,
     SeriesSeen,
-    episode_stream_id,
-)
-from daemon.domain.rules import (
-    ConfigureRules,
-    MetricRule,
-    ObserveQueryResult,
-    ObserveSamples,
-    RuleBook,
     SeriesState,
     Transition,
     absence_due,
+    episode_stream_id,
     evaluate,
     finite,
     rule_alert,

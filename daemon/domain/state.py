@@ -15,13 +15,13 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from daemon.domain.action_events import ActionBook
-from daemon.domain.alerts import Alert
-from daemon.domain.investigation_events import Investigations
+from daemon.domain.action_model import ActionBook
+from daemon.domain.alert_model import Alert
+from daemon.domain.investigation_model import Investigations
 from daemon.domain.matchers import Matcher, matches_all
-from daemon.domain.notifications import NotificationLog
-from daemon.domain.rules import RuleBook
-from daemon.domain.timers import DeadlineBook
+from daemon.domain.notification_model import NotificationLog
+from daemon.domain.rule_model import RuleBook
+from daemon.domain.timer_model import DeadlineBook
 
 IncidentState = Literal["open", "acknowledged", "resolved", "closed"]
 SEVERITY_RANK = {"critical": 4, "error": 3, "warning": 2, "info": 1, "none": 0}

@@ -13,11 +13,11 @@ from typing import Any
 
 import httpx
 
-from daemon.action_exec import ExecOutcome, PlanError, fill
-from daemon.domain.action_events import ActionPlan
+from daemon.actions.executor import ExecOutcome, PlanError, fill
+from daemon.domain.action_model import ActionPlan
 from daemon.domain.durations import format_duration, parse_duration
 from daemon.domain.matchers import Matcher
-from daemon.runbooks import SilenceAction
+from daemon.runbooks.runbook import SilenceAction
 
 
 def _utcnow() -> datetime:

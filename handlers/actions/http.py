@@ -17,10 +17,15 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from daemon.action_config import host_allowed
-from daemon.action_exec import ExecOutcome, PlanError, fill, fill_typed
-from daemon.domain.action_events import ActionPlan
-from daemon.runbooks import HttpAction, WebhookAction
+from daemon.actions.executor import (
+    ExecOutcome,
+    PlanError,
+    fill,
+    fill_typed,
+)
+from daemon.config.actions import host_allowed
+from daemon.domain.action_model import ActionPlan
+from daemon.runbooks.runbook import HttpAction, WebhookAction
 
 OUTPUT_BYTES = 4096
 

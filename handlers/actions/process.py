@@ -12,7 +12,7 @@ import os
 import signal
 import time
 
-from daemon.action_exec import ExecOutcome
+from daemon.actions.executor import ExecOutcome
 
 BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LC_ALL": "C.UTF-8"}
 

@@ -12,10 +12,17 @@ import shlex
 import shutil
 from typing import Any
 
-from daemon.action_exec import PARAM, ExecOutcome, PlanError, fill, scalar, used_params
-from daemon.domain.action_events import ActionPlan
+from daemon.actions.executor import (
+    PARAM,
+    ExecOutcome,
+    PlanError,
+    fill,
+    scalar,
+    used_params,
+)
+from daemon.domain.action_model import ActionPlan
 from daemon.domain.durations import parse_duration
-from daemon.runbooks import ShellAction
+from daemon.runbooks.runbook import ShellAction
 from handlers.actions.process import run_argv
 
 

@@ -10,9 +10,9 @@ import fnmatch
 import re
 from typing import Any
 
-from daemon.action_exec import ExecOutcome, PlanError, fill
-from daemon.domain.action_events import ActionPlan
-from daemon.runbooks import SystemdAction
+from daemon.actions.executor import ExecOutcome, PlanError, fill
+from daemon.domain.action_model import ActionPlan
+from daemon.runbooks.runbook import SystemdAction
 from handlers.actions.process import run_argv
 
 _UNIT = re.compile(

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from daemon.notify import SendError
+from daemon.notify.pipeline import SendError
 
 USER_AGENT = "watchkeeper-notifier/0.1"
 # Answers worth trying again: the platform was busy, slow or briefly broken.

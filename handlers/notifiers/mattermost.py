@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from daemon.notify import Message, MessageRef
-from daemon.notify_content import truncate
+from daemon.notify.content import truncate
+from daemon.notify.pipeline import Message, MessageRef
 from handlers.notifiers.http import post, refusal
 
 # Mattermost caps a post at 16,383 characters; attachments share that budget in practice.

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from daemon.notify import Message, MessageRef, SendError
-from daemon.notify_content import truncate
+from daemon.notify.content import truncate
+from daemon.notify.pipeline import Message, MessageRef, SendError
 from handlers.notifiers.http import post, refusal
 
 # Block Kit limits (docs.slack.dev, Block Kit reference).

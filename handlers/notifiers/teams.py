@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from daemon.notify import Message, MessageRef
-from daemon.notify_content import truncate
+from daemon.notify.content import truncate
+from daemon.notify.pipeline import Message, MessageRef
 from handlers.notifiers.http import post, refusal
 
 # Teams refuses webhook messages over about 28 KB; leave room for the envelope.

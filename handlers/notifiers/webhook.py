@@ -9,8 +9,8 @@ import time
 import uuid
 from typing import Any
 
-from daemon.notify import Message, MessageRef
-from daemon.notify_content import truncate
+from daemon.notify.content import truncate
+from daemon.notify.pipeline import Message, MessageRef
 from handlers.notifiers.http import post, refusal
 
 ENVELOPE_VERSION = "1"

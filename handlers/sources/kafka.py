@@ -24,13 +24,18 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.helpers import create_ssl_context
 from eventsourcing.persistence import Tracking
 
+from daemon.config.sources import KafkaConfig
 from daemon.domain.commands import Command
-from daemon.formats import PayloadError
-from daemon.ingest import StoreUnavailable
-from daemon.payloads import coalesce, dead_letter, decode
-from daemon.source_config import KafkaConfig
-from daemon.sources import SourceHealth
-from daemon.streams import Backoff, Intake, SourceTasks, describe
+from daemon.intake.formats import PayloadError
+from daemon.intake.payloads import coalesce, dead_letter, decode
+from daemon.intake.source import SourceHealth
+from daemon.intake.streams import (
+    Backoff,
+    Intake,
+    SourceTasks,
+    StoreUnavailable,
+    describe,
+)
 
 log = logging.getLogger("watchkeeper.sources.kafka")
 _NS = uuid5(NAMESPACE_URL, "https://watchkeeper.invalid/kafka")

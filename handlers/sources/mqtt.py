@@ -23,14 +23,19 @@ from uuid import uuid4
 
 import aiomqtt
 
+from daemon.config.sources import MqttConfig, MqttSubscription
 from daemon.domain.commands import Command
-from daemon.formats import PayloadError
-from daemon.ingest import StoreUnavailable
-from daemon.payloads import coalesce, dead_letter, decode
-from daemon.source_config import MqttConfig, MqttSubscription
-from daemon.sources import SourceHealth
-from daemon.streams import Backoff, Intake, SourceTasks, describe
-from daemon.topics import METRIC, TopicTemplate
+from daemon.domain.topics import METRIC, TopicTemplate
+from daemon.intake.formats import PayloadError
+from daemon.intake.payloads import coalesce, dead_letter, decode
+from daemon.intake.source import SourceHealth
+from daemon.intake.streams import (
+    Backoff,
+    Intake,
+    SourceTasks,
+    StoreUnavailable,
+    describe,
+)
 
 log = logging.getLogger("watchkeeper.sources.mqtt")
 QUEUE_SIZE = 10_000

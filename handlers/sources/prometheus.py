@@ -24,13 +24,18 @@ from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util import Retry
 
+from daemon.config.sources import PrometheusConfig
 from daemon.domain.commands import Command, ReceiveAlert, Rejected
-from daemon.domain.rules import ObserveQueryResult, QuerySeries
-from daemon.formats import PayloadError, parse_single_alert
-from daemon.ingest import StoreUnavailable
-from daemon.source_config import PrometheusConfig
-from daemon.sources import SourceHealth
-from daemon.streams import Backoff, Intake, SourceTasks, describe
+from daemon.domain.rule_model import ObserveQueryResult, QuerySeries
+from daemon.intake.formats import PayloadError, parse_single_alert
+from daemon.intake.source import SourceHealth
+from daemon.intake.streams import (
+    Backoff,
+    Intake,
+    SourceTasks,
+    StoreUnavailable,
+    describe,
+)
 
 log = logging.getLogger("watchkeeper.sources.prometheus")
 T = TypeVar("T")

@@ -12,8 +12,13 @@ from urllib.parse import SplitResult, urlsplit
 
 import httpx
 
-from daemon.agent.tools import HttpProbeArgs, ToolContext, ToolResult, error
-from daemon.domain.investigation_events import Fact
+from daemon.domain.investigation_model import Fact
+from daemon.runbooks.tools import (
+    HttpProbeArgs,
+    ToolContext,
+    ToolResult,
+    error,
+)
 
 BODY_CHARS = 2048
 _DEFAULT_PORT = {"http": 80, "https": 443}

@@ -11,15 +11,15 @@ from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
-from daemon.agent.tools import (
+from daemon.domain.durations import parse_duration
+from daemon.domain.investigation_model import Fact
+from daemon.runbooks.tools import (
     PromQLInstantArgs,
     PromQLRangeArgs,
     ToolContext,
     ToolResult,
     error,
 )
-from daemon.domain.durations import parse_duration
-from daemon.domain.investigation_events import Fact
 
 MAX_SERIES = 50
 MAX_RANGE = timedelta(days=7)

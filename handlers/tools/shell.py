@@ -11,7 +11,12 @@ import asyncio
 import contextlib
 import re
 
-from daemon.agent.tools import ShellDiagnosticArgs, ToolContext, ToolResult, error
+from daemon.runbooks.tools import (
+    ShellDiagnosticArgs,
+    ToolContext,
+    ToolResult,
+    error,
+)
 
 _VALUE = re.compile(r"^[A-Za-z0-9@%+=:,./_][A-Za-z0-9@%+=:,./_-]{0,255}$")
 _SLOT = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")

@@ -1,0 +1,1 @@
+"""The `watchkeeper` command: one HTTP client and the command groups."""

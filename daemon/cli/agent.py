@@ -1,0 +1,225 @@
+"""CLI for runbooks (`watchkeeper runbooks validate|list|show`, read locally) and agent views."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markdown import Markdown
+from rich.markup import escape
+from rich.table import Table
+
+from daemon.runbooks.runbook import SHIPPED, RunbookLibrary, load_runbooks
+
+runbooks_app = typer.Typer(help="Validate, list and show runbooks.", no_args_is_help=True)
+out = Console()
+err = Console(stderr=True)
+
+DirArg = Annotated[
+    Path | None,
+    typer.Argument(help="Runbook directory (default: the shipped runbooks/)."),
+]
+DirOpt = Annotated[
+    Path | None,
+    typer.Option("--dir", "-d", help="Runbook directory (default: the shipped runbooks/)."),
+]
+
+
+def _load(directory: Path | None) -> RunbookLibrary:
+    return load_runbooks(directory or SHIPPED)
+
+
+@runbooks_app.command("validate")
+def validate(directory: DirArg = None) -> None:
+    """Check every runbook; print each problem as `file: field: reason`; exit 1 if any."""
+    lib = _load(directory)
+    for p in lib.problems:
+        typer.echo(p, err=True)  # one unwrapped line per problem, for grep and CI logs
+    where = directory or SHIPPED
+    if lib.problems:
+        err.print(
+            f"{len(lib.problems)} problem(s); {len(lib.runbooks)} valid runbook(s) in {where}",
+            highlight=False,
+        )
+        raise typer.Exit(1)
+    if not lib.runbooks:
+        err.print(f"no runbooks (*.md) found in {where}", highlight=False)
+        raise typer.Exit(1)
+    out.print(f"{len(lib.runbooks)} runbook(s) valid in {where}", highlight=False)
+
+
+@runbooks_app.command("list")
+def list_runbooks(
+    directory: DirOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List runbooks with what they match and the actions they may propose."""
+    lib = _load(directory)
+    rows: list[dict[str, Any]] = [
+        {
+            "id": rb.id,
+            "version": rb.version,
+            "title": rb.title,
+            "match": [str(m) for m in rb.match],
+            "actions": [f"{a.id} ({a.risk})" for a in rb.actions],
+            "default_action": rb.default_action.action if rb.default_action else None,
+        }
+        for rb in lib.runbooks.values()
+    ]
+    if as_json:
+        out.print_json(json.dumps({"runbooks": rows, "problems": lib.problems}))
+        return
+    t = Table(title=f"{len(rows)} runbook(s)")
+    for col in ("id", "version", "title", "match", "actions", "default"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(
+            str(r["id"]),
+            str(r["version"]),
+            str(r["title"]),
+            " ".join(r["match"]) or "(default route)",
+            ", ".join(r["actions"]),
+            str(r["default_action"] or "-"),
+        )
+    out.print(t)
+    for p in lib.problems:
+        typer.echo(f"skipped: {p}", err=True)
+
+
+@runbooks_app.command("show")
+def show(
+    runbook_id: Annotated[str, typer.Argument(help="Runbook id.")],
+    directory: DirOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Show one runbook: front matter summary and its Markdown body."""
+    lib = _load(directory)
+    rb = lib.get(runbook_id)
+    if rb is None:
+        known = ", ".join(sorted(lib.runbooks)) or "none"
+        err.print(f"error: no runbook {runbook_id!r} (known: {known})", highlight=False)
+        raise typer.Exit(1)
+    if as_json:
+        out.print_json(rb.model_dump_json())
+        return
+    out.print(f"[bold]{rb.title}[/bold]  {rb.id} v{rb.version}  ({rb.path})", highlight=False)
+    out.print(
+        f"match: {' '.join(str(m) for m in rb.match) or '(default route only)'}", highlight=False
+    )
+    out.print(f"tools: {', '.join(rb.tools)}", highlight=False)
+    out.print(
+        f"budgets: {rb.budgets.steps} steps, {rb.budgets.tokens} tokens, {rb.budgets.wall_time}; "
+        f"evidence_max_age {rb.evidence_max_age}",
+        highlight=False,
+    )
+    t = Table(title="diagnostics (deterministic path, in order)")
+    for col in ("id", "tool", "args"):
+        t.add_column(col)
+    for d in rb.diagnostics:
+        t.add_row(d.id, d.tool, json.dumps(d.args))
+    out.print(t)
+    a = Table(title="actions")
+    for col in ("id", "kind", "risk", "params", "rollback"):
+        a.add_column(col)
+    for act in rb.actions:
+        a.add_row(
+            act.id,
+            act.kind,
+            act.risk,
+            json.dumps(act.params.get("properties", {})),
+            act.rollback.describe() if act.rollback else "-",
+        )
+    out.print(a)
+    if rb.default_action:
+        da = rb.default_action
+        checks = [*da.when.all, *(f"any: {c}" for c in da.when.any)]
+        out.print(
+            f"default action: {da.action} {json.dumps(da.params)} when {'; '.join(checks)}",
+            highlight=False,
+        )
+    if rb.verify:
+        v = rb.verify
+        out.print(
+            f"verify: {v.query or v.probe} expect {v.expect} within {v.window}", highlight=False
+        )
+    out.print(Markdown(rb.body))
+
+
+def print_investigation(inv: dict[str, Any] | None) -> None:
+    """The conclusion block of `incidents show`: summary, cause, evidence, proposals, cost."""
+    if not inv:
+        out.print(
+            "investigation: none (no runbook routed, or the agent is disabled)", highlight=False
+        )
+        return
+    out.print(
+        f"[bold]investigation[/bold] {escape(inv['status'])}"
+        f"{' — ESCALATED: ' + escape(inv['escalated']) if inv.get('escalated') else ''}"
+        f"  tokens={inv['tokens']} cost={inv['cost']}",
+        highlight=False,
+    )
+    for run in inv["runs"]:
+        out.print(
+            f"  run {run['run']} {escape(run['runbook'])}@{escape(run['runbook_version'])} "
+            f"[{escape(run['mode'])}{' ' + escape(run['model']) if run['model'] else ''}] "
+            f"{escape(run['status'])}: {run['llm_calls']} model calls, "
+            f"{run['tool_calls']} tool calls, "
+            f"{run['tokens']['total']} tokens, cost {run['cost']}"
+            f"{'; budget: ' + escape(run['budget_exhausted']) if run['budget_exhausted'] else ''}",
+            highlight=False,
+        )
+    if inv.get("summary"):
+        out.print("[bold]summary[/bold]", highlight=False)
+        out.print(escape(inv["summary"]), highlight=False)
+    if inv.get("probable_cause"):
+        out.print(f"[bold]probable cause[/bold] {escape(inv['probable_cause'])}", highlight=False)
+    latest = inv["runs"][-1]
+    if latest["evidence"]:
+        ev = Table(title="evidence")
+        for col in ("id", "tool", "observed", "summary"):
+            ev.add_column(col)
+        for e in latest["evidence"]:
+            ev.add_row(
+                e["call_id"], e["tool"], str(e.get("observed_at") or ""), escape(e["summary"][:200])
+            )
+        out.print(ev)
+    if inv["proposals"]:
+        pt = Table(title="proposed actions")
+        for col in ("proposal", "action", "kind", "risk", "params", "rationale"):
+            pt.add_column(col)
+        for p in inv["proposals"]:
+            pt.add_row(
+                p["proposal_id"][:8],
+                p["action_id"],
+                p["kind"],
+                p["risk"],
+                escape(json.dumps(p["params"])),
+                escape(p["rationale"][:200]),
+            )
+        out.print(pt)
+
+
+def agent_rows(status: dict[str, Any]) -> list[tuple[str, str]]:
+    """Rows for `watchkeeper status`: the model, the queue and running investigations."""
+    a = status.get("reactions", {}).get("agent")
+    if not a:
+        return []
+    q = a["queue"]
+    by_sev = ", ".join(f"{k}={v}" for k, v in q["by_severity"].items()) or "empty"
+    return [
+        ("agent model", str(a["model"])),
+        (
+            "agent queue",
+            f"{a['running']} running / {a['concurrency']} max, {a['queued']} queued ({by_sev}), "
+            f"oldest waiting {q['oldest_wait_seconds']}s",
+        ),
+        (
+            "investigations",
+            f"{a['investigations']['unfinished']} unfinished, {a['investigations']['concluded']} "
+            f"concluded, {a['investigations']['escalated']} escalated; {a['tokens']} tokens, "
+            f"cost {a['cost']}",
+        ),
+    ]

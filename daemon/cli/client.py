@@ -1,0 +1,76 @@
+"""The one HTTP client every `watchkeeper` command talks to the daemon through, and its output."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any, NoReturn
+
+import httpx
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+out = Console()
+err = Console(stderr=True)
+
+
+class Client:
+    """Where the daemon is, how to authenticate, and how to print replies."""
+
+
+    def __init__(self) -> None:
+        self.url = "http://127.0.0.1:9797"
+        self.token: str | None = None
+        self.json = False
+        self.timeout = 10.0
+
+    def request(self, method: str, path: str, **kw: Any) -> Any:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        try:
+            r = httpx.request(method, self.url + path, headers=headers, timeout=self.timeout, **kw)
+        except httpx.HTTPError as e:
+            fail(
+                f"cannot reach watchkeeper at {self.url} ({e.__class__.__name__}: {e}). "
+                "Is the daemon running? Set --url or WATCHKEEPER_URL."
+            )
+        if r.status_code >= 400:
+            try:
+                msg = r.json().get("error", r.text)
+            except ValueError:
+                msg = r.text
+            hint = ""
+            if r.status_code == 401:
+                hint = " (set WATCHKEEPER_TOKEN or --token / --token-file)"
+            fail(f"{method} {path} -> {r.status_code}: {msg}{hint}")
+        return r.json() if r.content else {}
+
+
+client = Client()
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print an error for a person and exit."""
+    # The message is data (server replies, paths, regexes): never markup, never wrapped.
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+
+def emit(data: Any) -> bool:
+    """Print `data` as JSON when --json was given; say whether it did."""
+    if client.json:
+        out.print_json(json.dumps(data, default=str))
+        return True
+    return False
+
+
+def age(ts: str | None) -> str:
+    """How long ago an ISO timestamp was, for tables (`3m`, `2h`)."""
+    if not ts:
+        return "-"
+    secs = int((datetime.now(UTC) - datetime.fromisoformat(ts)).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs >= size:
+            return f"{secs // size}{unit}"
+    return f"{max(secs, 0)}s"

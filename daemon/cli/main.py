@@ -1,0 +1,427 @@
+"""The `watchkeeper` command: runs the daemon, and talks to a running one over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from daemon.cli.actions import action_rows
+from daemon.cli.actions import register as register_actions
+from daemon.cli.agent import agent_rows, print_investigation, runbooks_app
+from daemon.cli.client import age, client, emit, err, fail, out
+from daemon.config.settings import ConfigError, load_config
+
+app = typer.Typer(
+    help="watchkeeper: event-sourced alert intake, incidents and on-call workflow.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+config_app = typer.Typer(help="Validate configuration.", no_args_is_help=True)
+incidents_app = typer.Typer(help="List and inspect incidents.")
+silence_app = typer.Typer(help="Mute alerts by label matchers.", no_args_is_help=True)
+events_app = typer.Typer(help="Read the event log.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(incidents_app, name="incidents")
+app.add_typer(silence_app, name="silence")
+app.add_typer(events_app, name="events")
+app.add_typer(runbooks_app, name="runbooks")
+register_actions(app)  # actions list|show|approve|reject|dry-run, pause, resume
+
+@app.callback()
+def _global(
+    url: Annotated[str, typer.Option(envvar="WATCHKEEPER_URL", help="Daemon URL.")] = "http://127.0.0.1:9797",
+    token: Annotated[
+        str | None, typer.Option(envvar="WATCHKEEPER_TOKEN", help="Bearer token.")
+    ] = None,
+    token_file: Annotated[
+        Path | None, typer.Option(envvar="WATCHKEEPER_TOKEN_FILE", help="File holding the token.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    client.url = url.rstrip("/")
+    client.json = as_json
+    client.token = token
+    if token_file and not token:
+        try:
+            client.token = token_file.read_text().strip()
+        except OSError as e:
+            fail(f"--token-file {token_file}: {e.strerror}")
+
+
+# --- daemon ----------------------------------------------------------------------------
+
+
+@app.command()
+def run(
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", envvar="WATCHKEEPER_CONFIG", help="YAML config file."),
+    ] = None,
+) -> None:
+    """Run the daemon in the foreground (as systemd does)."""
+    from daemon.runtime.supervisor import run_daemon
+
+    try:
+        settings = load_config(config)
+    except ConfigError as e:
+        err.print(
+            f"[red]invalid configuration[/red] in {escape(e.source)}:",
+            highlight=False,
+            soft_wrap=True,
+        )
+        for p in e.problems:
+            err.print(f"  {p}", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(run_daemon(settings, config))
+
+
+@config_app.command("check")
+def config_check(file: Annotated[Path, typer.Argument(help="YAML config file.")]) -> None:
+    """Validate a config file and print every problem with its path in the file."""
+    try:
+        s = load_config(file)
+    except ConfigError as e:
+        for p in e.problems:
+            # One `file: path: problem` line each, unwrapped, so it can be grepped.
+            err.print(f"{file}: {p}", highlight=False, markup=False, soft_wrap=True)
+        err.print(f"{len(e.problems)} problem(s) found", highlight=False)
+        raise typer.Exit(1) from None
+    out.print(
+        f"{file}: OK (store {s.store.split('@')[-1]}, listening on {s.http.listen})",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+# --- incidents -------------------------------------------------------------------------
+
+
+def _resolve_incident_id(prefix: str) -> str:
+    if len(prefix) == 36:
+        return prefix
+    data = client.request(
+        "GET", "/api/v1/incidents", params={"state": ["open", "acknowledged", "resolved", "closed"]}
+    )
+    hits = [i["id"] for i in data["incidents"] if i["id"].startswith(prefix)]
+    if not hits:
+        fail(f"no incident id starts with {prefix!r}; see `watchkeeper incidents list`")
+    if len(hits) > 1:
+        fail(f"{prefix!r} matches {len(hits)} incidents; give more characters")
+    return str(hits[0])
+
+
+@incidents_app.callback(invoke_without_command=True)
+def incidents_default(ctx: typer.Context) -> None:
+    """List incidents (same as `incidents list`)."""
+    if ctx.invoked_subcommand is None:
+        incidents_list(state=None, match=None)
+
+
+@incidents_app.command("list")
+def incidents_list(
+    state: Annotated[
+        list[str] | None,
+        typer.Option("--state", "-s", help="open, acknowledged, resolved, closed"),
+    ] = None,
+    match: Annotated[
+        list[str] | None,
+        typer.Option("--match", "-m", help='Label matcher, e.g. severity="critical"'),
+    ] = None,
+) -> None:
+    """List incidents, newest first."""
+    params: dict[str, Any] = {}
+    if state:
+        params["state"] = state
+    if match:
+        params["match"] = match
+    data = client.request("GET", "/api/v1/incidents", params=params)
+    if emit(data):
+        return
+    t = Table(title=f"{len(data['incidents'])} incident(s)")
+    for col in ("id", "state", "severity", "title", "group", "firing", "age"):
+        t.add_column(col)
+    for i in data["incidents"]:
+        t.add_row(
+            i["id"][:8], i["state"], i["severity"], i["title"], i["group_key"],
+            f"{i['firing']}/{i['alerts_total']}", age(i["opened_at"]),
+        )
+    out.print(t)
+
+
+@incidents_app.command("show")
+def incidents_show(
+    incident_id: Annotated[str, typer.Argument(help="Incident id or unique prefix.")],
+) -> None:
+    """Show one incident with its alerts and full timeline."""
+    iid = _resolve_incident_id(incident_id)
+    data = client.request("GET", f"/api/v1/incidents/{iid}")
+    if emit(data):
+        return
+    out.print(f"[bold]{data['title']}[/bold]  {data['id']}", highlight=False)
+    out.print(
+        f"state={data['state']} severity={data['severity']} group={data['group_key']} "
+        f"opened={data['opened_at']} firing={data['firing']}/{data['alerts_total']}",
+        highlight=False,
+    )
+    if data.get("acknowledged_by"):
+        out.print(f"acknowledged by {data['acknowledged_by']}", highlight=False)
+    alerts = Table(title="alerts")
+    for col in ("fingerprint", "status", "labels", "since"):
+        alerts.add_column(col)
+    for a in data.get("alerts", []):
+        labels = ", ".join(f"{k}={v}" for k, v in sorted(a["labels"].items()))
+        alerts.add_row(a["fingerprint"], a["status"], labels, age(a["starts_at"]))
+    out.print(alerts)
+    tl = Table(title="timeline")
+    for col in ("v", "at", "event", "detail"):
+        tl.add_column(col)
+    for e in data.get("timeline", []):
+        d = e["data"]
+        alertname = (d.get("alert") or {}).get("labels", {}).get("alertname", "")
+        detail = d.get("reason") or d.get("by") or alertname
+        if "alert" in d:
+            detail = f"{d['alert']['fingerprint']} {detail}"
+        tl.add_row(str(e["version"]), e["at"], e["type"], str(detail))
+    out.print(tl)
+    print_investigation(data.get("investigation"))
+
+
+@app.command()
+def ack(
+    incident_id: Annotated[str, typer.Argument(help="Incident id or unique prefix.")],
+    comment: Annotated[str, typer.Option("--comment", "-c")] = "",
+) -> None:
+    """Acknowledge an incident."""
+    iid = _resolve_incident_id(incident_id)
+    data = client.request("POST", f"/api/v1/incidents/{iid}/ack", json={"comment": comment})
+    if not emit(data):
+        out.print(f"acknowledged {iid} ({data['title']})", highlight=False)
+
+
+@app.command()
+def resolve(
+    incident_id: Annotated[str, typer.Argument(help="Incident id or unique prefix.")],
+    comment: Annotated[str, typer.Option("--comment", "-c")] = "",
+) -> None:
+    """Resolve an incident by hand."""
+    iid = _resolve_incident_id(incident_id)
+    data = client.request("POST", f"/api/v1/incidents/{iid}/resolve", json={"comment": comment})
+    if not emit(data):
+        out.print(f"resolved {iid} ({data['title']})", highlight=False)
+
+
+# --- silences --------------------------------------------------------------------------
+
+
+@silence_app.command("add")
+def silence_add(
+    matchers: Annotated[
+        list[str], typer.Argument(help='Matchers: alertname=Foo instance=~"web.*"')
+    ],
+    duration: Annotated[str, typer.Option("--duration", "-d", help="How long, e.g. 2h")] = "1h",
+    comment: Annotated[str, typer.Option("--comment", "-c")] = "",
+) -> None:
+    """Create a silence."""
+    data = client.request(
+        "POST",
+        "/api/v1/silences",
+        json={"matchers": matchers, "duration": duration, "comment": comment},
+    )
+    if not emit(data):
+        out.print(f"silence {data['silenceID']} created for {duration}", highlight=False)
+
+
+@silence_app.command("list")
+def silence_list() -> None:
+    """List silences."""
+    data = client.request("GET", "/api/v1/silences")
+    if emit(data):
+        return
+    t = Table(title="silences")
+    for col in ("id", "state", "matchers", "ends", "by", "comment"):
+        t.add_column(col)
+    for s in data["silences"]:
+        t.add_row(
+            s["id"][:8],
+            s["state"],
+            " ".join(s["matchers"]),
+            s["ends_at"],
+            s["created_by"],
+            s["comment"],
+        )
+    out.print(t)
+
+
+@silence_app.command("expire")
+def silence_expire(
+    silence_id: Annotated[str, typer.Argument(help="Silence id or unique prefix.")],
+) -> None:
+    """End a silence now."""
+    sid = silence_id
+    if len(sid) != 36:
+        silences = client.request("GET", "/api/v1/silences")["silences"]
+        hits = [s["id"] for s in silences if s["id"].startswith(sid)]
+        if len(hits) != 1:
+            fail(f"{sid!r} matches {len(hits)} silences; give the full id")
+        sid = hits[0]
+    client.request("DELETE", f"/api/v1/silences/{sid}")
+    out.print(f"silence {sid} expired", highlight=False)
+
+
+# --- events, dead letters, status ------------------------------------------------------
+
+
+@events_app.command("tail")
+def events_tail(
+    after: Annotated[
+        int, typer.Option(help="Start after this position (default: the last 20).")
+    ] = -1,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new events.")
+    ] = False,
+) -> None:
+    """Print events from the log."""
+    if after < 0:
+        status = client.request("GET", "/api/v1/status")
+        after = max(0, int(status["position"]) - 20)
+    while True:
+        data = client.request("GET", "/api/v1/events", params={"after": after, "limit": 500})
+        for e in data["events"]:
+            if client.json:
+                sys.stdout.write(json.dumps(e) + "\n")
+            else:
+                brief = json.dumps(e["data"])[:160]
+                out.print(
+                    f"{e['position']:>8} {e['type']:<22} {e['stream']} v{e['version']} {brief}",
+                    highlight=False,
+                    markup=False,
+                )
+        after = data["next"]
+        if not follow:
+            return
+        if not data["events"]:
+            time.sleep(1)
+
+
+@events_app.command("export")
+def events_export(
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File (default: stdout).")
+    ] = None,
+) -> None:
+    """Export the whole log as JSON Lines (audit, backup)."""
+    fh = output.open("w") if output else sys.stdout
+    after, n = 0, 0
+    try:
+        while True:
+            data = client.request("GET", "/api/v1/events", params={"after": after, "limit": 1000})
+            for e in data["events"]:
+                fh.write(json.dumps(e) + "\n")
+                n += 1
+            if not data["events"]:
+                break
+            after = data["next"]
+    finally:
+        if output:
+            fh.close()
+    err.print(f"exported {n} events", highlight=False)
+
+
+@app.command("dead-letters")
+def dead_letters(limit: Annotated[int, typer.Option(help="How many, newest first.")] = 50) -> None:
+    """Show inputs that were refused, with the reason."""
+    data = client.request("GET", "/api/v1/dead-letters", params={"limit": limit})
+    if emit(data):
+        return
+    t = Table(title=f"{len(data['dead_letters'])} dead letter(s)")
+    for col in ("at", "source", "reason", "size", "payload"):
+        t.add_column(col)
+    for d in data["dead_letters"]:
+        # Refused input is arbitrary text: escaped, so "[/x]" is shown, not read as markup.
+        reason, payload = escape(d["reason"]), escape(d["payload"][:60])
+        t.add_row(d["at"], d["source"], reason, str(d["size"]), payload)
+    out.print(t)
+
+
+@app.command()
+def demo(
+    state_dir: Annotated[
+        Path, typer.Option(help="Where the demo keeps its (fresh) event log.")
+    ] = Path("./var/demo"),
+    port: Annotated[int, typer.Option(help="API and console port.")] = 9797,
+    sim_port: Annotated[int, typer.Option(help="Port of the simulated estate.")] = 9798,
+) -> None:
+    """Run the daemon against a simulated estate: alerts, investigation, approval, action."""
+    import asyncio
+
+    from daemon.demo.run import run_demo
+    from daemon.runtime.logs import setup_logging
+
+    setup_logging("keyvalue", "warning")
+    try:
+        asyncio.run(run_demo(state_dir, port, sim_port))
+    except RuntimeError as e:
+        fail(str(e))
+
+
+@app.command()
+def status() -> None:
+    """Show daemon health, state counts and sources."""
+    data = client.request("GET", "/api/v1/status")
+    if emit(data):
+        return
+    t = Table(title="watchkeeper", show_header=False)
+    t.add_row("healthy", str(data["healthy"]))
+    t.add_row("writer", data["writer"])
+    t.add_row("store", data["store"])
+    t.add_row("log position", str(data["position"]))
+    t.add_row("incidents", ", ".join(f"{k}={v}" for k, v in data["incidents"].items()) or "none")
+    t.add_row("alerts firing", str(data["alerts_firing"]))
+    t.add_row("silences active", str(data["silences_active"]))
+    t.add_row("dead letters", str(data["dead_letters"]))
+    for channel, n in data.get("notifications", {}).items():
+        line = f"{n['sent']} sent, {n['failed']} failed, {n['held']} held back"
+        if n.get("last_error"):
+            line += f"; last failure: {n['last_error']}"
+        t.add_row(f"notify {channel}", escape(line))
+    for name, value in agent_rows(data) + action_rows(data):
+        t.add_row(name, escape(value))
+    t.add_row("uptime", f"{data['uptime_seconds']}s")
+    out.print(t)
+    if data.get("sources"):
+        out.print(sources_table(data["sources"]))
+
+
+def sources_table(sources: dict[str, Any]) -> Table:
+    """Stream sources: connected, last message, messages, errors, lag, last error."""
+    t = Table(title="sources")
+    for col in ("source", "kind", "connected", "last message"):
+        t.add_column(col)
+    for col in ("messages", "errors", "lag", "last error"):
+        t.add_column(col)
+    for name, h in sources.items():
+        last = h.get("last_message_at")
+        seen = age(datetime.fromtimestamp(last, UTC).isoformat()) + " ago" if last else "never"
+        lag = h.get("lag")
+        t.add_row(
+            escape(name), h["kind"], "yes" if h["connected"] else "[red]no[/red]", seen,
+            str(h["messages"]), str(h["errors"]), "-" if lag is None else str(lag),
+            escape(h.get("last_error", ""))[:80],
+        )
+    return t
+
+
+def main() -> None:
+    """Console-script entry point."""
+    os.environ.setdefault("COLUMNS", "160")
+    app()

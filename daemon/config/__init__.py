@@ -1,0 +1,1 @@
+"""Every configuration section, the secrets resolver, tokens and roles."""

@@ -1,0 +1,257 @@
+"""One YAML file, validated by pydantic; `WATCHKEEPER_...` environment variables override it.
+
+Secrets are never written in the file itself unless you want to: any secret field takes
+`env:NAME`, `file:/path` or `credential:NAME` (from systemd's $CREDENTIALS_DIRECTORY).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    Field,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from daemon.config.actions import ActionsConfig
+from daemon.config.agent import AgentConfig
+from daemon.config.notify import NotificationsConfig
+from daemon.config.secrets import resolve_secret
+from daemon.config.sources import RuleConfig, SourcesConfig, rule_name_problems
+from daemon.config.types import Duration, Section
+from daemon.domain.state import GroupingPolicy
+
+Role = Literal["viewer", "responder", "approver", "admin"]
+ROLE_RANK: dict[str, int] = {"viewer": 1, "responder": 2, "approver": 3, "admin": 4}
+_LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; `problems` lists `path: what is wrong` lines."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        super().__init__(f"{source}: " + "; ".join(problems))
+        self.source = source
+        self.problems = problems
+
+
+class HttpConfig(Section):
+    """Where the API listens and how intake is protected."""
+
+    listen: str = "127.0.0.1:9797"
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    # open: anyone may post alerts; loopback: only 127.0.0.0/8 and ::1 without a token;
+    # token: an ingest (or admin) token is required.
+    ingest_auth: Literal["open", "loopback", "token"] = "loopback"
+    external_url: str = ""
+    drain_timeout: Duration = timedelta(seconds=10)
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError("expected host:port, e.g. 127.0.0.1:9797")
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            if host != "localhost":
+                raise ValueError("expected an IP address or localhost before the port") from None
+        return v
+
+    @property
+    def host(self) -> str:
+        """The host part of `listen`."""
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        """The port part of `listen`."""
+        return int(self.listen.rpartition(":")[2])
+
+
+class TokenConfig(Section):
+    """A bearer token and the identity and role it grants."""
+
+    name: str = Field(min_length=1)
+    role: Role
+    token: str = Field(min_length=1, description="literal, env:NAME, file:/path or credential:NAME")
+
+
+class AuthConfig(Section):
+    """Bearer tokens with roles; an optional token for ingestion."""
+
+    tokens: list[TokenConfig] = []
+    ingest_token: str | None = None
+
+
+class GroupingConfig(Section):
+    """How alerts become incidents."""
+
+    group_by: list[str] = ["alertname"]
+    resolve_timeout: Duration = timedelta(minutes=5)
+    reopen_window: Duration = timedelta(minutes=30)
+
+    @field_validator("group_by", mode="before")
+    @classmethod
+    def _label_names(cls, v: Any) -> Any:
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            raise ValueError("expected a list of label names")
+        bad = [x for x in v if x != "..." and not _LABEL.match(x)]
+        if bad:
+            raise ValueError(f"not valid label names: {', '.join(bad)}")
+        return v
+
+    def policy(self) -> GroupingPolicy:
+        """The pure domain's view of these settings."""
+        return GroupingPolicy(
+            group_by=tuple(self.group_by),
+            resolve_timeout=self.resolve_timeout,
+            reopen_window=self.reopen_window,
+        )
+
+
+class LoggingConfig(Section):
+    """Log format and level (logs go to stdout for journald)."""
+
+    format: Literal["keyvalue", "json"] = "keyvalue"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class StoreTuning(Section):
+    """Event store knobs."""
+
+    checkpoint_every: int = Field(default=20_000, gt=0)
+    # Serialize checkpoints in a forked child process, so intake goes on meanwhile and the
+    # work lands on another core (daemon/snapshot.py); false writes them on the event loop.
+    checkpoint_in_child: bool = True
+    max_batch: int = Field(default=4096, gt=0)
+    dead_letters_kept: int = Field(default=1000, gt=0)
+    tick_interval: Duration = timedelta(seconds=1)
+    # Young-generation threshold of Python's cyclic collector (default 700). Intake allocates
+    # many short-lived containers; at 700 the collector runs hundreds of times a second under
+    # load and costs a third of ingest throughput. Refcounting frees nearly everything.
+    gc_threshold: int = Field(default=50_000, gt=0)
+    # How often the daemon runs a full garbage collection and hands freed heap memory back to
+    # the OS (glibc malloc_trim), in daemon time; 0 turns it off. See daemon/memory.py.
+    memory_interval: Duration = timedelta(minutes=10)
+
+
+class Settings(BaseSettings):
+    """The whole configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="WATCHKEEPER_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    store: str = "sqlite:///./var/events.db"
+    state_dir: Path = Path("./var")
+    http: HttpConfig = HttpConfig()
+    auth: AuthConfig = AuthConfig()
+    grouping: GroupingConfig = GroupingConfig()
+    logging: LoggingConfig = LoggingConfig()
+    tuning: StoreTuning = StoreTuning()
+    notifications: NotificationsConfig = NotificationsConfig()
+    sources: SourcesConfig = SourcesConfig()
+    rules: list[RuleConfig] = []
+    agent: AgentConfig = AgentConfig()
+    actions: ActionsConfig = ActionsConfig()
+
+    @field_validator("store")
+    @classmethod
+    def _store_url(cls, v: str) -> str:
+        if v.startswith(("postgresql://", "postgres://", "sqlite://")) or "://" not in v:
+            return v
+        raise ValueError("expected a file path, sqlite:///path or postgresql://user@host/db")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the file (the file arrives as init kwargs).
+        return env_settings, init_settings
+
+    def secrets_problems(self) -> list[str]:
+        """Check that every secret reference resolves; return `path: reason` lines."""
+        problems = []
+        for i, t in enumerate(self.auth.tokens):
+            try:
+                resolve_secret(t.token)
+            except ValueError as e:
+                problems.append(f"auth.tokens[{i}].token: {e}")
+        if self.auth.ingest_token:
+            try:
+                resolve_secret(self.auth.ingest_token)
+            except ValueError as e:
+                problems.append(f"auth.ingest_token: {e}")
+        for path, ref in (self.agent.secret_refs() | self.actions.secret_refs()).items():
+            try:
+                resolve_secret(ref)
+            except ValueError as e:
+                problems.append(f"{path}: {e}")
+        problems += self.sources.secrets_problems(resolve_secret)
+        # Not a secret, but like secrets it is checked across sections after validation.
+        problems += rule_name_problems(self.rules, self.sources)
+        return problems
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _message(err: Any) -> str:
+    kind, msg = err["type"], err["msg"]
+    if kind == "extra_forbidden":
+        return "unknown setting; remove it or check its spelling"
+    if kind == "missing":
+        return "required setting is missing"
+    return re.sub(r"^(Value error|Assertion failed), ", "", msg)
+
+
+def format_errors(exc: ValidationError) -> list[str]:
+    """Every validation error as `path.in.file: what is wrong`."""
+    return [f"{_loc(tuple(e['loc']))}: {_message(e)}" for e in exc.errors()]
+
+
+def load_config(path: str | Path | None) -> Settings:
+    """Read, validate and return the settings; raise ConfigError listing every problem."""
+    data: Any = {}
+    source = str(path) if path else "(defaults)"
+    if path is not None:
+        try:
+            text = Path(path).read_text()
+        except OSError as e:
+            raise ConfigError(source, [f"cannot read the file: {e.strerror}"]) from e
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+            raise ConfigError(source, [f"{where}: not valid YAML ({e})"]) from e
+        if not isinstance(data, dict):
+            raise ConfigError(source, ["(top level): expected a mapping of settings"])
+    try:
+        settings = Settings(**data)
+    except ValidationError as e:
+        raise ConfigError(source, format_errors(e)) from e
+    problems = settings.secrets_problems()
+    if problems:
+        raise ConfigError(source, problems)
+    return settings

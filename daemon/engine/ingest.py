@@ -1,0 +1,386 @@
+"""The Ingestor: the one path by which anything becomes an event.
+
+Commands queue up; one task takes every queued command, decides them in order against the
+world, commits all resulting events in one transaction on the writer thread, then answers
+every caller. A caller's await returns only once its events are committed (group commit).
+Submissions that carry a source position (Kafka offsets) are committed on their own so the
+position lands in the same transaction as their events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+from eventsourcing.persistence import IntegrityError, Tracking
+
+from daemon.domain import Command, GroupingPolicy, Rejected, Tick, World, decide, evolve
+from daemon.domain.events import DomainEvent
+from daemon.engine.projections import Projections
+from daemon.engine.snapshot import Snapshot, available
+from daemon.engine.store import EventLog, StoreUnavailable
+
+log = logging.getLogger("watchkeeper.ingest")
+
+# Seconds a checkpoint child may take; a world of a million alerts serializes in a few.
+CHILD_TIMEOUT = 300.0
+
+T = TypeVar("T")
+Listener = Callable[[int, DomainEvent], None]
+
+
+@dataclass
+class _Submission:
+    commands: Sequence[Command]
+    future: asyncio.Future[list[DomainEvent]]
+    tracking: Tracking | None = None
+    events: list[DomainEvent] = field(default_factory=list)
+    error: BaseException | None = None
+
+
+class Ingestor:
+    """Owns the world, the event log's writer thread and the commit pipeline."""
+
+    def __init__(
+        self,
+        log_: EventLog,
+        policy: GroupingPolicy,
+        clock: Callable[[], datetime],
+        *,
+        max_batch: int = 4096,
+        checkpoint_every: int = 20_000,
+        dead_letters_kept: int = 1000,
+        checkpoint_in_child: bool = True,
+    ) -> None:
+        self.log = log_
+        self.policy = policy
+        self.clock = clock
+        self.max_batch = max_batch
+        self.checkpoint_every = checkpoint_every
+        # Serialize checkpoints in a forked child (daemon/snapshot.py) rather than on the loop.
+        self.checkpoint_in_child = checkpoint_in_child and available()
+        self._snapshot: asyncio.Task[None] | None = None
+        # The last child failed (say the OOM killer took it): write the next one in-process.
+        self._child_failed = False
+        self.checkpoints_in_child = 0
+        # A child that has not delivered by then is killed and the next checkpoint written
+        # in-process (say it hangs on a lock another thread held at the fork).
+        self.child_timeout = CHILD_TIMEOUT
+        self.world = World(policy=policy)
+        self.projections = Projections(dead_letters_kept)
+        self.listeners: list[Listener] = []
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wk-writer")
+        self._queue: asyncio.Queue[_Submission] = asyncio.Queue()
+        self._checkpointed_at = 0
+        # Size of the last checkpoint and the log bytes written when it was taken: a new one
+        # waits until the log since is at least as large (see `_checkpoint_due`).
+        self._checkpoint_bytes = 0
+        self._log_bytes_at_checkpoint = 0
+        self._task: asyncio.Task[None] | None = None
+        self.ready = False
+        self.commits = 0
+        self.last_commit_seconds = 0.0
+        self.write_latency_observer: Callable[[float], None] | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Rebuild the world from the newest checkpoint and the log after it, then accept work."""
+        started = time.monotonic()
+        replayed = await self._in_writer(self._rebuild)
+        self.ready = True
+        self._task = asyncio.create_task(self._run(), name="ingestor")
+        log.info(
+            "state rebuilt position=%d replayed=%d incidents=%d silences=%d seconds=%.3f",
+            self.world.position,
+            replayed,
+            len(self.world.incidents),
+            len(self.world.silences),
+            time.monotonic() - started,
+        )
+
+    async def close(self) -> None:
+        """Finish queued work, write a checkpoint, stop the writer thread."""
+        if self._task is not None:
+            await self._queue.join()
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+            if self._snapshot is not None and not self._snapshot.done():
+                # Stop the child: the checkpoint below covers all it would have written, and
+                # shutdown does not wait on a child that may be slow or stuck.
+                self._snapshot.cancel()
+            await self.checkpoint_written()
+            if self.ready and self.world.position > self._checkpointed_at:
+                # Nothing else runs now: serialize here rather than fork.
+                await self._checkpoint()
+        self.writer.shutdown(wait=True)
+
+    # --- submitting ----------------------------------------------------------------------
+
+    async def submit(
+        self, commands: Sequence[Command], tracking: Tracking | None = None
+    ) -> list[DomainEvent]:
+        """Decide and commit; return the committed events (empty when nothing changed).
+
+        A single command that state refuses raises `Rejected`; in a batch of several,
+        refused commands are skipped (sources do not get to argue).
+        """
+        fut: asyncio.Future[list[DomainEvent]] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Submission(commands, fut, tracking))
+        return await fut
+
+    async def execute(self, command: Command) -> list[DomainEvent]:
+        """Submit one command from a person; raises `Rejected` with the reason."""
+        return await self.submit([command])
+
+    async def position(self, name: str) -> int | None:
+        """A source's committed position (e.g. `kafka:alerts:0`)."""
+        return await self._in_writer(self.log.position, name)
+
+    async def checkpoint_written(self) -> None:
+        """Return once no checkpoint is being written by a child (at once if none is)."""
+        if self._snapshot is not None:
+            await asyncio.gather(self._snapshot, return_exceptions=True)
+
+    async def writer_answers(self) -> None:
+        """Return once the writer thread has run a no-op (the watchdog bounds the wait)."""
+        await self._in_writer(lambda: None)
+
+    async def tick(self) -> list[DomainEvent]:
+        """Let time pass: lease expiry, closing, silence expiry."""
+        return await self.submit([Tick()])
+
+    # --- the pipeline --------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            items = [await self._queue.get()]
+            while len(items) < self.max_batch and not self._queue.empty():
+                items.append(self._queue.get_nowait())
+            try:
+                for segment in _segments(items):
+                    await self._process(segment)
+            finally:
+                for _ in items:
+                    self._queue.task_done()
+
+    async def _process(self, batch: list[_Submission]) -> None:
+        now = self.clock()
+        all_events: list[DomainEvent] = []
+        for sub in batch:
+            for cmd in sub.commands:
+                try:
+                    evs = decide(self.world, cmd, now)
+                except Rejected as e:
+                    if len(sub.commands) == 1:
+                        sub.error = e
+                    continue
+                except Exception as e:  # a bug must not take intake down with it
+                    log.exception("decide failed command=%s", type(cmd).__name__)
+                    sub.error = e
+                    continue
+                sub.events.extend(evs)
+            all_events.extend(sub.events)
+        tracking = batch[0].tracking if len(batch) == 1 else None
+        if tracking is not None and batch[0].error is not None:
+            # Refused means nothing recorded, the position included: the caller decides
+            # what to record instead (a dead letter, or the position alone).
+            tracking = None
+        if all_events or tracking is not None:
+            try:
+                t0 = time.perf_counter()
+                ids = await self._in_writer(self.log.append, all_events, tracking)
+                elapsed = time.perf_counter() - t0
+            except IntegrityError as e:
+                if all_events:
+                    await self._commit_failed(batch, e, len(all_events))
+                    return
+                # A position at or behind the recorded one: already recorded, nothing to do.
+                log.warning("position not advanced, already recorded: %s", e)
+                ids, elapsed = [], 0.0
+            except Exception as e:
+                await self._commit_failed(batch, e, len(all_events))
+                return
+            self.commits += 1
+            self.last_commit_seconds = elapsed
+            if self.write_latency_observer is not None:
+                self.write_latency_observer(elapsed)
+            for pos, ev in zip(ids, all_events, strict=False):
+                self._publish(pos, ev)
+            if ids:
+                self.world.position = ids[-1]
+        for sub in batch:
+            if sub.future.done():
+                continue
+            if sub.error is not None:
+                sub.future.set_exception(sub.error)
+            else:
+                sub.future.set_result(sub.events)
+        if self._checkpoint_due():
+            await self._begin_checkpoint()
+
+    def _checkpoint_due(self) -> bool:
+        """Every `checkpoint_every` events, once the log since is as large as a checkpoint.
+
+        Serialising the world costs in proportion to its size; with a large hot set (100k
+        firing alerts) a checkpoint every 20k events spent more time on checkpoints than on
+        the events. Waiting until the events written since add up to the last checkpoint's
+        size keeps the cost per event bounded (geometric while the world grows), and a
+        restart still replays no more bytes of log than it loads of checkpoint. One
+        checkpoint at a time: none is due while a child is still writing one.
+        """
+        if self._snapshot is not None and not self._snapshot.done():
+            return False
+        if self.world.position - self._checkpointed_at < self.checkpoint_every:
+            return False
+        written = self.log.bytes_appended - self._log_bytes_at_checkpoint
+        return written >= self._checkpoint_bytes
+
+    async def _commit_failed(self, batch: list[_Submission], e: Exception, events: int) -> None:
+        """The world already holds uncommitted events: rebuild it and fail the batch."""
+        log.exception("commit failed events=%d; rebuilding state from the log", events)
+        await self._in_writer(self._rebuild)
+        err = StoreUnavailable(f"event store commit failed: {e}")
+        for sub in batch:
+            if not sub.future.done():
+                sub.future.set_exception(err)
+
+    def _publish(self, position: int, event: DomainEvent) -> None:
+        self.projections.apply(position, event)
+        for listener in self.listeners:
+            try:
+                listener(position, event)
+            except Exception:
+                log.exception("listener failed event=%s", type(event).__name__)
+
+    async def _begin_checkpoint(self) -> None:
+        """Checkpoint the world as committed now, serialized by a forked child.
+
+        Called between batches, when the world holds exactly what is committed. The fork is
+        the snapshot; the child's bytes are stored by the writer thread when they arrive,
+        while intake goes on. Without fork, or after a child failed, it is written here.
+        """
+        if not self.checkpoint_in_child or self._child_failed:
+            self._child_failed = False
+            await self._checkpoint()
+            return
+        position = self.world.position
+        try:
+            child = Snapshot.fork(self._state)
+        except OSError as e:
+            log.warning("cannot fork a checkpoint writer (%s); writing it in-process", e)
+            await self._checkpoint()
+            return
+        previous = (self._checkpointed_at, self._log_bytes_at_checkpoint)
+        self._checkpointed_at = position
+        self._log_bytes_at_checkpoint = self.log.bytes_appended
+        self._snapshot = asyncio.create_task(
+            self._store_snapshot(child, position, previous), name="checkpoint"
+        )
+
+    async def _store_snapshot(
+        self, child: Snapshot, position: int, previous: tuple[int, int]
+    ) -> None:
+        try:
+            size, blob = await asyncio.wait_for(child.result(), self.child_timeout)
+            await self._in_writer(self.log.save_compressed_checkpoint, position, blob)
+        except BaseException as e:
+            # Nothing stored: count from the last stored checkpoint again.
+            self._checkpointed_at, self._log_bytes_at_checkpoint = previous
+            if not isinstance(e, Exception):
+                raise  # close() stopped the child (result() kills it); it checkpoints itself
+            # The next comes soon, written in-process (a child that ran out of memory would
+            # fail again).
+            self._child_failed = True
+            reason = (
+                f"the child did not deliver within {self.child_timeout:g}s and was killed"
+                if isinstance(e, TimeoutError)
+                else str(e)
+            )
+            log.warning(
+                "checkpoint not written position=%d: %s; the next is written in-process",
+                position, reason,
+            )
+            return
+        self._checkpoint_bytes = size
+        self.checkpoints_in_child += 1
+        log.info(
+            "checkpoint written position=%d bytes=%d compressed=%d by=child",
+            position, size, len(blob),
+        )
+
+    async def _checkpoint(self) -> None:
+        """Write a checkpoint of the world as it is, serialized on the event loop."""
+        position = self.world.position
+        state = self._state()
+        await self._in_writer(self.log.save_checkpoint, position, state)
+        self._checkpointed_at = position
+        self._checkpoint_bytes = len(state)
+        self._log_bytes_at_checkpoint = self.log.bytes_appended
+        log.info("checkpoint written position=%d bytes=%d", position, len(state))
+
+    def _state(self) -> bytes:
+        """The world and the read models as one JSON document (what a checkpoint stores)."""
+        # pydantic's own JSON serializer: several times faster than model_dump + json.dumps
+        # on a large world.
+        return b"".join(
+            (
+                b'{"world":',
+                self.world.model_dump_json(exclude={"policy"}).encode(),
+                b',"projections":',
+                json.dumps(self.projections.to_checkpoint()).encode(),
+                b"}",
+            )
+        )
+
+    # --- writer thread -------------------------------------------------------------------
+
+    async def _in_writer(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.writer, fn, *args)
+
+    def _rebuild(self) -> int:
+        """Fold checkpoint + log into a fresh world (writer thread; nothing else runs)."""
+        world = World(policy=self.policy)
+        projections = Projections(self.projections.dead_letters.maxlen or 1000)
+        cp = self.log.load_checkpoint()
+        if cp is not None:
+            position, blob = cp
+            data = json.loads(blob)
+            world = World.model_validate({**data["world"], "policy": self.policy})
+            world.position = position
+            projections.restore(data.get("projections", {}))
+            self._checkpointed_at = position
+        replayed = 0
+        while True:
+            page = self.log.read(world.position, 5000)
+            if not page:
+                break
+            for rec in page:
+                evolve(rec.event, world)
+                projections.apply(rec.id, rec.event)
+                world.position = rec.id
+            replayed += len(page)
+        # Lease renewals were soft state and are gone: give sources one resolve_timeout
+        # to renew before anything resolves by lease (as a restarted Alertmanager would).
+        world.lease_grace_until = self.clock() + self.policy.resolve_timeout
+        self.world, self.projections = world, projections
+        return replayed
+
+
+def _segments(items: list[_Submission]) -> list[list[_Submission]]:
+    """Group consecutive position-free submissions; each positioned one stands alone."""
+    out: list[list[_Submission]] = []
+    for sub in items:
+        if sub.tracking is None and out and out[-1][0].tracking is None:
+            out[-1].append(sub)
+        else:
+            out.append([sub])
+    return out

@@ -1,0 +1,205 @@
+"""The event log: eventsourcing's process recorder (SQLite or PostgreSQL), used synchronously.
+
+Only the writer thread calls the write methods (see `daemon.ingest.Ingestor`). Reads may
+come from other threads: the library's connection pools make that safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+from uuid import UUID
+
+from eventsourcing.persistence import (
+    AggregateRecorder,
+    InfrastructureFactory,
+    Mapper,
+    ProcessRecorder,
+    StoredEvent,
+    Tracking,
+)
+from pydantic import BaseModel
+
+from daemon.domain import registry
+from daemon.domain.events import DomainEvent
+
+log = logging.getLogger("watchkeeper.store")
+
+# The stream holding world checkpoints (state folded up to a notification id).
+CHECKPOINT_ID = UUID("00000000-0000-4000-8000-00000000c0de")
+CHECKPOINT_TOPIC = registry.CHECKPOINT_FORMAT
+# zlib level for checkpoints: the fastest; a world's JSON still shrinks several times.
+CHECKPOINT_LEVEL = 1
+
+
+class StoreUnavailable(Exception):  # noqa: N818 - reads as a condition
+    """The event store did not commit; nothing was accepted."""
+
+
+class PydanticMapper(Mapper[UUID]):
+    """Stores events as their pydantic JSON under their registered name and version.
+
+    The topic is the event's stable name from `daemon.domain.registry`, never its Python
+    path; older schema versions and pre-registry topics are upcast on read.
+    """
+
+    def to_stored_event(self, domain_event: Any) -> StoredEvent:
+        event: BaseModel = domain_event
+        return StoredEvent(
+            originator_id=domain_event.originator_id,
+            originator_version=domain_event.originator_version,
+            topic=registry.topic_of(domain_event),
+            state=event.model_dump_json().encode(),
+        )
+
+    def to_domain_event(self, stored: StoredEvent) -> Any:
+        return registry.decode(stored.topic, stored.state)
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """An event with its position in the global, ordered log."""
+
+    id: int
+    event: DomainEvent
+
+
+def environment_for(url: str, *, schema: str | None = None) -> dict[str, str]:
+    """Translate `store:` (a path, sqlite:///path, or postgresql://...) into eventsourcing env."""
+    if url.startswith(("postgresql://", "postgres://")):
+        u = urlparse(url)
+        env = {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": (u.path or "/").lstrip("/") or "postgres",
+            "POSTGRES_HOST": u.hostname or "127.0.0.1",
+            "POSTGRES_PORT": str(u.port or 5432),
+            "POSTGRES_USER": unquote(u.username or "postgres"),
+            "POSTGRES_PASSWORD": unquote(u.password or ""),
+            "POSTGRES_CONNECT_TIMEOUT": "5",
+            "POSTGRES_POOL_SIZE": "4",
+        }
+        params = dict(p.split("=", 1) for p in u.query.split("&") if "=" in p)
+        if schema or params.get("schema"):
+            env["POSTGRES_SCHEMA"] = schema or params["schema"]
+        return env
+    path = url.removeprefix("sqlite:///").removeprefix("sqlite://")
+    if path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+        "SQLITE_DBNAME": path,
+        "SQLITE_LOCK_TIMEOUT": "10",
+    }
+
+
+class EventLog:
+    """Append events atomically (with an optional source position), read them back in order."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_postgres = url.startswith(("postgresql://", "postgres://"))
+        self.factory: InfrastructureFactory[Any] = InfrastructureFactory.construct(
+            environment_for(url)
+        )
+        self.recorder: ProcessRecorder = self.factory.process_recorder()
+        self.checkpoints: AggregateRecorder = self.factory.aggregate_recorder("snapshots")
+        self.mapper = PydanticMapper(transcoder=self.factory.transcoder())
+        # Bytes of event state appended by this process (writer thread), for checkpointing.
+        self.bytes_appended = 0
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self.factory.close()
+
+    # --- writes (writer thread only) -----------------------------------------------------
+
+    def append(
+        self, events: Sequence[DomainEvent], tracking: Tracking | None = None
+    ) -> list[int]:
+        """Commit events (and the tracking position, if any) in one transaction."""
+        stored = [self.mapper.to_stored_event(e) for e in events]
+        if not stored and tracking is not None:
+            self.recorder.insert_tracking(tracking)
+            return []
+        ids = self.recorder.insert_events(stored, tracking=tracking)
+        self.bytes_appended += sum(len(s.state) for s in stored)
+        return list(ids or [])
+
+    def save_checkpoint(self, position: int, state: bytes) -> None:
+        """Store a compressed checkpoint of state folded up to `position`; keep the last two."""
+        self.save_compressed_checkpoint(position, zlib.compress(state, CHECKPOINT_LEVEL))
+
+    def save_compressed_checkpoint(self, position: int, blob: bytes) -> None:
+        """Store a checkpoint already compressed with zlib (see `daemon.snapshot`)."""
+        self.checkpoints.insert_events(
+            [StoredEvent(CHECKPOINT_ID, position, CHECKPOINT_TOPIC, blob)]
+        )
+        older = self.checkpoints.select_events(CHECKPOINT_ID, desc=True, limit=3)
+        if len(older) > 2:
+            self._delete_checkpoints_upto(older[-1].originator_version)
+
+    def _delete_checkpoints_upto(self, version: int) -> None:
+        table = getattr(self.checkpoints, "events_table_name", "stored_snapshots")
+        ds = self.factory.datastore  # type: ignore[attr-defined]
+        if self.is_postgres:
+            # The recorder's tables live in the configured schema (?schema=), not search_path.
+            table = f'"{ds.schema}"."{table}"'
+        param = "%s" if self.is_postgres else "?"
+        oid: Any = CHECKPOINT_ID if self.is_postgres else CHECKPOINT_ID.hex
+        with ds.transaction(commit=True) as c:
+            c.execute(
+                f"DELETE FROM {table} WHERE originator_id = {param} "  # noqa: S608
+                f"AND originator_version <= {param}",
+                (oid, version),
+            )
+
+    # --- reads ---------------------------------------------------------------------------
+
+    def load_checkpoint(self) -> tuple[int, bytes] | None:
+        """The newest checkpoint as (position, state), or None."""
+        rows = self.checkpoints.select_events(CHECKPOINT_ID, desc=True, limit=1)
+        if not rows:
+            return None
+        if rows[0].topic not in registry.CHECKPOINT_FORMATS:
+            # Written in a format this version cannot read: the log alone rebuilds the state.
+            log.warning(
+                "ignoring checkpoint in unknown format %r; rebuilding from the log", rows[0].topic
+            )
+            return None
+        return rows[0].originator_version, zlib.decompress(rows[0].state)
+
+    def read(self, after: int = 0, limit: int = 1000) -> list[Recorded]:
+        """Events with notification id > after, oldest first."""
+        notes = self.recorder.select_notifications(
+            start=after, limit=limit, inclusive_of_start=False
+        )
+        return [Recorded(n.id, self.mapper.to_domain_event(n)) for n in notes]
+
+    def read_raw(
+        self, after: int = 0, limit: int = 1000
+    ) -> list[tuple[int, str, bytes, UUID, int]]:
+        """Undecoded notifications: (id, topic, json, originator, version) for export/paging."""
+        notes = self.recorder.select_notifications(
+            start=after, limit=limit, inclusive_of_start=False
+        )
+        return [
+            (n.id, n.topic, n.state, UUID(str(n.originator_id)), n.originator_version)
+            for n in notes
+        ]
+
+    def stream(self, originator_id: UUID) -> list[DomainEvent]:
+        """All events of one stream (an incident's timeline), oldest first."""
+        return [self.mapper.to_domain_event(s) for s in self.recorder.select_events(originator_id)]
+
+    def max_id(self) -> int:
+        """The newest notification id (0 for an empty log)."""
+        return self.recorder.max_notification_id() or 0
+
+    def position(self, name: str) -> int | None:
+        """The recorded position of a source (e.g. kafka:topic:partition), or None."""
+        return self.recorder.max_tracking_id(name)

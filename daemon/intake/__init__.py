@@ -1,0 +1,1 @@
+"""How alerts and samples come in: the Source protocol, alert formats, stream payloads."""

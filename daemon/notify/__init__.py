@@ -1,0 +1,1 @@
+"""Notifications: the pipeline, message content and the escalation reaction."""

@@ -1,0 +1,164 @@
+"""Tools that read watchkeeper's own state: the incident's alerts, and how past incidents ended."""
+
+from __future__ import annotations
+
+from itertools import islice
+from typing import Any
+
+from daemon.domain.state import World
+from daemon.runbooks.tools import (
+    AlertContextArgs,
+    PastIncidentsArgs,
+    ToolContext,
+    ToolResult,
+    error,
+)
+
+MAX_ALERTS = 50
+
+
+def common_labels(world: World, incident_id: Any) -> dict[str, str]:
+    """Labels shared by all of an incident's firing alerts (all of its alerts if none fire),
+    plus its group labels."""
+    inc = world.incidents.get(incident_id) or world.closed.get(incident_id)
+    labels = dict(inc.group_labels) if inc else {}
+    shared = world.shared_labels(incident_id, firing_only=True)
+    if shared is None:
+        shared = world.shared_labels(incident_id)
+    return labels | (shared or {})
+
+
+def incident_context(world: World, incident_id: Any) -> dict[str, Any]:
+    """The incident and its alerts (labels and annotations verbatim: untrusted data)."""
+    inc = world.incidents.get(incident_id) or world.closed.get(incident_id)
+    if inc is None:
+        return {}
+    alerts = list(islice(world.member_alerts(incident_id), MAX_ALERTS))
+    return {
+        "incident": {
+            "id": str(inc.id),
+            "title": inc.title,
+            "state": inc.state,
+            "severity": inc.severity,
+            "opened_at": inc.opened_at.isoformat(),
+            "firing": inc.firing,
+            "alerts_total": inc.alerts_total,
+            "reopen_count": inc.reopen_count,
+        },
+        "labels": common_labels(world, incident_id),
+        "alerts": [
+            {
+                "status": a.alert.status,
+                "labels": a.alert.labels,
+                "annotations": a.alert.annotations,
+                "starts_at": a.alert.starts_at.isoformat(),
+                "source": a.alert.source,
+            }
+            for a in alerts
+        ],
+        "alerts_not_shown": max(0, len(world.members.get(incident_id, ())) - MAX_ALERTS),
+    }
+
+
+class AlertContext:
+    """`alert_context`: the incident and its alerts as they are now."""
+
+    name = "alert_context"
+    args = AlertContextArgs
+
+    async def run(self, args: AlertContextArgs, ctx: ToolContext) -> ToolResult:
+        """Read the incident from the world."""
+        data = incident_context(ctx.world, ctx.incident_id)
+        if not data:
+            return error(ctx.now, "the incident is no longer in the hot set", status="no_data")
+        inc = data["incident"]
+        names = sorted({a["labels"].get("alertname", "") for a in data["alerts"]})
+        return ToolResult(
+            status="ok",
+            observed_at=ctx.now,
+            summary=(
+                f"incident {inc['title']} is {inc['state']} (severity {inc['severity']}), "
+                f"{inc['firing']} of {inc['alerts_total']} alerts firing: {', '.join(names)}"
+            ),
+            facts={
+                "firing": inc["firing"],
+                "alerts_total": inc["alerts_total"],
+                "state": inc["state"],
+            },
+            data=data,
+        )
+
+
+class PastIncidents:
+    """`past_incidents`: earlier runs of the same runbook or incidents with the same labels."""
+
+    name = "past_incidents"
+    args = PastIncidentsArgs
+
+    async def run(self, args: PastIncidentsArgs, ctx: ToolContext) -> ToolResult:
+        """Match by runbook, or by alertname and instance, newest first."""
+        world = ctx.world
+        me = world.incidents.get(ctx.incident_id) or world.closed.get(ctx.incident_id)
+        key = {k: ctx.labels.get(k) for k in ("alertname", "instance") if ctx.labels.get(k)}
+        found: dict[Any, dict[str, Any]] = {}
+        book = world.investigations
+        for inv in sorted(
+            (*book.past.values(), *book.active.values()), key=lambda i: i.started_at, reverse=True
+        ):
+            if inv.incident_id == ctx.incident_id or inv.runbook_id != ctx.runbook_id:
+                continue
+            if not inv.finished or inv.incident_id in found:
+                continue
+            found[inv.incident_id] = {
+                "incident_id": str(inv.incident_id),
+                "runbook": f"{inv.runbook_id}@{inv.runbook_version}",
+                "investigated_at": inv.started_at.isoformat(),
+                "summary": inv.summary[:400],
+                "probable_cause": inv.probable_cause[:300],
+                "proposed": [f"{p.action_id} {p.params}" for p in inv.proposals],
+                "escalated": inv.escalated,
+            }
+        for inc in (*world.closed.values(), *world.incidents.values()):
+            if me is not None and inc.id == me.id:
+                continue
+            same = bool(key) and all(
+                inc.group_labels.get(k) == v for k, v in key.items() if k in inc.group_labels
+            )
+            if inc.id in found or (same and any(k in inc.group_labels for k in key)):
+                entry = found.setdefault(inc.id, {"incident_id": str(inc.id)})
+                entry |= {
+                    "title": inc.title,
+                    "opened_at": inc.opened_at.isoformat(),
+                    "state": inc.state,
+                    "resolved_by": inc.resolved_by
+                    or ("alerts resolved" if inc.resolved_at else ""),
+                    "minutes_open": round(
+                        ((inc.resolved_at or inc.updated_at) - inc.opened_at).total_seconds() / 60,
+                        1,
+                    ),
+                    "reopened": inc.reopen_count,
+                }
+        rows = sorted(
+            found.values(),
+            key=lambda r: str(r.get("opened_at") or r.get("investigated_at") or ""),
+            reverse=True,
+        )[: args.limit]
+        if not rows:
+            return ToolResult(
+                status="no_data",
+                observed_at=ctx.now,
+                summary="no earlier incidents with this runbook or these labels in the hot set",
+                facts={"count": 0},
+            )
+        lines = [
+            f"{r.get('opened_at', r.get('investigated_at', '?'))[:16]} {r.get('title', '')} "
+            f"{r.get('state', '')}: {r.get('probable_cause') or r.get('summary', '')[:120]}"
+            for r in rows
+        ]
+        return ToolResult(
+            status="ok",
+            observed_at=ctx.now,
+            summary=f"{len(rows)} earlier incident(s): " + " | ".join(lines),
+            facts={"count": len(rows)},
+            data=rows,
+        )

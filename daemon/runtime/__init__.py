@@ -1,0 +1,1 @@
+"""The running daemon: supervisor, composition root, sd_notify, memory upkeep, logging."""

@@ -1,0 +1,404 @@
+"""The supervisor: one TaskGroup of named tasks, signals, drain on shutdown, sd_notify."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import time
+from collections.abc import Callable, Generator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from daemon.config.auth import Authenticator
+from daemon.config.secrets import resolve_secret
+from daemon.config.settings import ConfigError, Settings, load_config
+from daemon.domain import Rejected
+from daemon.engine.ingest import Ingestor
+from daemon.engine.metrics import Metrics
+from daemon.engine.reactor import Reactor
+from daemon.engine.store import EventLog
+from daemon.engine.timers import TimerService
+from daemon.intake.source import Source
+from daemon.intake.status import SourceCollector, rules_command
+from daemon.notify.pipeline import notification_status
+from daemon.runtime import memory
+from daemon.runtime.logs import setup_logging
+from daemon.runtime.sdnotify import Notifier
+from daemon.runtime.wiring import build_ingestor, build_reactions, build_sources
+from daemon.web.app import ApiContext, create_app
+
+log = logging.getLogger("watchkeeper.runtime")
+
+
+def utcnow() -> datetime:
+    """The real clock."""
+    return datetime.now(UTC)
+
+
+# Events an on-call engineer wants to see in the journal, one line each; the rest
+# (alert repeats, agent steps, notification bookkeeping) stay in the event log.
+_WORTH_LOGGING = frozenset(
+    {
+        "IncidentOpened", "IncidentAcknowledged", "IncidentResolved", "IncidentReopened",
+        "IncidentClosed", "AlertSilenced", "SilenceCreated", "SilenceEnded",
+        "DeadLetterRecorded", "ActionProposed", "PolicyDecided", "ApprovalRequested",
+        "ActionApproved", "ActionRejected", "ApprovalExpired", "ActionRequestRefused",
+        "ActionCancelled", "ActionDispatched", "ActionSucceeded", "ActionFailed",
+        "ActionOutcomeUnknown", "VerificationPassed", "VerificationFailed", "RolledBack",
+        "RollbackFailed", "ActionEscalated", "ExecutionPaused", "ExecutionResumed",
+        "NotificationFailed",
+    }
+)
+_DETAIL_FIELDS = (
+    "group_key", "incident_id", "by", "channel", "outcome", "reasons", "reason", "source",
+    "action_id", "idempotency_key", "expires_at",
+)
+
+
+def log_event(position: int, event: Any) -> None:
+    """Log one committed event worth knowing as a key=value line."""
+    name = type(event).__name__
+    if name not in _WORTH_LOGGING:
+        return
+    detail = " ".join(
+        f"{f}={getattr(event, f)!r}" for f in _DETAIL_FIELDS if getattr(event, f, None)
+    )
+    log.info("%s position=%d stream=%s %s", name, position, event.originator_id, detail)
+
+
+class QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the supervisor owns signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def all_secrets(settings: Settings) -> list[str]:
+    """Every resolvable secret value, so logs can scrub them."""
+    out = []
+    refs = [t.token for t in settings.auth.tokens]
+    if settings.auth.ingest_token:
+        refs.append(settings.auth.ingest_token)
+    for ref in refs:
+        with contextlib.suppress(ValueError):
+            out.append(resolve_secret(ref))
+    if "@" in settings.store and ":" in settings.store.split("@")[0]:
+        out.append(settings.store.split("@")[0].rsplit(":", 1)[1])
+    out.extend(settings.notifications.secret_values())
+    for ref in (settings.agent.secret_refs() | settings.actions.secret_refs()).values():
+        with contextlib.suppress(ValueError):
+            out.append(resolve_secret(ref))
+    for ref in settings.sources.secret_refs().values():
+        with contextlib.suppress(ValueError):
+            out.append(resolve_secret(ref))
+    return out
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Bind the listening socket ourselves so a busy port is a clear error, not a traceback."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise RuntimeError(f"cannot listen on {host}:{port}: {e.strerror}") from e
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+class Supervisor:
+    """Runs the daemon until SIGTERM/SIGINT; SIGHUP reloads what can change safely."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        config_path: str | Path | None = None,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        notifier: Notifier | None = None,
+        owns_process: bool = False,
+    ) -> None:
+        self.settings = settings
+        # The process is this daemon's alone (`watchkeeper run`, benchmarks), so it tunes
+        # the collector and allocator for itself (daemon/memory.py); tests share theirs.
+        self.owns_process = owns_process
+        if owns_process:
+            memory.configure(settings.tuning.gc_threshold)
+        self.tidied_at: datetime | None = None
+        self.config_path = config_path
+        self.clock = clock
+        self.notifier = notifier or Notifier()
+        self.metrics = Metrics()
+        self.started = time.monotonic()
+        self.stop = asyncio.Event()
+        self.writer_ok_at = time.monotonic()
+        self.ingestor: Ingestor | None = None
+        self.ctx: ApiContext | None = None
+        self.sources: list[Source] = []
+        self.running_sources = settings.sources
+        self.timers: TimerService | None = None
+        self.reactor: Reactor | None = None
+
+    # --- status --------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """What /healthz, /api/v1/status and the STATUS= line report."""
+        ing = self.ingestor
+        world = ing.world if ing else None
+        counts: dict[str, int] = {}
+        firing = silences = 0
+        if world is not None:
+            for inc in world.incidents.values():
+                counts[inc.state] = counts.get(inc.state, 0) + 1
+            firing = sum(1 for a in world.alerts.values() if a.firing and a.incident_id)
+            now = self.clock()
+            silences = sum(1 for s in world.silences.values() if s.state(now) == "active")
+        writer_age = time.monotonic() - self.writer_ok_at
+        writer_ok = writer_age < 30
+        return {
+            "healthy": bool(ing and ing.ready and writer_ok),
+            "ready": bool(ing and ing.ready),
+            "writer": "ok" if writer_ok else f"no answer for {writer_age:.0f}s",
+            "position": world.position if world else 0,
+            "incidents": counts,
+            "alerts_firing": firing,
+            "silences_active": silences,
+            "dead_letters": len(ing.projections.dead_letters) if ing else 0,
+            "event_counts": dict(ing.projections.event_counts) if ing else {},
+            "sources": {src.name: src.health.model_dump() for src in self.sources},
+            "uptime_seconds": round(time.monotonic() - self.started, 1),
+            "store": "postgresql" if self.settings.store.startswith("postgres") else "sqlite",
+            "notifications": notification_status(world) if world is not None else {},
+            "reactions": self.reactor.status() if self.reactor is not None else {},
+        }
+
+    def status_line(self) -> str:
+        """One line for systemd's STATUS=."""
+        h = self.health()
+        inc = h["incidents"]
+        bad = [src.name for src in self.sources if not src.health.connected]
+        src = "sources ok" if not bad else "degraded: " + ", ".join(bad)
+        actions = self.ingestor.world.actions if self.ingestor else None
+        waiting = len(actions.pending()) if actions else 0
+        paused = ", execution PAUSED" if actions and actions.paused else ""
+        return (
+            f"{inc.get('open', 0)} open incidents, {inc.get('acknowledged', 0)} acknowledged, "
+            f"{waiting} awaiting approval, {h['alerts_firing']} alerts firing, {src}{paused}"
+        )
+
+    # --- running -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Start everything, serve until asked to stop, then drain and exit."""
+        s = self.settings
+        sock = bind(s.http.host, s.http.port)
+        store = await asyncio.to_thread(EventLog, s.store)
+        self.notifier.send("STATUS=rebuilding state from the event log")
+        ing = build_ingestor(s, store, self.clock)
+        ing.write_latency_observer = self.metrics.store_write.observe
+        ing.listeners.append(log_event)
+        self.ingestor = ing
+        self.metrics.watch_state(self._metric_snapshot)
+        self.metrics.registry.register(SourceCollector(lambda: self.sources))
+        await ing.start()
+        # Rules before any source delivers samples; absence clocks restart from now.
+        self.running_sources = s.sources
+        await self._configure_rules(s, resuming=True)
+        reactor = self.reactor = Reactor(ing, build_reactions(s, ing, self.clock))
+        for collector in reactor.collectors():
+            self.metrics.registry.register(collector)
+        self.sources = build_sources(s, ing, self.clock)
+        self.ctx = ApiContext(s, ing, self.clock, self.metrics, Authenticator(s), self.health)
+        server = QuietServer(
+            uvicorn.Config(
+                create_app(self.ctx),
+                lifespan="off",
+                log_config=None,
+                access_log=False,
+                timeout_graceful_shutdown=int(s.http.drain_timeout.total_seconds()) or 1,
+            )
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._request_stop, sig)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        try:
+            async with contextlib.AsyncExitStack() as stack, asyncio.TaskGroup() as tg:
+                await reactor.start()
+                stack.push_async_callback(reactor.close)
+                # Durable timers: fires what came due while we were down, then watches.
+                self.timers = TimerService(ing, self.clock)
+                await self.timers.start()
+                stack.push_async_callback(self.timers.close)
+                for src in self.sources:
+                    await stack.enter_async_context(src)
+                http = tg.create_task(server.serve(sockets=[sock]), name="http")
+                ticker = tg.create_task(self._ticker(), name="ticker")
+                dog = tg.create_task(self._watchdog(), name="watchdog")
+                await self._until_serving(server, http)
+                log.info(
+                    "watchkeeper ready listen=%s store=%s position=%d",
+                    s.http.listen,
+                    self.health()["store"],
+                    ing.world.position,
+                )
+                self.notifier.send("READY=1", f"STATUS={self.status_line()}")
+                await self.stop.wait()
+                self.notifier.send("STOPPING=1", "STATUS=draining")
+                # Stop intake from streams first, then drain HTTP; the log keeps the rest.
+                await stack.aclose()
+                server.should_exit = True
+                await http
+                ticker.cancel()
+                dog.cancel()
+        finally:
+            await ing.close()
+            await asyncio.to_thread(store.close)
+            sock.close()
+            self.notifier.close()
+            log.info("watchkeeper stopped position=%d", ing.world.position)
+
+    def _request_stop(self, sig: signal.Signals) -> None:
+        log.info("received %s; draining in-flight requests and commits", sig.name)
+        self.stop.set()
+
+    async def _until_serving(self, server: uvicorn.Server, http: asyncio.Task[None]) -> None:
+        while not server.started:
+            if http.done():
+                http.result()
+                raise RuntimeError("HTTP server exited during start-up")
+            await asyncio.sleep(0.01)
+
+    async def _ticker(self) -> None:
+        assert self.ingestor is not None
+        interval = self.settings.tuning.tick_interval.total_seconds()
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.ingestor.tick()  # what it records is logged by log_event
+            except Exception:
+                log.exception("tick failed")
+            self._maybe_tidy()
+
+    def _maybe_tidy(self) -> None:
+        """Memory upkeep (daemon/memory.py): at the first tick, once state is rebuilt, settle
+        (collect and freeze what the rebuild allocated); then tidy every
+        `tuning.memory_interval` of daemon time."""
+        if not self.owns_process:
+            return
+        every = self.settings.tuning.memory_interval
+        now = self.clock()
+        if self.tidied_at is None:
+            self.tidied_at = now
+            memory.settle()
+        elif every and now - self.tidied_at >= every:
+            self.tidied_at = now
+            memory.tidy()
+
+    async def _watchdog(self) -> None:
+        assert self.ingestor is not None
+        interval = self.notifier.watchdog_interval or 5.0
+        patience = max(interval, 1.0)
+        while True:
+            try:
+                async with asyncio.timeout(patience):
+                    await self.ingestor.writer_answers()
+                alive = True
+            except TimeoutError:
+                alive = False
+            if alive:
+                self.writer_ok_at = time.monotonic()
+                # Pinging only after the writer answered: a wedged writer stops the pings
+                # and systemd restarts us.
+                if self.notifier.watchdog_interval:
+                    self.notifier.send("WATCHDOG=1", f"STATUS={self.status_line()}")
+            else:
+                log.error("event store writer did not answer within %.1fs", patience)
+            await asyncio.sleep(interval)
+
+    def _metric_snapshot(self) -> dict[str, Any]:
+        h = self.health()
+        return {
+            "incidents": h["incidents"],
+            "alerts_firing": h["alerts_firing"],
+            "silences_active": h["silences_active"],
+            "position": h["position"],
+            "event_counts": h["event_counts"],
+            "notifications": h["notifications"],
+        }
+
+    async def _configure_rules(self, s: Settings, *, resuming: bool) -> None:
+        """Record the configured rules (PromQL rules: those of the sources actually running)."""
+        if self.ingestor is None:
+            return
+        cmd = rules_command(s.rules, self.running_sources, resuming=resuming)
+        try:
+            events = await self.ingestor.submit([cmd])
+        except Rejected as e:
+            log.error("rules not applied: %s", e.reason)
+            return
+        if events:
+            log.info("rules configured rules=%d events=%d", len(cmd.rules), len(events))
+
+    async def reload(self) -> None:
+        """Re-read the config file; apply what is safe to change live, log the rest."""
+        if self.config_path is None:
+            log.info("SIGHUP: no config file to reload")
+            return
+        self.notifier.send("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        try:
+            new = await asyncio.to_thread(load_config, self.config_path)
+        except ConfigError as e:
+            log.error("reload refused, keeping the running config: %s", "; ".join(e.problems))
+            self.notifier.send("READY=1")
+            return
+        old = self.settings
+        needs_restart = [
+            name
+            for name, a, b in (
+                ("store", old.store, new.store),
+                ("http.listen", old.http.listen, new.http.listen),
+                ("grouping", old.grouping, new.grouping),
+                ("tuning", old.tuning, new.tuning),
+                ("notifications", old.notifications, new.notifications),
+                ("sources", old.sources, new.sources),
+            )
+            if a != b
+        ]
+        self.settings = new
+        await self._configure_rules(new, resuming=False)
+        setup_logging(new.logging.format, new.logging.level, all_secrets(new))
+        if self.ctx is not None:
+            self.ctx.settings = new
+            self.ctx.auth = Authenticator(new)
+        log.info(
+            "config reloaded (auth, logging, http limits applied)%s",
+            f"; restart needed for: {', '.join(needs_restart)}" if needs_restart else "",
+        )
+        self.notifier.send("READY=1", f"STATUS={self.status_line()}")
+
+
+def run_daemon(settings: Settings, config_path: str | Path | None) -> int:
+    """Entry point for `watchkeeper run`: returns the process exit code."""
+    setup_logging(settings.logging.format, settings.logging.level, all_secrets(settings))
+    sup = Supervisor(settings, config_path, owns_process=True)
+    try:
+        asyncio.run(sup.run())
+    except RuntimeError as e:
+        log.error("%s", e)
+        return 1
+    except Exception as e:
+        log.exception("fatal: %s", e)
+        return 1
+    return 0
+

@@ -1,0 +1,218 @@
+"""The composition root: the one module that knows which handlers exist and builds them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from daemon.actions.executor import ActionExecutor
+from daemon.actions.reaction import ActionsReaction
+from daemon.agent.reaction import AgentReaction
+from daemon.config.notify import NotificationsConfig
+from daemon.config.secrets import resolve_secret
+from daemon.config.settings import Settings
+from daemon.engine.ingest import Ingestor
+from daemon.engine.reactor import Reaction
+from daemon.engine.store import EventLog
+from daemon.intake.source import Source
+from daemon.intake.streams import Backoff
+from daemon.notify.pipeline import Notifier
+from daemon.notify.reaction import NotifyReaction
+from daemon.runbooks.tools import Tool
+
+_log = logging.getLogger("watchkeeper.wiring")
+
+
+def build_ingestor(settings: Settings, log: EventLog, clock: Callable[[], datetime]) -> Ingestor:
+    """The Ingestor configured from settings."""
+    return Ingestor(
+        log,
+        settings.grouping.policy(),
+        clock,
+        max_batch=settings.tuning.max_batch,
+        checkpoint_every=settings.tuning.checkpoint_every,
+        dead_letters_kept=settings.tuning.dead_letters_kept,
+        checkpoint_in_child=settings.tuning.checkpoint_in_child,
+    )
+
+
+def build_sources(
+    settings: Settings, ingestor: Ingestor, clock: Callable[[], datetime]
+) -> list[Source]:
+    """Every configured stream source (Kafka, MQTT, Prometheus), not yet started."""
+    from handlers.sources.kafka import KafkaSource
+    from handlers.sources.mqtt import MqttSource
+    from handlers.sources.prometheus import PrometheusSource
+
+    cfg = settings.sources
+    lease = settings.grouping.resolve_timeout
+
+    def backoff() -> Backoff:
+        return Backoff(cfg.reconnect_min.total_seconds(), cfg.reconnect_max.total_seconds())
+
+    def secret(ref: str | None) -> str | None:
+        return resolve_secret(ref) if ref else None
+
+    sources: list[Source] = []
+    for k in cfg.kafka:
+        sources.append(
+            KafkaSource(k, ingestor, clock, sasl_password=secret(k.sasl_password),
+                        resolve_timeout=lease, backoff=backoff())
+        )
+    for m in cfg.mqtt:
+        sources.append(
+            MqttSource(m, ingestor, clock, password=secret(m.password),
+                       resolve_timeout=lease, backoff=backoff())
+        )
+    for p in cfg.prometheus:
+        headers = {h: resolve_secret(v) for h, v in p.headers.items()}
+        sources.append(
+            PrometheusSource(p, ingestor, clock, headers=headers,
+                             resolve_timeout=lease, backoff=backoff())
+        )
+    return sources
+
+
+def build_reactions(
+    settings: Settings, ingestor: Ingestor, clock: Callable[[], datetime]
+) -> list[Reaction]:
+    """Every reaction that follows the log (agent, policy, notifiers), not yet started."""
+    reactions: list[Reaction] = []
+    if settings.notifications.policies:
+        reactions.append(
+            NotifyReaction(
+                ingestor,
+                build_notifiers(settings.notifications),
+                settings.notifications,
+                clock,
+                console_url=settings.notifications.console_url or settings.http.external_url,
+            )
+        )
+    if settings.agent.enabled:
+        reactions.append(build_agent(settings, ingestor, clock))
+    reactions.append(build_actions(settings, ingestor, clock))
+    return reactions
+
+
+def build_agent(
+    settings: Settings, ingestor: Ingestor, clock: Callable[[], datetime]
+) -> AgentReaction:
+    """The investigation agent: runbooks, read-only tools, the model (if configured)."""
+    from daemon.agent.llm import OpenAIChat
+    from daemon.agent.loop import Investigator
+    from daemon.engine.blobs import BlobStore
+    from daemon.runbooks.runbook import load_runbooks
+
+    cfg = settings.agent
+    runbooks = load_runbooks(cfg.runbooks_dir)
+    for problem in runbooks.problems:
+        _log.error("runbook skipped: %s", problem)
+    tools = build_tools(settings)
+    model = OpenAIChat(cfg.llm, resolve_secret(cfg.llm.api_key)) if cfg.llm else None
+    blobs = BlobStore(ingestor.log, ingestor.writer)
+    investigator = Investigator(
+        ingestor, runbooks, tools=tools, model=model, blobs=blobs, config=cfg, clock=clock
+    )
+    return AgentReaction(ingestor, runbooks, cfg, investigator, clock)
+
+
+def build_tools(settings: Settings, prometheus_url: str = "") -> dict[str, Tool]:
+    """The read-only tools (the agent's, and the actions stage's checks)."""
+    from daemon.runbooks.context_tools import AlertContext, PastIncidents
+    from handlers.tools.http_probe import HttpProbe
+    from handlers.tools.prometheus import Prometheus, PromQLInstant, PromQLRange
+    from handlers.tools.shell import ShellDiagnostic, ShellTemplateSpec
+
+    t = settings.agent.tools
+    tools: dict[str, Tool] = {"alert_context": AlertContext(), "past_incidents": PastIncidents()}
+    url = prometheus_url or t.prometheus_url
+    if url:
+        prom = Prometheus(url, t.prometheus_timeout.total_seconds())
+        tools["promql_instant"] = PromQLInstant(prom)
+        tools["promql_range"] = PromQLRange(prom)
+    tools["http_probe"] = HttpProbe(t.http_probe_allow, t.http_probe_timeout.total_seconds())
+    tools["shell_diagnostic"] = ShellDiagnostic(
+        {n: ShellTemplateSpec(s.argv, s.timeout.total_seconds()) for n, s in t.shell.items()},
+        t.shell_output_bytes,
+    )
+    return tools
+
+
+def build_executors(
+    settings: Settings, clock: Callable[[], datetime] | None = None
+) -> dict[str, ActionExecutor]:
+    """One executor per action kind, with the allowlists of the `actions:` section."""
+    from handlers.actions.alertmanager import AlertmanagerSilencer
+    from handlers.actions.http import HttpExecutor, WebhookRunner
+    from handlers.actions.shell import ShellExecutor
+    from handlers.actions.systemd import SystemdExecutor
+
+    a = settings.actions
+    secret = resolve_secret(a.http.webhook_secret) if a.http.webhook_secret else ""
+    http_timeout = a.http.timeout.total_seconds()
+    silencer = AlertmanagerSilencer(
+        a.alertmanager.url,
+        a.alertmanager.timeout.total_seconds(),
+        a.alertmanager.max_duration,
+        a.alertmanager.created_by,
+        clock=clock,
+    )
+    executors: list[ActionExecutor] = [
+        ShellExecutor(a.shell.allow, a.shell.timeout.total_seconds(), a.shell.output_bytes),
+        HttpExecutor(a.http.allow_hosts, http_timeout),
+        WebhookRunner(a.http.allow_hosts, http_timeout, secret),
+        SystemdExecutor(
+            a.systemd.units,
+            list(a.systemd.operations),
+            a.systemd.systemctl,
+            a.systemd.timeout.total_seconds(),
+        ),
+        silencer,
+    ]
+    return {e.kind: e for e in executors}
+
+
+def build_actions(
+    settings: Settings, ingestor: Ingestor, clock: Callable[[], datetime]
+) -> ActionsReaction:
+    """The actions stage: policy, approvals, drift checks, executors, verification."""
+    from daemon.actions.checks import WorldChecks
+    from daemon.runbooks.runbook import load_runbooks
+
+    runbooks = load_runbooks(settings.agent.runbooks_dir)
+    tools = build_tools(settings, settings.actions.prometheus_url)
+    return ActionsReaction(
+        ingestor,
+        runbooks,
+        build_executors(settings, clock),
+        WorldChecks(tools, clock),
+        settings.actions,
+        clock=clock,
+        drain_seconds=settings.http.drain_timeout.total_seconds(),
+    )
+
+
+def build_notifiers(config: NotificationsConfig) -> dict[str, Notifier]:
+    """One notifier per configured channel (secrets resolved now)."""
+    from handlers.notifiers.mattermost import MattermostWebhook
+    from handlers.notifiers.slack import SlackBot, SlackWebhook
+    from handlers.notifiers.teams import TeamsWorkflow
+    from handlers.notifiers.webhook import JsonWebhook
+
+    timeout = config.retry.timeout.total_seconds()
+    out: dict[str, Notifier] = {}
+    for name, ch in config.channels.items():
+        url = resolve_secret(ch.url) if ch.url else ""
+        if ch.type == "slack":
+            out[name] = SlackBot(name, resolve_secret(ch.token), ch.channel, ch.api_url, timeout)
+        elif ch.type == "slack_webhook":
+            out[name] = SlackWebhook(name, url, timeout)
+        elif ch.type == "mattermost":
+            out[name] = MattermostWebhook(name, url, timeout, ch.username)
+        elif ch.type == "teams":
+            out[name] = TeamsWorkflow(name, url, timeout)
+        else:
+            secret = resolve_secret(ch.secret) if ch.secret else ""
+            out[name] = JsonWebhook(name, url, timeout, secret)
+    return out

@@ -1,0 +1,1 @@
+"""The HTTP API, the console and Slack interactivity: faces over the capabilities."""

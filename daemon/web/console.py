@@ -1,0 +1,351 @@
+"""The review console: server-rendered pages for on-call engineers at `/`.
+
+Open incidents; an incident's page with its whole timeline; pending approvals showing
+exactly what would run, the evidence, the agent's rationale and the raw alert, with
+approve/reject forms. A bearer token logs a person in once (a cookie session, HttpOnly,
+SameSite=Strict); every form carries the session's CSRF token; roles are enforced by the
+same rules as the API. All text is autoescaped: alert labels and model output are untrusted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, quote
+from uuid import UUID
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, PackageLoader
+
+from daemon.actions.approvals import approve_action, reject_action
+from daemon.actions.views import book_view
+from daemon.agent.views import investigation_view
+from daemon.config.auth import AuthError, Identity, is_loopback
+from daemon.domain import Rejected
+from daemon.domain.durations import format_duration
+from daemon.domain.state import SEVERITY_RANK, Incident
+from daemon.web.sessions import (
+    COOKIE,
+    LOGIN_COOKIE,
+    Session,
+    Sessions,
+    token_digest,
+)
+from daemon.web.timeline import timeline
+
+if TYPE_CHECKING:
+    from daemon.web.context import ApiContext
+
+FORM_BYTES = 16_384
+HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+class _LoginNeeded(Exception):  # noqa: N818 - a redirect, not a failure
+    pass
+
+
+def _env() -> Environment:
+    env = Environment(loader=PackageLoader("daemon.web", "templates"), autoescape=True)
+    env.filters["pretty"] = lambda v: json.dumps(v, indent=2, sort_keys=True, default=str)
+    env.filters["ts"] = lambda t: t.isoformat(timespec="seconds") if t else "-"
+    return env
+
+
+def _safe_next(target: str | None, default: str) -> str:
+    """Only same-site paths: no scheme, no host, no protocol-relative `//`."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return default
+
+
+def _age(now: datetime, since: datetime) -> str:
+    return format_duration(now - since)
+
+
+def console_router(ctx: ApiContext) -> APIRouter:  # noqa: PLR0915 - one closure per page
+    """The console's pages, bound to a running daemon."""
+    router = APIRouter(include_in_schema=False)
+    env = _env()
+    sessions = Sessions()
+    ing = ctx.ingestor
+
+    # --- sessions and security -----------------------------------------------------------
+
+    def secure(request: Request) -> bool:
+        return request.url.scheme == "https" or ctx.settings.http.external_url.startswith(
+            "https://"
+        )
+
+    def set_cookie(resp: Response, request: Request, name: str, value: str) -> None:
+        resp.set_cookie(
+            name, value, httponly=True, samesite="strict", secure=secure(request), path="/"
+        )
+
+    def session_of(request: Request) -> Session | None:
+        session = sessions.get(request.cookies.get(COOKIE))
+        if session is None:
+            return None
+        # A token removed from the config (and reloaded) ends the sessions it opened.
+        known = {token_digest(t) for t in ctx.auth.tokens}
+        if session.identity.name != "local" and session.token_digest not in known:
+            sessions.close(request.cookies.get(COOKIE))
+            return None
+        return session
+
+    def page(
+        request: Request,
+        name: str,
+        session: Session | None,
+        status: int = 200,
+        **data: Any,
+    ) -> HTMLResponse:
+        book = ing.world.actions
+        html = env.get_template(name).render(
+            me=session.identity if session else None,
+            csrf=session.csrf if session else "",
+            flashes=session.take_flashes() if session else [],
+            execution=book_view(book),
+            pending=len(book.pending()),
+            path=request.url.path,
+            **data,
+        )
+        return HTMLResponse(html, status_code=status, headers=HEADERS)
+
+    def login_redirect(request: Request) -> RedirectResponse:
+        target = quote(request.url.path)
+        return RedirectResponse(f"/login?next={target}", status_code=303, headers=HEADERS)
+
+    def current(request: Request, response_cookies: list[tuple[str, str]]) -> Session:
+        """The session, or (no tokens configured, loopback) a fresh local one."""
+        session = session_of(request)
+        if session is not None:
+            return session
+        peer = request.client.host if request.client else None
+        if not ctx.auth.tokens and is_loopback(peer):
+            sid, session = sessions.open(Identity("local", "admin", "console"), "")
+            response_cookies.append((COOKIE, sid))
+            return session
+        raise _LoginNeeded
+
+    async def form(request: Request) -> dict[str, str]:
+        body = await request.body()
+        if len(body) > FORM_BYTES:
+            raise Rejected("form too large", 413)
+        parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+        return {k: v[0] for k, v in parsed.items()}
+
+    def with_cookies(resp: Response, request: Request, cookies: list[tuple[str, str]]) -> Response:
+        for name, value in cookies:
+            set_cookie(resp, request, name, value)
+        return resp
+
+    async def guarded(request: Request, render: Any) -> Response:
+        cookies: list[tuple[str, str]] = []
+        try:
+            session = current(request, cookies)
+        except _LoginNeeded:
+            return login_redirect(request)
+        resp: Response = await render(session)
+        return with_cookies(resp, request, cookies)
+
+    # --- login ---------------------------------------------------------------------------
+
+    @router.get("/login")
+    async def login_form(request: Request, next: str = "/") -> Response:
+        nonce = secrets.token_urlsafe(24)
+        resp = page(request, "login.html", None, next=_safe_next(next, "/"), nonce=nonce)
+        set_cookie(resp, request, LOGIN_COOKIE, nonce)
+        return resp
+
+    @router.post("/login")
+    async def login(request: Request) -> Response:
+        data = await form(request)
+        nonce = request.cookies.get(LOGIN_COOKIE, "")
+        target = _safe_next(data.get("next"), "/")
+        if not nonce or not secrets.compare_digest(nonce, data.get("nonce", "")):
+            return page(
+                request, "login.html", None, 403, next=target, nonce="",
+                error="the login form expired or did not come from this console; reload it",
+            )
+        token = data.get("token", "").strip()
+        peer = request.client.host if request.client else None
+        try:
+            ident = ctx.auth.identify(f"Bearer {token}", peer, "viewer")
+        except AuthError as e:
+            again = secrets.token_urlsafe(24)
+            refused = page(
+                request, "login.html", None, 401, next=target, nonce=again, error=e.reason
+            )
+            set_cookie(refused, request, LOGIN_COOKIE, again)
+            return refused
+        sid, _ = sessions.open(Identity(ident.name, ident.role, "console"), token_digest(token))
+        resp = RedirectResponse(target, status_code=303, headers=HEADERS)
+        set_cookie(resp, request, COOKIE, sid)
+        resp.delete_cookie(LOGIN_COOKIE, path="/")
+        return resp
+
+    @router.post("/logout")
+    async def logout(request: Request) -> Response:
+        session = session_of(request)
+        data = await form(request)
+        if session is None or not session.csrf_ok(data.get("csrf")):
+            return HTMLResponse("missing or invalid CSRF token", 403, headers=HEADERS)
+        sessions.close(request.cookies.get(COOKIE))
+        resp = RedirectResponse("/login", status_code=303, headers=HEADERS)
+        resp.delete_cookie(COOKIE, path="/")
+        return resp
+
+    # --- pages ---------------------------------------------------------------------------
+
+    def incident_rows(now: datetime) -> list[dict[str, Any]]:
+        world = ing.world
+        out = []
+        incs = sorted(
+            world.incidents.values(),
+            key=lambda i: (
+                i.state not in ("open", "acknowledged"),
+                -SEVERITY_RANK.get(i.severity, 0),
+                i.opened_at,
+            ),
+        )
+        for inc in incs:
+            acts = world.actions.for_incident(inc.id)
+            out.append(
+                {
+                    "inc": inc,
+                    "age": _age(now, inc.opened_at),
+                    "pending": sum(1 for a in acts if a.status == "pending_approval"),
+                    "actions": len(acts),
+                }
+            )
+        return out
+
+    @router.get("/")
+    async def incidents(request: Request) -> Response:
+        async def render(session: Session) -> Response:
+            now = ctx.clock()
+            return page(request, "incidents.html", session, rows=incident_rows(now))
+
+        return await guarded(request, render)
+
+    def raw_alerts(incident_id: UUID) -> list[dict[str, Any]]:
+        return [
+            {
+                "status": a.alert.status,
+                "labels": a.alert.labels,
+                "annotations": a.alert.annotations,
+                "startsAt": a.alert.starts_at.isoformat(),
+                "generatorURL": a.alert.generator_url,
+                "source": a.alert.source,
+            }
+            for a in ing.world.incident_alerts(incident_id)
+        ]
+
+    @router.get("/incidents/{incident_id}")
+    async def incident(request: Request, incident_id: UUID) -> Response:
+        async def render(session: Session) -> Response:
+            world = ing.world
+            inc: Incident | None = world.incidents.get(incident_id) or world.closed.get(
+                incident_id
+            )
+            if inc is None:
+                return page(request, "missing.html", session, 404, what=f"incident {incident_id}")
+            streams: list[tuple[str, list[Any]]] = [
+                ("incident", await asyncio.to_thread(ing.log.stream, incident_id))
+            ]
+            for inv in world.investigations.for_incident(incident_id):
+                events = await asyncio.to_thread(ing.log.stream, inv.id)
+                streams.append((f"investigation {inv.runbook_id} #{inv.run}", events))
+            actions = world.actions.for_incident(incident_id)
+            for a in actions:
+                events = await asyncio.to_thread(ing.log.stream, a.id)
+                streams.append((f"action {a.action_id}", events))
+            return page(
+                request,
+                "incident.html",
+                session,
+                inc=inc,
+                age=_age(ctx.clock(), inc.opened_at),
+                alerts=raw_alerts(incident_id),
+                investigation=investigation_view(world, incident_id),
+                actions=actions,
+                rows=timeline(streams),
+                now=ctx.clock(),
+            )
+
+        return await guarded(request, render)
+
+    @router.get("/approvals")
+    async def approvals(request: Request) -> Response:
+        async def render(session: Session) -> Response:
+            world, now = ing.world, ctx.clock()
+            items = [
+                {
+                    "a": a,
+                    "inc": world.incidents.get(a.incident_id),
+                    "alerts": raw_alerts(a.incident_id),
+                    "expires_in": format_duration(a.expires_at - now) if a.expires_at else "-",
+                }
+                for a in world.actions.pending()
+            ]
+            return page(request, "approvals.html", session, items=items)
+
+        return await guarded(request, render)
+
+    async def decide(request: Request, action_id: UUID, approve: bool) -> Response:
+        session = session_of(request)
+        data = await form(request)
+        if session is None or not session.csrf_ok(data.get("csrf")):
+            # Refused before anything is decided: no session, or a form from elsewhere.
+            return HTMLResponse(
+                "missing or invalid CSRF token: reload the page and submit the form again",
+                403,
+                headers=HEADERS,
+            )
+        target = _safe_next(data.get("next"), "/approvals")
+        ident = session.identity
+        try:
+            if approve:
+                entry = await approve_action(ing, action_id, ident, data.get("comment", ""))
+                done = "approved" if entry.status == "approved" else "approval recorded"
+            else:
+                reason = data.get("reason", "").strip()
+                if not reason:
+                    raise Rejected("a rejection needs a reason", 422)
+                entry = await reject_action(ing, action_id, ident, reason)
+                done = "rejected"
+            what = entry.plan.summary if entry.plan else entry.action_id
+            session.flash("ok", f"{done}: {what}")
+        except Rejected as e:
+            session.flash("error", e.reason)
+        return RedirectResponse(target, status_code=303, headers=HEADERS)
+
+    @router.post("/actions/{action_id}/approve")
+    async def approve(request: Request, action_id: UUID) -> Response:
+        return await decide(request, action_id, True)
+
+    @router.post("/actions/{action_id}/reject")
+    async def reject(request: Request, action_id: UUID) -> Response:
+        return await decide(request, action_id, False)
+
+    @router.get("/console.css")
+    async def css() -> Response:
+        text = env.loader.get_source(env, "console.css")[0]  # type: ignore[union-attr]
+        return Response(
+            text, media_type="text/css", headers={**HEADERS, "Cache-Control": "max-age=300"}
+        )
+
+    return router

@@ -1,0 +1,187 @@
+"""`POST /api/v1/slack/interactions`: the Acknowledge, Approve and Reject buttons in Slack.
+
+Every request is checked against Slack's signature (`X-Slack-Signature`: `v0=` HMAC-SHA256
+of `v0:<timestamp>:<body>` with the app's signing secret) and refused when its
+`X-Slack-Request-Timestamp` is more than five minutes from now, so a captured request
+cannot be replayed. The Slack user must be mapped to a watchkeeper identity and role in
+`notifications.slack_app.users`; anyone else is refused and told why in Slack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import parse_qs, urlparse
+from uuid import UUID
+
+import httpx
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from daemon.config.auth import Identity
+from daemon.config.secrets import resolve_secret
+from daemon.domain import Acknowledge, Rejected
+
+if TYPE_CHECKING:
+    from daemon.web.context import ApiContext
+
+log = logging.getLogger("watchkeeper.slack")
+REPLAY_WINDOW_SECONDS = 5 * 60
+ACTIONS = {"ack": "responder", "approve": "approver", "reject": "approver"}
+
+
+class ApprovalDecider(Protocol):
+    """Where the Approve and Reject buttons go once the actions stage exists.
+
+    `proposal` is the proposal id carried by the button; the decider records the decision
+    (or refuses it) and returns a sentence for the person who pressed the button.
+    """
+
+    async def __call__(
+        self, *, incident_id: UUID | None, proposal: str, approve: bool, by: Identity
+    ) -> str:
+        """Approve or reject one proposed action; raise `Rejected` to refuse."""
+        ...
+
+
+def signature_problem(
+    secret: str, body: bytes, timestamp: str | None, signature: str | None, now: float
+) -> str | None:
+    """Why a request is not a genuine, fresh Slack request, or None if it is."""
+    if not timestamp or not signature:
+        return "missing X-Slack-Request-Timestamp or X-Slack-Signature header"
+    try:
+        ts = int(timestamp)
+    except ValueError:
+        return "X-Slack-Request-Timestamp is not a Unix time"
+    if abs(now - ts) > REPLAY_WINDOW_SECONDS:
+        return "request timestamp is more than 5 minutes from now (possible replay); refused"
+    base = b"v0:" + timestamp.encode() + b":" + body
+    expected = "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected.encode(), signature.encode()):
+        return "X-Slack-Signature does not match the signing secret"
+    return None
+
+
+def _action(action_id: str) -> str:
+    # Buttons are named wk_<action>_<index> (see handlers/notifiers/slack.py).
+    parts = action_id.split("_")
+    return parts[1] if len(parts) >= 2 and parts[0] == "wk" else ""
+
+
+def slack_router(ctx: ApiContext, approvals: ApprovalDecider | None = None) -> APIRouter:
+    """The interactions endpoint, bound to a running daemon."""
+    router = APIRouter()
+    replies: set[asyncio.Task[None]] = set()
+
+    def tell(response_url: str, text: str) -> None:
+        """Answer the person in Slack (ephemeral), without holding up our 3-second reply."""
+        if urlparse(response_url).scheme not in ("http", "https"):
+            return
+        task = asyncio.create_task(_post_reply(response_url, text), name="slack-reply")
+        replies.add(task)
+        task.add_done_callback(replies.discard)
+
+    def refuse(status: int, reason: str, response_url: str = "") -> JSONResponse:
+        log.info("slack interaction refused status=%d reason=%s", status, reason)
+        if response_url:
+            tell(response_url, reason)
+        return JSONResponse({"error": reason}, status_code=status)
+
+    @router.post("/api/v1/slack/interactions")
+    async def interactions(request: Request) -> JSONResponse:
+        app_cfg = ctx.settings.notifications.slack_app
+        if not app_cfg.signing_secret:
+            return refuse(
+                404,
+                "Slack interactivity is not configured (notifications.slack_app.signing_secret)",
+            )
+        body = await request.body()
+        if len(body) > ctx.settings.http.max_body_bytes:
+            return refuse(413, "request body too large")
+        problem = signature_problem(
+            resolve_secret(app_cfg.signing_secret),
+            body,
+            request.headers.get("x-slack-request-timestamp"),
+            request.headers.get("x-slack-signature"),
+            ctx.clock().timestamp(),
+        )
+        if problem:
+            return refuse(401, problem)
+        try:
+            payload: dict[str, Any] = json.loads(parse_qs(body.decode())["payload"][0])
+            user_id = str(payload["user"]["id"])
+            action = payload["actions"][0]
+        except (KeyError, IndexError, TypeError, ValueError, UnicodeDecodeError):
+            return refuse(
+                400, "expected a form field `payload` holding a block_actions JSON document"
+            )
+        response_url = str(payload.get("response_url", ""))
+        user = app_cfg.users.get(user_id)
+        if user is None:
+            return refuse(
+                403,
+                f"Slack user {user_id} is not mapped to a watchkeeper identity; ask an admin to "
+                "add it under notifications.slack_app.users",
+                response_url,
+            )
+        ident = Identity(user.name, user.role, channel="slack")
+        kind = _action(str(action.get("action_id", "")))
+        if kind not in ACTIONS:
+            return refuse(400, f"unknown action {action.get('action_id')!r}", response_url)
+        if not ident.can(ACTIONS[kind]):
+            return refuse(
+                403,
+                f"{ident.name} has role {ident.role}; {kind} needs role {ACTIONS[kind]} or higher",
+                response_url,
+            )
+        value = str(action.get("value", ""))
+        try:
+            if kind == "ack":
+                text = await _acknowledge(ctx, value, ident)
+            else:
+                if approvals is None:
+                    return refuse(
+                        501,
+                        "approving actions from Slack is not available: this watchkeeper has no "
+                        "approval workflow connected",
+                        response_url,
+                    )
+                ref = json.loads(value)
+                text = await approvals(
+                    incident_id=UUID(ref["incident"]) if ref.get("incident") else None,
+                    proposal=str(ref["proposal"]),
+                    approve=kind == "approve",
+                    by=ident,
+                )
+        except Rejected as e:
+            return refuse(e.status, e.reason, response_url)
+        except (ValueError, KeyError, TypeError):
+            return refuse(
+                400, f"button value {value[:100]!r} is not one watchkeeper sent", response_url
+            )
+        log.info("slack interaction action=%s by=%s slack_user=%s", kind, ident.name, user_id)
+        tell(response_url, text)
+        return JSONResponse({"ok": True, "result": text})
+
+    return router
+
+
+async def _acknowledge(ctx: ApiContext, value: str, ident: Identity) -> str:
+    incident_id = UUID(value)
+    await ctx.ingestor.execute(Acknowledge(incident_id, ident.name, "via Slack"))
+    inc = ctx.ingestor.world.incidents.get(incident_id)
+    return f"Acknowledged {inc.title if inc else incident_id} as {ident.name}."
+
+
+async def _post_reply(url: str, text: str) -> None:
+    body = {"response_type": "ephemeral", "replace_original": False, "text": text}
+    try:
+        async with httpx.AsyncClient(timeout=5.0) as client:
+            await client.post(url, json=body)
+    except httpx.HTTPError as e:
+        log.warning("could not answer in Slack: %s", type(e).__name__)
