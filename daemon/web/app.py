@@ -40,6 +40,7 @@ from daemon.intake.formats import PayloadError, parse_postable_alerts, parse_web
 from daemon.web.actions import actions_router
 from daemon.web.console import console_router
 from daemon.web.context import ApiContext
+from daemon.web.limits import BodyLimit, Scope
 from daemon.web.slack import slack_router
 
 log = logging.getLogger("watchkeeper.api")
@@ -188,6 +189,30 @@ def create_app(ctx: ApiContext) -> FastAPI:  # noqa: PLR0915
             )
         except StoreUnavailable:
             log.exception("could not record dead letter source=%s", source)
+
+    intake_paths = {"/api/v2/alerts": "api_v2", "/api/v1/webhook/alertmanager": "alertmanager"}
+
+    async def body_refused(scope: Scope, head: bytes, size: int) -> None:
+        # An oversized alert post is a refused intake: dead-lettered, if its sender may post.
+        source = intake_paths.get(scope.get("path", ""))
+        if source is None:
+            return
+        headers = dict(scope.get("headers", []))
+        auth = headers.get(b"authorization")
+        peer = (scope.get("client") or (None,))[0]
+        try:
+            ctx.auth.check_ingest(auth.decode("latin-1") if auth else None, peer)
+        except AuthError:
+            return
+        limit = ctx.settings.http.max_body_bytes
+        ctx.metrics.alerts_rejected.labels(source, "too_large").inc()
+        reason = f"body of {size} bytes exceeds http.max_body_bytes ({limit})"
+        await dead_letter(source, reason, head, size)
+
+    # Outermost but for the error handler: no route reads more than the limit.
+    app.add_middleware(
+        BodyLimit, limit=lambda: ctx.settings.http.max_body_bytes, on_refused=body_refused
+    )
 
     async def read_body(request: Request, source: str) -> bytes:
         limit = ctx.settings.http.max_body_bytes
