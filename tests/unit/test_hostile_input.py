@@ -6,10 +6,13 @@ Over real HTTP: the Supervisor runs in-process (uvicorn, SQLite) on a free port.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
 from test_api import TOKENS, running
+
+from daemon.domain.matchers import MAX_PATTERN, Matcher
 
 NIL = "00000000-0000-0000-0000-000000000000"
 
@@ -108,3 +111,69 @@ async def test_slack_headers_are_checked_before_the_body_is_read(tmp_path: Path)
         answer = await _raw(port, head + b"payload=")
         assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
 
+
+# --- 2. linear-time regexes ---------------------------------------------------------------
+
+EVIL = "(.*.*)*x"
+
+
+def test_a_catastrophic_regex_answers_at_once() -> None:
+    # Python's re needs ~18 s for 16 characters and doubles per character; RE2 is linear.
+    m = Matcher.parse(f'alertname=~"{EVIL}"')
+    started = time.perf_counter()
+    assert not m.matches({"alertname": "a" * 40})
+    assert m.matches({"alertname": "a" * 40 + "x"})
+    assert time.perf_counter() - started < 0.5
+
+
+@pytest.mark.parametrize(
+    ("matcher", "value", "hit"),
+    [
+        ('a=~"(?i)disk.*"', "DiskFull", True),  # Go's flags: Python's re gave a 500 here
+        ('a=~"foo"', "foo\n", False),  # anchored at the very end, as Go's $ is
+        ('a=~"x|y"', "xy", False),  # the whole value, not a prefix
+        ('a=~"f.o"', "f\no", False),
+        ('a!~"(?i)prod"', "PROD", False),
+        ('a=~"\\d+"', "123", True),
+    ],
+)
+def test_regexes_follow_alertmanager(matcher: str, value: str, hit: bool) -> None:
+    assert Matcher.parse(matcher).matches({"a": value}) is hit
+
+
+@pytest.mark.parametrize(
+    "text", ['a=~"' + "x" * (MAX_PATTERN + 1) + '"', 'a=~"(?=x)"', 'a=~"(x"', 'a=~"\\1"']
+)
+def test_overlong_and_non_go_regexes_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="regular expression"):
+        Matcher.parse(text)
+
+
+async def test_a_viewers_evil_match_query_does_not_block_the_daemon(tmp_path: Path) -> None:
+    async with running(tmp_path) as d:
+        name = "a" * 24  # 2^24 steps for backtracking: minutes
+        assert (await d.post_alerts({"labels": {"alertname": name}})).status_code == 200
+        started = time.perf_counter()
+        r = await d.http.get("/api/v1/incidents", params={"match": f'alertname=~"{EVIL}"'})
+        assert r.status_code == 200, r.text
+        assert r.json()["incidents"] == []
+        r = await d.http.get("/api/v1/incidents", params={"match": 'alertname=~"(?i)A+"'})
+        assert [i["title"] for i in r.json()["incidents"]] == [name]
+        assert time.perf_counter() - started < 2
+        r = await d.http.get("/api/v1/incidents", params={"match": "a=~" + "x" * 5000})
+        assert r.status_code == 400, r.text
+
+
+async def test_an_evil_silence_does_not_stall_the_writer(tmp_path: Path) -> None:
+    async with running(tmp_path) as d:
+        r = await d.http.post(
+            "/api/v1/silences",
+            json={"matchers": [f'alertname=~"{EVIL}"', 'team="x"'], "duration": "1h"},
+        )
+        assert r.status_code == 200, r.text
+        started = time.perf_counter()
+        r = await d.post_alerts(
+            *({"labels": {"alertname": "b" * 26, "n": str(i)}} for i in range(20))
+        )
+        assert r.status_code == 200
+        assert time.perf_counter() - started < 3
