@@ -260,14 +260,19 @@ def create_app(ctx: ApiContext) -> FastAPI:  # noqa: PLR0915
         await ingest(
             request,
             "api_v2",
-            lambda b: parse_postable_alerts(b, now=ctx.clock(), resolve_timeout=rt),
+            lambda b: parse_postable_alerts(
+                b, now=ctx.clock(), resolve_timeout=rt, limits=ctx.settings.limits.alert_limits()
+            ),
         )
         # Alertmanager answers 200 with an empty body; Prometheus only looks at the status.
         return Response(status_code=200)
 
     @app.post("/api/v1/webhook/alertmanager")
     async def post_webhook(request: Request) -> dict[str, Any]:
-        return await ingest(request, "alertmanager", lambda b: parse_webhook(b, now=ctx.clock()))
+        limits = ctx.settings.limits.alert_limits()
+        return await ingest(
+            request, "alertmanager", lambda b: parse_webhook(b, now=ctx.clock(), limits=limits)
+        )
 
     @app.get("/api/v1/dead-letters")
     async def dead_letters(request: Request, limit: int = 100) -> dict[str, Any]:
@@ -280,6 +285,8 @@ def create_app(ctx: ApiContext) -> FastAPI:  # noqa: PLR0915
         request: Request,
         state: Annotated[list[str] | None, Query()] = None,
         match: Annotated[list[str] | None, Query()] = None,
+        limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
+        cursor: str = "",
     ) -> dict[str, Any]:
         who(request, "viewer")
         try:
@@ -290,7 +297,7 @@ def create_app(ctx: ApiContext) -> FastAPI:  # noqa: PLR0915
         pool = list(world.incidents.values())
         if state and "closed" in state:
             pool += list(world.closed.values())
-        out = []
+        found = []
         for inc in pool:
             if state and inc.state not in state:
                 continue
@@ -301,9 +308,16 @@ def create_app(ctx: ApiContext) -> FastAPI:  # noqa: PLR0915
                 matches_all(matchers, labels) for labels in label_sets or [inc.group_labels]
             ):
                 continue
-            out.append(incident_view(inc))
-        out.sort(key=lambda i: i["opened_at"], reverse=True)
-        return {"incidents": out}
+            found.append(inc)
+        # Newest first, one page at a time: the cursor is the last item's (opened_at, id).
+        found.sort(key=lambda i: (i.opened_at.isoformat(), str(i.id)), reverse=True)
+        if cursor:
+            found = [i for i in found if (i.opened_at.isoformat(), str(i.id)) < _cursor(cursor)]
+        size = limit or ctx.settings.limits.page_size
+        page = found[:size]
+        more = len(found) > size
+        nxt = f"{page[-1].opened_at.isoformat()}|{page[-1].id}" if more and page else None
+        return {"incidents": [incident_view(i) for i in page], "next": nxt}
 
     async def load_incident(incident_id: UUID) -> tuple[dict[str, Any], list[Any]]:
         timeline = await asyncio.to_thread(ing.log.stream, incident_id)
@@ -430,6 +444,16 @@ def create_app(ctx: ApiContext) -> FastAPI:  # noqa: PLR0915
         return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _cursor(text: str) -> tuple[str, str]:
+    at, _, ident = text.partition("|")
+    try:
+        datetime.fromisoformat(at)
+        UUID(ident)
+    except ValueError:
+        raise _Problem(400, "cursor: pass back the `next` of the previous page") from None
+    return at, ident
 
 
 async def _json_model(request: Request, model: type[Any]) -> Any:

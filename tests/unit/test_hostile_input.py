@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,81 @@ async def test_an_evil_silence_does_not_stall_the_writer(tmp_path: Path) -> None
         )
         assert r.status_code == 200
         assert time.perf_counter() - started < 3
+
+
+# --- 3. bounded state ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("labels", "annotations", "why"),
+    [
+        ({"alertname": "X", **{f"l{i}": "v" for i in range(65)}}, {}, "limits.max_labels"),
+        ({"alertname": "X", "big": "v" * 900_000}, {}, "limits.max_label_value_bytes"),
+        ({"alertname": "X", "n" * 300: "v"}, {}, "limits.max_label_name_bytes"),
+        ({"alertname": "X"}, {"description": "d" * 20_000}, "max_annotation_value_bytes"),
+        ({"alertname": "X", "": "v"}, {}, "not a valid label name"),
+        ({"alertname": "X", "a b": "v"}, {}, "not a valid label name"),
+        ({"alertname": "X", "a\x00": "v"}, {}, "not a valid label name"),
+    ],
+)
+async def test_an_alert_over_a_limit_is_refused_and_dead_lettered(
+    tmp_path: Path, labels: dict[str, str], annotations: dict[str, str], why: str
+) -> None:
+    async with running(tmp_path) as d:
+        for path, body in (
+            ("/api/v2/alerts", [{"labels": labels, "annotations": annotations}]),
+            (
+                "/api/v1/webhook/alertmanager",
+                {"alerts": [{"status": "firing", "labels": labels, "annotations": annotations}]},
+            ),
+        ):
+            r = await d.http.post(path, json=body)
+            assert r.status_code == 400, r.text
+            assert why in r.json()["error"]
+        letters = (await d.http.get("/api/v1/dead-letters")).json()["dead_letters"]
+        assert len(letters) == 2
+        assert await d.incidents() == []
+
+
+async def test_a_lease_in_year_9999_is_cut_to_the_ceiling(tmp_path: Path) -> None:
+    async with running(tmp_path) as d:
+        r = await d.post_alerts(
+            {"labels": {"alertname": "Forever"}, "endsAt": "9999-12-31T00:00:00Z"}
+        )
+        assert r.status_code == 200, r.text
+        [inc] = await d.incidents()
+        r = await d.http.get(f"/api/v1/incidents/{inc['id']}")
+        ends = datetime.fromisoformat(r.json()["alerts"][0]["ends_at"])
+        assert ends <= d.clock.now + timedelta(days=7)
+        # A start in year 9999 is a client's mistake: 400, never a 500.
+        r = await d.post_alerts(
+            {"labels": {"alertname": "Later"}, "startsAt": "9999-12-31T00:00:00Z"}
+        )
+        assert r.status_code == 400, r.text
+
+
+async def test_incidents_are_listed_one_page_at_a_time(tmp_path: Path) -> None:
+    async with running(tmp_path, {"limits": {"page_size": 40}}) as d:
+        r = await d.post_alerts(*({"labels": {"alertname": f"A{i:03d}"}} for i in range(95)))
+        assert r.status_code == 200
+        seen: list[str] = []
+        params: dict[str, str] = {}
+        pages = 0
+        while True:
+            r = await d.http.get("/api/v1/incidents", params=params)
+            assert r.status_code == 200, r.text
+            page = r.json()
+            assert len(page["incidents"]) <= 40
+            seen += [i["id"] for i in page["incidents"]]
+            pages += 1
+            if not page["next"]:
+                break
+            params = {"cursor": page["next"]}
+        assert (pages, len(seen), len(set(seen))) == (3, 95, 95)
+        r = await d.http.get("/api/v1/incidents", params={"limit": 5})
+        assert len(r.json()["incidents"]) == 5
+        r = await d.http.get("/api/v1/incidents", params={"cursor": "junk"})
+        assert r.status_code == 400
+        html = (await d.http.get("/")).text
+        assert html.count('<tr class="state-') == 40
+        assert "/?page=1" in html
