@@ -245,12 +245,15 @@ def silence_add(
     ],
     duration: Annotated[str, typer.Option("--duration", "-d", help="How long, e.g. 2h")] = "1h",
     comment: Annotated[str, typer.Option("--comment", "-c")] = "",
+    force: Annotated[
+        bool, typer.Option("--force", help="Allow a silence that matches every alert (admin)")
+    ] = False,
 ) -> None:
     """Create a silence."""
     data = client.request(
         "POST",
         "/api/v1/silences",
-        json={"matchers": matchers, "duration": duration, "comment": comment},
+        json={"matchers": matchers, "duration": duration, "comment": comment, "force": force},
     )
     if not emit(data):
         out.print(f"silence {data['silenceID']} created for {duration}", highlight=False)

@@ -19,6 +19,7 @@ class LimitsConfig(Section):
     max_annotations: int = Field(default=64, gt=0)
     max_annotation_value_bytes: int = Field(default=16_384, gt=0)
     max_lease: Duration = timedelta(days=7)
+    max_silence: Duration = timedelta(days=30)
     page_size: int = Field(default=100, gt=0, le=10_000)
 
     def alert_limits(self) -> AlertLimits:

@@ -89,3 +89,12 @@ class Matcher(BaseModel):
 def matches_all(matchers: tuple[Matcher, ...] | list[Matcher], labels: Mapping[str, str]) -> bool:
     """Return whether every matcher matches (an empty list matches everything)."""
     return all(m.matches(labels) for m in matchers)
+
+
+_PROBES = ("wk-probe-7f3a9c", "0")
+
+
+def silences_everything(matchers: tuple[Matcher, ...] | list[Matcher]) -> bool:
+    """Whether these matchers would match (nearly) any alert, e.g. `alertname=~".+"`."""
+    names = {m.name for m in matchers}
+    return any(matches_all(matchers, dict.fromkeys(names, probe)) for probe in _PROBES)

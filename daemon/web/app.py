@@ -33,7 +33,7 @@ from daemon.domain import (
 )
 from daemon.domain.durations import parse_duration
 from daemon.domain.evolve import evolve
-from daemon.domain.matchers import Op, matches_all
+from daemon.domain.matchers import Op, matches_all, silences_everything
 from daemon.domain.state import World
 from daemon.engine.store import StoreUnavailable
 from daemon.intake.formats import PayloadError, parse_postable_alerts, parse_webhook
@@ -77,8 +77,10 @@ class SilenceIn(BaseModel):
     startsAt: datetime | None = None  # noqa: N815
     endsAt: datetime | None = None  # noqa: N815
     duration: str | None = None
-    createdBy: str = ""  # noqa: N815
+    createdBy: str = ""  # noqa: N815 - accepted for Alertmanager clients, never recorded
     comment: str = ""
+    # A silence that matches (nearly) every alert needs an admin and this flag.
+    force: bool = False
 
 
 def _to_matcher(m: MatcherIn | str) -> Matcher:
@@ -371,10 +373,20 @@ def create_app(ctx: ApiContext) -> FastAPI:  # noqa: PLR0915
                 ends = starts + length
         except (ValueError, ValidationError) as e:
             raise _Problem(422, f"invalid silence: {e}") from None
+        longest = ctx.settings.limits.max_silence
+        if ends - max(starts, now) > longest:
+            raise _Problem(422, f"invalid silence: longer than limits.max_silence ({longest})")
+        # One that matches even an empty label set the domain refuses outright (422).
+        broad = silences_everything(matchers) and not matches_all(matchers, {})
+        if broad and not (body.force and ident.can("admin")):
+            raise _Problem(
+                403,
+                "this silence would match every alert; an admin must send force=true "
+                "(watchkeeper silence add --force)",
+            )
         sid = uuid4()
-        await ing.execute(
-            CreateSilence(sid, matchers, starts, ends, body.createdBy or ident.name, body.comment)
-        )
+        # Recorded as the authenticated caller, whatever createdBy the body claims.
+        await ing.execute(CreateSilence(sid, matchers, starts, ends, ident.name, body.comment))
         return JSONResponse({"silenceID": str(sid)}, status_code=200)
 
     @app.get("/api/v1/silences")
@@ -429,9 +441,15 @@ def create_app(ctx: ApiContext) -> FastAPI:  # noqa: PLR0915
         return ctx.health()
 
     @app.get("/healthz")
-    async def healthz() -> JSONResponse:
+    async def healthz(request: Request) -> JSONResponse:
         h = ctx.health()
-        return JSONResponse(h, status_code=200 if h["healthy"] else 503)
+        code = 200 if h["healthy"] else 503
+        try:
+            who(request, "viewer")
+        except AuthError:
+            # Who paused and the sources' error texts are for viewers; probes get the verdict.
+            return JSONResponse({"healthy": h["healthy"]}, status_code=code)
+        return JSONResponse(h, status_code=code)
 
     @app.get("/readyz")
     async def readyz() -> PlainTextResponse:

@@ -256,3 +256,50 @@ async def test_incidents_are_listed_one_page_at_a_time(tmp_path: Path) -> None:
         html = (await d.http.get("/")).text
         assert html.count('<tr class="state-') == 40
         assert "/?page=1" in html
+
+
+# --- medium and low -----------------------------------------------------------------------
+
+
+async def test_silences_record_the_caller_cap_duration_and_need_force_to_match_all(
+    tmp_path: Path,
+) -> None:
+    async with running(tmp_path, TOKENS) as d:
+        rory = {"Authorization": "Bearer responder-token"}
+        ada = {"Authorization": "Bearer admin-token"}
+        r = await d.http.post(
+            "/api/v1/silences",
+            json={"matchers": ['alertname="X"'], "createdBy": "alice (approver)"},
+            headers=rory,
+        )
+        assert r.status_code == 200, r.text
+        [s] = (await d.http.get("/api/v1/silences", headers=rory)).json()["silences"]
+        assert s["created_by"] == "rory"
+        r = await d.http.post(
+            "/api/v1/silences", json={"matchers": ['alertname="X"'], "duration": "400d"},
+            headers=rory,
+        )
+        assert r.status_code == 422
+        assert "limits.max_silence" in r.json()["error"]
+        for body in (
+            {"matchers": ['alertname=~".+"']},
+            {"matchers": ['alertname=~".+"'], "force": True},
+        ):
+            r = await d.http.post("/api/v1/silences", json=body, headers=rory)
+            assert r.status_code == 403, r.text
+        r = await d.http.post(
+            "/api/v1/silences", json={"matchers": ['alertname=~".+"']}, headers=ada
+        )
+        assert r.status_code == 403
+        r = await d.http.post(
+            "/api/v1/silences", json={"matchers": ['alertname=~".+"'], "force": True}, headers=ada
+        )
+        assert r.status_code == 200, r.text
+
+
+async def test_healthz_without_login_says_only_healthy_or_not(tmp_path: Path) -> None:
+    async with running(tmp_path, TOKENS) as d:
+        r = await d.http.get("/healthz")
+        assert r.json() == {"healthy": True}
+        r = await d.http.get("/healthz", headers={"Authorization": "Bearer viewer-token"})
+        assert len(r.json()) > 1
