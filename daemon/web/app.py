@@ -419,8 +419,8 @@ def create_app(ctx: ApiContext) -> FastAPI:  # noqa: PLR0915
     @app.get("/api/v1/events")
     async def events(request: Request, after: int = 0, limit: int = 100) -> dict[str, Any]:
         who(request, "viewer")
-        if after < 0:
-            raise _Problem(400, "after: must be >= 0")
+        if not 0 <= after < 2**63:  # a position SQLite can hold; beyond it was a 500
+            raise _Problem(400, "after: must be >= 0" if after < 0 else "after: too large")
         rows = await asyncio.to_thread(ing.log.read_raw, after, max(1, min(limit, 1000)))
         out = [
             {
