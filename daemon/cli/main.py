@@ -109,10 +109,14 @@ def config_check(file: Annotated[Path, typer.Argument(help="YAML config file.")]
 def _resolve_incident_id(prefix: str) -> str:
     if len(prefix) == 36:
         return prefix
-    data = client.request(
-        "GET", "/api/v1/incidents", params={"state": ["open", "acknowledged", "resolved", "closed"]}
-    )
-    hits = [i["id"] for i in data["incidents"] if i["id"].startswith(prefix)]
+    hits: list[str] = []
+    params: dict[str, Any] = {"state": ["open", "acknowledged", "resolved", "closed"]}
+    while True:  # every page: the list is paginated
+        data = client.request("GET", "/api/v1/incidents", params={**params, "limit": 1000})
+        hits += [i["id"] for i in data["incidents"] if i["id"].startswith(prefix)]
+        if not data.get("next"):
+            break
+        params["cursor"] = data["next"]
     if not hits:
         fail(f"no incident id starts with {prefix!r}; see `watchkeeper incidents list`")
     if len(hits) > 1:
@@ -124,7 +128,7 @@ def _resolve_incident_id(prefix: str) -> str:
 def incidents_default(ctx: typer.Context) -> None:
     """List incidents (same as `incidents list`)."""
     if ctx.invoked_subcommand is None:
-        incidents_list(state=None, match=None)
+        incidents_list(state=None, match=None, limit=None, cursor=None)
 
 
 @incidents_app.command("list")
@@ -137,17 +141,28 @@ def incidents_list(
         list[str] | None,
         typer.Option("--match", "-m", help='Label matcher, e.g. severity="critical"'),
     ] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="Page size (default: limits.page_size)")
+    ] = None,
+    cursor: Annotated[
+        str | None, typer.Option("--cursor", help="Next page: the cursor the last page printed")
+    ] = None,
 ) -> None:
-    """List incidents, newest first."""
+    """List incidents, newest first, one page at a time."""
     params: dict[str, Any] = {}
     if state:
         params["state"] = state
     if match:
         params["match"] = match
+    if limit:
+        params["limit"] = limit
+    if cursor:
+        params["cursor"] = cursor
     data = client.request("GET", "/api/v1/incidents", params=params)
     if emit(data):
         return
-    t = Table(title=f"{len(data['incidents'])} incident(s)")
+    more = f"; next page: --cursor '{data['next']}'" if data.get("next") else ""
+    t = Table(title=f"{len(data['incidents'])} incident(s){more}")
     for col in ("id", "state", "severity", "title", "group", "firing", "age"):
         t.add_column(col)
     for i in data["incidents"]:
@@ -230,12 +245,15 @@ def silence_add(
     ],
     duration: Annotated[str, typer.Option("--duration", "-d", help="How long, e.g. 2h")] = "1h",
     comment: Annotated[str, typer.Option("--comment", "-c")] = "",
+    force: Annotated[
+        bool, typer.Option("--force", help="Allow a silence that matches every alert (admin)")
+    ] = False,
 ) -> None:
     """Create a silence."""
     data = client.request(
         "POST",
         "/api/v1/silences",
-        json={"matchers": matchers, "duration": duration, "comment": comment},
+        json={"matchers": matchers, "duration": duration, "comment": comment, "force": force},
     )
     if not emit(data):
         out.print(f"silence {data['silenceID']} created for {duration}", highlight=False)

@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from daemon.config.actions import ActionsConfig
 from daemon.config.agent import AgentConfig
+from daemon.config.limits import LimitsConfig
 from daemon.config.notify import NotificationsConfig
 from daemon.config.secrets import resolve_secret
 from daemon.config.sources import RuleConfig, SourcesConfig, rule_name_problems
@@ -160,6 +161,7 @@ class Settings(BaseSettings):
     grouping: GroupingConfig = GroupingConfig()
     logging: LoggingConfig = LoggingConfig()
     tuning: StoreTuning = StoreTuning()
+    limits: LimitsConfig = LimitsConfig()
     notifications: NotificationsConfig = NotificationsConfig()
     sources: SourcesConfig = SourcesConfig()
     rules: list[RuleConfig] = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from daemon.actions.approvals import (
@@ -22,6 +22,7 @@ from daemon.actions.approvals import (
 from daemon.actions.views import action_view, book_view
 from daemon.config.auth import Identity
 from daemon.domain import Rejected
+from daemon.web.bodies import json_body
 
 if TYPE_CHECKING:
     from daemon.web.context import ApiContext
@@ -87,32 +88,32 @@ def actions_router(ctx: ApiContext) -> APIRouter:
             raise Rejected(f"no action {action_id}", 404)
         return action_view(entry)
 
+    # Each POST authenticates before it reads its body: a stranger gets 401, never a 422.
     @router.post("/api/v1/actions/{action_id}/approve")
-    async def approve(
-        request: Request, action_id: UUID, body: Annotated[ApproveIn | None, Body()] = None
-    ) -> dict[str, Any]:
-        body = body or ApproveIn()
+    async def approve(request: Request, action_id: UUID) -> dict[str, Any]:
+        who(request, "viewer")
+        body = await json_body(request, ApproveIn)
         ident = who(request, "viewer", body.via)
         return action_view(await approve_action(ing, action_id, ident, body.comment))
 
     @router.post("/api/v1/actions/{action_id}/reject")
-    async def reject(request: Request, action_id: UUID, body: RejectIn) -> dict[str, Any]:
+    async def reject(request: Request, action_id: UUID) -> dict[str, Any]:
+        who(request, "viewer")
+        body = await json_body(request, RejectIn)
         ident = who(request, "viewer", body.via)
         return action_view(await reject_action(ing, action_id, ident, body.reason))
 
     @router.post("/api/v1/pause")
-    async def pause(
-        request: Request, body: Annotated[PauseIn | None, Body()] = None
-    ) -> dict[str, Any]:
-        body = body or PauseIn()
+    async def pause(request: Request) -> dict[str, Any]:
+        who(request, "viewer")
+        body = await json_body(request, PauseIn)
         await pause_execution(ing, who(request, "viewer", body.via), body.reason)
         return book_view(ing.world.actions)
 
     @router.post("/api/v1/resume")
-    async def resume(
-        request: Request, body: Annotated[PauseIn | None, Body()] = None
-    ) -> dict[str, Any]:
-        body = body or PauseIn()
+    async def resume(request: Request) -> dict[str, Any]:
+        who(request, "viewer")
+        body = await json_body(request, PauseIn)
         await resume_execution(ing, who(request, "viewer", body.via))
         return book_view(ing.world.actions)
 

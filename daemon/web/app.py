@@ -33,13 +33,14 @@ from daemon.domain import (
 )
 from daemon.domain.durations import parse_duration
 from daemon.domain.evolve import evolve
-from daemon.domain.matchers import Op, matches_all
+from daemon.domain.matchers import Op, matches_all, silences_everything
 from daemon.domain.state import World
 from daemon.engine.store import StoreUnavailable
 from daemon.intake.formats import PayloadError, parse_postable_alerts, parse_webhook
 from daemon.web.actions import actions_router
 from daemon.web.console import console_router
 from daemon.web.context import ApiContext
+from daemon.web.limits import BodyLimit, Scope
 from daemon.web.slack import slack_router
 
 log = logging.getLogger("watchkeeper.api")
@@ -76,8 +77,10 @@ class SilenceIn(BaseModel):
     startsAt: datetime | None = None  # noqa: N815
     endsAt: datetime | None = None  # noqa: N815
     duration: str | None = None
-    createdBy: str = ""  # noqa: N815
+    createdBy: str = ""  # noqa: N815 - accepted for Alertmanager clients, never recorded
     comment: str = ""
+    # A silence that matches (nearly) every alert needs an admin and this flag.
+    force: bool = False
 
 
 def _to_matcher(m: MatcherIn | str) -> Matcher:
@@ -189,6 +192,30 @@ def create_app(ctx: ApiContext) -> FastAPI:  # noqa: PLR0915
         except StoreUnavailable:
             log.exception("could not record dead letter source=%s", source)
 
+    intake_paths = {"/api/v2/alerts": "api_v2", "/api/v1/webhook/alertmanager": "alertmanager"}
+
+    async def body_refused(scope: Scope, head: bytes, size: int) -> None:
+        # An oversized alert post is a refused intake: dead-lettered, if its sender may post.
+        source = intake_paths.get(scope.get("path", ""))
+        if source is None:
+            return
+        headers = dict(scope.get("headers", []))
+        auth = headers.get(b"authorization")
+        peer = (scope.get("client") or (None,))[0]
+        try:
+            ctx.auth.check_ingest(auth.decode("latin-1") if auth else None, peer)
+        except AuthError:
+            return
+        limit = ctx.settings.http.max_body_bytes
+        ctx.metrics.alerts_rejected.labels(source, "too_large").inc()
+        reason = f"body of {size} bytes exceeds http.max_body_bytes ({limit})"
+        await dead_letter(source, reason, head, size)
+
+    # Outermost but for the error handler: no route reads more than the limit.
+    app.add_middleware(
+        BodyLimit, limit=lambda: ctx.settings.http.max_body_bytes, on_refused=body_refused
+    )
+
     async def read_body(request: Request, source: str) -> bytes:
         limit = ctx.settings.http.max_body_bytes
         declared = request.headers.get("content-length")
@@ -235,14 +262,19 @@ def create_app(ctx: ApiContext) -> FastAPI:  # noqa: PLR0915
         await ingest(
             request,
             "api_v2",
-            lambda b: parse_postable_alerts(b, now=ctx.clock(), resolve_timeout=rt),
+            lambda b: parse_postable_alerts(
+                b, now=ctx.clock(), resolve_timeout=rt, limits=ctx.settings.limits.alert_limits()
+            ),
         )
         # Alertmanager answers 200 with an empty body; Prometheus only looks at the status.
         return Response(status_code=200)
 
     @app.post("/api/v1/webhook/alertmanager")
     async def post_webhook(request: Request) -> dict[str, Any]:
-        return await ingest(request, "alertmanager", lambda b: parse_webhook(b, now=ctx.clock()))
+        limits = ctx.settings.limits.alert_limits()
+        return await ingest(
+            request, "alertmanager", lambda b: parse_webhook(b, now=ctx.clock(), limits=limits)
+        )
 
     @app.get("/api/v1/dead-letters")
     async def dead_letters(request: Request, limit: int = 100) -> dict[str, Any]:
@@ -255,6 +287,8 @@ def create_app(ctx: ApiContext) -> FastAPI:  # noqa: PLR0915
         request: Request,
         state: Annotated[list[str] | None, Query()] = None,
         match: Annotated[list[str] | None, Query()] = None,
+        limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
+        cursor: str = "",
     ) -> dict[str, Any]:
         who(request, "viewer")
         try:
@@ -265,7 +299,7 @@ def create_app(ctx: ApiContext) -> FastAPI:  # noqa: PLR0915
         pool = list(world.incidents.values())
         if state and "closed" in state:
             pool += list(world.closed.values())
-        out = []
+        found = []
         for inc in pool:
             if state and inc.state not in state:
                 continue
@@ -276,9 +310,16 @@ def create_app(ctx: ApiContext) -> FastAPI:  # noqa: PLR0915
                 matches_all(matchers, labels) for labels in label_sets or [inc.group_labels]
             ):
                 continue
-            out.append(incident_view(inc))
-        out.sort(key=lambda i: i["opened_at"], reverse=True)
-        return {"incidents": out}
+            found.append(inc)
+        # Newest first, one page at a time: the cursor is the last item's (opened_at, id).
+        found.sort(key=lambda i: (i.opened_at.isoformat(), str(i.id)), reverse=True)
+        if cursor:
+            found = [i for i in found if (i.opened_at.isoformat(), str(i.id)) < _cursor(cursor)]
+        size = limit or ctx.settings.limits.page_size
+        page = found[:size]
+        more = len(found) > size
+        nxt = f"{page[-1].opened_at.isoformat()}|{page[-1].id}" if more and page else None
+        return {"incidents": [incident_view(i) for i in page], "next": nxt}
 
     async def load_incident(incident_id: UUID) -> tuple[dict[str, Any], list[Any]]:
         timeline = await asyncio.to_thread(ing.log.stream, incident_id)
@@ -332,10 +373,20 @@ def create_app(ctx: ApiContext) -> FastAPI:  # noqa: PLR0915
                 ends = starts + length
         except (ValueError, ValidationError) as e:
             raise _Problem(422, f"invalid silence: {e}") from None
+        longest = ctx.settings.limits.max_silence
+        if ends - max(starts, now) > longest:
+            raise _Problem(422, f"invalid silence: longer than limits.max_silence ({longest})")
+        # One that matches even an empty label set the domain refuses outright (422).
+        broad = silences_everything(matchers) and not matches_all(matchers, {})
+        if broad and not (body.force and ident.can("admin")):
+            raise _Problem(
+                403,
+                "this silence would match every alert; an admin must send force=true "
+                "(watchkeeper silence add --force)",
+            )
         sid = uuid4()
-        await ing.execute(
-            CreateSilence(sid, matchers, starts, ends, body.createdBy or ident.name, body.comment)
-        )
+        # Recorded as the authenticated caller, whatever createdBy the body claims.
+        await ing.execute(CreateSilence(sid, matchers, starts, ends, ident.name, body.comment))
         return JSONResponse({"silenceID": str(sid)}, status_code=200)
 
     @app.get("/api/v1/silences")
@@ -368,8 +419,8 @@ def create_app(ctx: ApiContext) -> FastAPI:  # noqa: PLR0915
     @app.get("/api/v1/events")
     async def events(request: Request, after: int = 0, limit: int = 100) -> dict[str, Any]:
         who(request, "viewer")
-        if after < 0:
-            raise _Problem(400, "after: must be >= 0")
+        if not 0 <= after < 2**63:  # a position SQLite can hold; beyond it was a 500
+            raise _Problem(400, "after: must be >= 0" if after < 0 else "after: too large")
         rows = await asyncio.to_thread(ing.log.read_raw, after, max(1, min(limit, 1000)))
         out = [
             {
@@ -390,9 +441,15 @@ def create_app(ctx: ApiContext) -> FastAPI:  # noqa: PLR0915
         return ctx.health()
 
     @app.get("/healthz")
-    async def healthz() -> JSONResponse:
+    async def healthz(request: Request) -> JSONResponse:
         h = ctx.health()
-        return JSONResponse(h, status_code=200 if h["healthy"] else 503)
+        code = 200 if h["healthy"] else 503
+        try:
+            who(request, "viewer")
+        except AuthError:
+            # Who paused and the sources' error texts are for viewers; probes get the verdict.
+            return JSONResponse({"healthy": h["healthy"]}, status_code=code)
+        return JSONResponse(h, status_code=code)
 
     @app.get("/readyz")
     async def readyz() -> PlainTextResponse:
@@ -405,6 +462,16 @@ def create_app(ctx: ApiContext) -> FastAPI:  # noqa: PLR0915
         return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _cursor(text: str) -> tuple[str, str]:
+    at, _, ident = text.partition("|")
+    try:
+        datetime.fromisoformat(at)
+        UUID(ident)
+    except ValueError:
+        raise _Problem(400, "cursor: pass back the `next` of the previous page") from None
+    return at, ident
 
 
 async def _json_model(request: Request, model: type[Any]) -> Any:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote
 from uuid import UUID
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader
 
@@ -141,9 +141,12 @@ def console_router(ctx: ApiContext) -> APIRouter:  # noqa: PLR0915 - one closure
         raise _LoginNeeded
 
     async def form(request: Request) -> dict[str, str]:
-        body = await request.body()
-        if len(body) > FORM_BYTES:
-            raise Rejected("form too large", 413)
+        # Read as it streams and stop at the limit: a form is never more than a few fields.
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > FORM_BYTES:
+                raise Rejected(f"form larger than {FORM_BYTES} bytes", 413)
         parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
         return {k: v[0] for k, v in parsed.items()}
 
@@ -172,8 +175,9 @@ def console_router(ctx: ApiContext) -> APIRouter:  # noqa: PLR0915 - one closure
 
     @router.post("/login")
     async def login(request: Request) -> Response:
-        data = await form(request)
         nonce = request.cookies.get(LOGIN_COOKIE, "")
+        # No login cookie, no form of ours: refused before the body is read.
+        data = await form(request) if nonce else {}
         target = _safe_next(data.get("next"), "/")
         if not nonce or not secrets.compare_digest(nonce, data.get("nonce", "")):
             return page(
@@ -200,7 +204,8 @@ def console_router(ctx: ApiContext) -> APIRouter:  # noqa: PLR0915 - one closure
     @router.post("/logout")
     async def logout(request: Request) -> Response:
         session = session_of(request)
-        data = await form(request)
+        # No session, nothing to read: the body is parsed only for a logged-in browser.
+        data = await form(request) if session is not None else {}
         if session is None or not session.csrf_ok(data.get("csrf")):
             return HTMLResponse("missing or invalid CSRF token", 403, headers=HEADERS)
         sessions.close(request.cookies.get(COOKIE))
@@ -234,10 +239,16 @@ def console_router(ctx: ApiContext) -> APIRouter:  # noqa: PLR0915 - one closure
         return out
 
     @router.get("/")
-    async def incidents(request: Request) -> Response:
+    async def incidents(request: Request, page_no: int = Query(0, alias="page", ge=0)) -> Response:
         async def render(session: Session) -> Response:
-            now = ctx.clock()
-            return page(request, "incidents.html", session, rows=incident_rows(now))
+            rows = incident_rows(ctx.clock())
+            # One page at a time: 60k incidents were a 17 MB page that held the loop.
+            size = ctx.settings.limits.page_size
+            shown = rows[page_no * size : (page_no + 1) * size]
+            return page(
+                request, "incidents.html", session, rows=shown, page=page_no,
+                more=len(rows) > (page_no + 1) * size, total=len(rows),
+            )
 
         return await guarded(request, render)
 
@@ -307,7 +318,7 @@ def console_router(ctx: ApiContext) -> APIRouter:  # noqa: PLR0915 - one closure
 
     async def decide(request: Request, action_id: UUID, approve: bool) -> Response:
         session = session_of(request)
-        data = await form(request)
+        data = await form(request) if session is not None else {}
         if session is None or not session.csrf_ok(data.get("csrf")):
             # Refused before anything is decided: no session, or a form from elsewhere.
             return HTMLResponse(

@@ -52,6 +52,18 @@ def signature_problem(
     secret: str, body: bytes, timestamp: str | None, signature: str | None, now: float
 ) -> str | None:
     """Why a request is not a genuine, fresh Slack request, or None if it is."""
+    problem = header_problem(timestamp, signature, now)
+    if problem or not timestamp or not signature:
+        return problem
+    base = b"v0:" + timestamp.encode() + b":" + body
+    expected = "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected.encode(), signature.encode()):
+        return "X-Slack-Signature does not match the signing secret"
+    return None
+
+
+def header_problem(timestamp: str | None, signature: str | None, now: float) -> str | None:
+    """What is wrong with the signature headers alone (checked before the body is read)."""
     if not timestamp or not signature:
         return "missing X-Slack-Request-Timestamp or X-Slack-Signature header"
     try:
@@ -60,10 +72,6 @@ def signature_problem(
         return "X-Slack-Request-Timestamp is not a Unix time"
     if abs(now - ts) > REPLAY_WINDOW_SECONDS:
         return "request timestamp is more than 5 minutes from now (possible replay); refused"
-    base = b"v0:" + timestamp.encode() + b":" + body
-    expected = "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected.encode(), signature.encode()):
-        return "X-Slack-Signature does not match the signing secret"
     return None
 
 
@@ -100,9 +108,15 @@ def slack_router(ctx: ApiContext, approvals: ApprovalDecider | None = None) -> A
                 404,
                 "Slack interactivity is not configured (notifications.slack_app.signing_secret)",
             )
+        # Headers first: a request that cannot be genuine is refused before its body is read.
+        problem = header_problem(
+            request.headers.get("x-slack-request-timestamp"),
+            request.headers.get("x-slack-signature"),
+            ctx.clock().timestamp(),
+        )
+        if problem:
+            return refuse(401, problem)
         body = await request.body()
-        if len(body) > ctx.settings.http.max_body_bytes:
-            return refuse(413, "request body too large")
         problem = signature_problem(
             resolve_secret(app_cfg.signing_secret),
             body,
