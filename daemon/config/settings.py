@@ -27,6 +27,7 @@ from daemon.config.notify import NotificationsConfig
 from daemon.config.secrets import resolve_secret
 from daemon.config.sources import RuleConfig, SourcesConfig, rule_name_problems
 from daemon.config.types import Duration, Section
+from daemon.domain.limits import StateLimits
 from daemon.domain.state import GroupingPolicy
 
 Role = Literal["viewer", "responder", "approver", "admin"]
@@ -110,12 +111,13 @@ class GroupingConfig(Section):
             raise ValueError(f"not valid label names: {', '.join(bad)}")
         return v
 
-    def policy(self) -> GroupingPolicy:
-        """The pure domain's view of these settings."""
+    def policy(self, limits: StateLimits | None = None) -> GroupingPolicy:
+        """The pure domain's view of these settings (and of the hot set's `limits`)."""
         return GroupingPolicy(
             group_by=tuple(self.group_by),
             resolve_timeout=self.resolve_timeout,
             reopen_window=self.reopen_window,
+            limits=limits or StateLimits(),
         )
 
 

@@ -7,6 +7,7 @@ working view before the next is decided, so one command can emit several depende
 from __future__ import annotations
 
 import heapq
+import json
 from collections.abc import Callable
 from datetime import datetime
 from functools import singledispatch
@@ -42,6 +43,7 @@ from daemon.domain.events import (
     SilencePurged,
 )
 from daemon.domain.evolve import evolve
+from daemon.domain.limits import hot_set_problem
 from daemon.domain.state import Incident, World
 
 # Pure deciders other parts of the core add to Tick (rule absence, deadlines, ...):
@@ -50,6 +52,8 @@ TickHook = Callable[[World, datetime], list[DomainEvent]]
 TICK_HOOKS: list[TickHook] = []
 
 _NS = uuid5(NAMESPACE_URL, "https://watchkeeper.invalid/ids")
+# A refused alert's dead letter keeps the head of its labels, enough to see what it was.
+_REFUSED_BYTES = 4096
 
 
 def incident_id_for(group_key: str, opened_at: datetime) -> UUID:
@@ -102,6 +106,8 @@ def _fire(out: _Out, alert: Alert) -> None:
     world, now = out.world, out.now
     silences = world.active_silences(alert.labels, now)
     if silences:
+        if _refused_at_limits(out, alert, None, silenced=True):
+            return
         out.emit(
             AlertSilenced(
                 originator_id=silenced_stream_id(alert, world.silenced_episodes + 1),
@@ -119,6 +125,8 @@ def _fire(out: _Out, alert: Alert) -> None:
         # No Tick has closed it yet (say the daemon was down): the window is over all the same.
         _close(out, inc)
         inc = None
+    if _refused_at_limits(out, alert, inc):
+        return
     if inc is None:
         inc_id = incident_id_for(key, now)
         out.emit(
@@ -148,6 +156,39 @@ def _fire(out: _Out, alert: Alert) -> None:
             alert=alert,
         )
     )
+
+
+def _refused_at_limits(
+    out: _Out, alert: Alert, inc: Incident | None, *, silenced: bool = False
+) -> bool:
+    """Refuse an alert the hot set has no room for, with a dead letter that says which limit."""
+    world = out.world
+    if alert.fingerprint in world.alerts:
+        return False  # already held: firing again takes no more room
+    members = world.members.get(inc.id, {}) if inc is not None else None
+    problem = hot_set_problem(
+        alerts=len(world.alerts),
+        incidents=0 if silenced else len(world.incidents),
+        in_incident=0 if silenced else None if members is None else len(members),
+        limits=world.policy.limits,
+    )
+    if not problem:
+        return False
+    world.refused += 1
+    payload = json.dumps({"labels": alert.labels}, ensure_ascii=False)
+    out.emit(
+        DeadLetterRecorded(
+            originator_id=uuid5(_NS, f"refused|{out.now.isoformat()}|{world.refused}"),
+            originator_version=1,
+            timestamp=out.now,
+            source=alert.source,
+            reason=f"alert {alert.name or alert.fingerprint} refused: {problem}",
+            payload=payload[:_REFUSED_BYTES],
+            size=len(payload.encode()),
+            truncated=len(payload) > _REFUSED_BYTES,
+        )
+    )
+    return True
 
 
 def _reopen_window_over(inc: Incident, world: World, now: datetime) -> bool:

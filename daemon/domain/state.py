@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from daemon.domain.action_model import ActionBook
 from daemon.domain.alert_model import Alert
 from daemon.domain.investigation_model import Investigations
+from daemon.domain.limits import StateLimits
 from daemon.domain.matchers import Matcher, matches_all
 from daemon.domain.notification_model import NotificationLog
 from daemon.domain.rule_model import RuleBook
@@ -109,6 +110,8 @@ class GroupingPolicy(BaseModel):
     reopen_window: timedelta = timedelta(minutes=30)
     # Ended silences stay listed this long, as in Alertmanager's data retention.
     silence_retention: timedelta = timedelta(days=5)
+    # How much the hot set may hold; an alert past a limit is refused with a dead letter.
+    limits: StateLimits = Field(default_factory=StateLimits)
 
     def group_labels(self, labels: dict[str, str]) -> dict[str, str]:
         """The labels that define the alert's group ("..." groups by every label)."""
@@ -160,6 +163,8 @@ class World(BaseModel):
     closed_kept: int = 500
     # Silenced firing episodes so far; each gets its own stream (see decide.silenced_stream_id).
     silenced_episodes: int = 0
+    # Alerts refused at the hot set's limits since start (soft: makes dead-letter ids unique).
+    refused: int = Field(default=0, exclude=True)
     # Durable timers (daemon/domain/timers.py) and the notification log (notifications.py).
     deadlines: DeadlineBook = Field(default_factory=DeadlineBook)
     notifications: NotificationLog = Field(default_factory=NotificationLog)

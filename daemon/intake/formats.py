@@ -167,14 +167,21 @@ def parse_postable_alerts(
 
 
 def parse_postable_alert(
-    body: bytes | str, *, now: datetime, resolve_timeout: timedelta, source: str
+    body: bytes | str,
+    *,
+    now: datetime,
+    resolve_timeout: timedelta,
+    source: str,
+    limits: AlertLimits = DEFAULT_LIMITS,
 ) -> Alert:
     """Parse one postable alert object straight from its JSON (the stream sources' hot path)."""
     try:
         a = _POSTABLE_ALERT.validate_json(body)
     except ValidationError as e:
         raise _errors("alert", e) from None
-    return _normalize(a, now=now, resolve_timeout=resolve_timeout, source=source, where="alert")
+    return _normalize(
+        a, now=now, resolve_timeout=resolve_timeout, source=source, where="alert", limits=limits
+    )
 
 
 def parse_webhook(
@@ -208,7 +215,12 @@ def parse_webhook(
 
 
 def parse_single_alert(
-    obj: Any, *, now: datetime, resolve_timeout: timedelta, source: str
+    obj: Any,
+    *,
+    now: datetime,
+    resolve_timeout: timedelta,
+    source: str,
+    limits: AlertLimits = DEFAULT_LIMITS,
 ) -> Alert:
     """Parse one alert object (either shape: with `status` it is read as a webhook alert)."""
     try:
@@ -225,4 +237,5 @@ def parse_single_alert(
         source=source,
         where="alert",
         fp=getattr(a, "fingerprint", ""),
+        limits=limits,
     )

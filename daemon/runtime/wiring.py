@@ -28,7 +28,7 @@ def build_ingestor(settings: Settings, log: EventLog, clock: Callable[[], dateti
     """The Ingestor configured from settings."""
     return Ingestor(
         log,
-        settings.grouping.policy(),
+        settings.grouping.policy(settings.limits.state_limits()),
         clock,
         max_batch=settings.tuning.max_batch,
         checkpoint_every=settings.tuning.checkpoint_every,
@@ -47,6 +47,7 @@ def build_sources(
 
     cfg = settings.sources
     lease = settings.grouping.resolve_timeout
+    limits = settings.limits.alert_limits()
 
     def backoff() -> Backoff:
         return Backoff(cfg.reconnect_min.total_seconds(), cfg.reconnect_max.total_seconds())
@@ -58,18 +59,18 @@ def build_sources(
     for k in cfg.kafka:
         sources.append(
             KafkaSource(k, ingestor, clock, sasl_password=secret(k.sasl_password),
-                        resolve_timeout=lease, backoff=backoff())
+                        resolve_timeout=lease, backoff=backoff(), limits=limits)
         )
     for m in cfg.mqtt:
         sources.append(
             MqttSource(m, ingestor, clock, password=secret(m.password),
-                       resolve_timeout=lease, backoff=backoff())
+                       resolve_timeout=lease, backoff=backoff(), limits=limits)
         )
     for p in cfg.prometheus:
         headers = {h: resolve_secret(v) for h, v in p.headers.items()}
         sources.append(
             PrometheusSource(p, ingestor, clock, headers=headers,
-                             resolve_timeout=lease, backoff=backoff())
+                             resolve_timeout=lease, backoff=backoff(), limits=limits)
         )
     return sources
 

@@ -32,6 +32,7 @@ from daemon.domain import (
     registry,
 )
 from daemon.domain.durations import parse_duration
+from daemon.domain.events import DeadLetterRecorded
 from daemon.domain.evolve import evolve
 from daemon.domain.matchers import Op, matches_all, silences_everything
 from daemon.domain.state import World
@@ -254,6 +255,11 @@ def create_app(ctx: ApiContext) -> FastAPI:  # noqa: PLR0915
             raise _Problem(400, "invalid payload: " + reason, e.problems) from None
         events = await ing.submit([ReceiveAlert(a) for a in alerts])
         ctx.metrics.alerts_received.labels(source).inc(len(alerts))
+        refused = [e.reason for e in events if isinstance(e, DeadLetterRecorded)]
+        if refused:
+            # The rest are held; these met a limit of the hot set (dead letters recorded).
+            ctx.metrics.alerts_rejected.labels(source, "limit").inc(len(refused))
+            raise _Problem(429, "refused at a limit: " + "; ".join(refused[:5]), refused[:20])
         return {"status": "success", "alerts": len(alerts), "events": len(events)}
 
     @app.post("/api/v2/alerts")

@@ -215,9 +215,9 @@ def console_router(ctx: ApiContext) -> APIRouter:  # noqa: PLR0915 - one closure
 
     # --- pages ---------------------------------------------------------------------------
 
-    def incident_rows(now: datetime) -> list[dict[str, Any]]:
+    def incident_rows(now: datetime, start: int, stop: int) -> tuple[list[dict[str, Any]], int]:
+        """Rows for incidents [start, stop) in console order, and how many there are."""
         world = ing.world
-        out = []
         incs = sorted(
             world.incidents.values(),
             key=lambda i: (
@@ -226,7 +226,9 @@ def console_router(ctx: ApiContext) -> APIRouter:  # noqa: PLR0915 - one closure
                 i.opened_at,
             ),
         )
-        for inc in incs:
+        out = []
+        # Only the page's rows are built: each asks the action book, and there can be many.
+        for inc in incs[start:stop]:
             acts = world.actions.for_incident(inc.id)
             out.append(
                 {
@@ -236,18 +238,17 @@ def console_router(ctx: ApiContext) -> APIRouter:  # noqa: PLR0915 - one closure
                     "actions": len(acts),
                 }
             )
-        return out
+        return out, len(incs)
 
     @router.get("/")
     async def incidents(request: Request, page_no: int = Query(0, alias="page", ge=0)) -> Response:
         async def render(session: Session) -> Response:
-            rows = incident_rows(ctx.clock())
             # One page at a time: 60k incidents were a 17 MB page that held the loop.
             size = ctx.settings.limits.page_size
-            shown = rows[page_no * size : (page_no + 1) * size]
+            shown, total = incident_rows(ctx.clock(), page_no * size, (page_no + 1) * size)
             return page(
                 request, "incidents.html", session, rows=shown, page=page_no,
-                more=len(rows) > (page_no + 1) * size, total=len(rows),
+                more=total > (page_no + 1) * size, total=total,
             )
 
         return await guarded(request, render)
