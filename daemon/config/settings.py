@@ -54,6 +54,13 @@ class HttpConfig(Section):
     ingest_auth: Literal["open", "loopback", "token"] = "loopback"
     external_url: str = ""
     drain_timeout: Duration = timedelta(seconds=10)
+    # A request (headers and body) must be in this soon after its connection opens or its
+    # previous response ends; then 408 and the connection closes (slow clients hold fds).
+    read_timeout: Duration = timedelta(seconds=10)
+    # An idle keep-alive connection closes after this.
+    keep_alive: Duration = timedelta(seconds=5)
+    # Connections and requests at once; past it a new request gets 503 at once.
+    max_connections: int = Field(default=1000, gt=0)
 
     @field_validator("listen")
     @classmethod

@@ -33,6 +33,7 @@ from daemon.runtime.sdnotify import Notifier
 from daemon.runtime.wiring import build_ingestor, build_reactions, build_sources
 from daemon.web.app import create_app
 from daemon.web.context import ApiContext
+from daemon.web.slow_clients import read_deadline_protocol
 
 log = logging.getLogger("watchkeeper.runtime")
 
@@ -227,6 +228,9 @@ class Supervisor:
                 log_config=None,
                 access_log=False,
                 timeout_graceful_shutdown=int(s.http.drain_timeout.total_seconds()) or 1,
+                http=read_deadline_protocol(s.http.read_timeout.total_seconds()),
+                timeout_keep_alive=max(1, int(s.http.keep_alive.total_seconds())),
+                limit_concurrency=s.http.max_connections,
             )
         )
         loop = asyncio.get_running_loop()
