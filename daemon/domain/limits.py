@@ -47,7 +47,7 @@ class StateLimits(BaseModel):
     # Alerts attached to one incident, firing or resolved, until it closes.
     max_alerts_per_incident: int = 5_000
     # Every alert held: in incidents and silenced.
-    max_alerts: int = 20_000
+    max_alerts: int = 10_000
 
 
 def hot_set_problem(

@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from eventsourcing.persistence import IntegrityError, Tracking
+from pydantic import BaseModel
 
 from daemon.domain import Command, GroupingPolicy, Rejected, Tick, World, decide, evolve
 from daemon.domain.events import DomainEvent
@@ -353,10 +354,16 @@ class Ingestor:
         cp = self.log.load_checkpoint()
         if cp is not None:
             position, blob = cp
-            data = json.loads(blob)
-            world = World.model_validate({**data["world"], "policy": self.policy})
+            del cp
+            # Straight from the bytes, without a dict of the whole world on the way: at the
+            # largest state the limits allow that dict took the restart past MemoryMax.
+            data = _Checkpoint.model_validate_json(blob)
+            del blob
+            world = data.world
+            world.policy = self.policy
             world.position = position
-            projections.restore(data.get("projections", {}))
+            projections.restore(data.projections)
+            del data
             self._checkpointed_at = position
         replayed = 0
         while True:
@@ -373,6 +380,13 @@ class Ingestor:
         world.lease_grace_until = self.clock() + self.policy.resolve_timeout
         self.world, self.projections = world, projections
         return replayed
+
+
+class _Checkpoint(BaseModel):
+    """A checkpoint's document as `_state` writes it."""
+
+    world: World
+    projections: dict[str, Any] = {}
 
 
 def _segments(items: list[_Submission]) -> list[list[_Submission]]:
