@@ -98,11 +98,18 @@ def console_router(ctx: ApiContext) -> APIRouter:  # noqa: PLR0915 - one closure
         session = sessions.get(request.cookies.get(COOKIE))
         if session is None:
             return None
-        # A token removed from the config (and reloaded) ends the sessions it opened.
-        known = {token_digest(t) for t in ctx.auth.tokens}
-        if session.identity.name != "local" and session.token_digest not in known:
+        # Who the session is comes from the tokens as configured now, on every request: a
+        # SIGHUP that removes a token ends its sessions, one that changes a role applies.
+        if not session.token_digest:
+            current: Identity | None = session.identity if not ctx.auth.tokens else None
+        else:
+            known = {token_digest(t): ident for t, ident in ctx.auth.tokens.items()}
+            ident = known.get(session.token_digest)
+            current = Identity(ident.name, ident.role, "console") if ident else None
+        if current is None:
             sessions.close(request.cookies.get(COOKIE))
             return None
+        session.identity = current
         return session
 
     def page(
