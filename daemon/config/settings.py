@@ -61,6 +61,22 @@ class HttpConfig(Section):
     keep_alive: Duration = timedelta(seconds=5)
     # Connections and requests at once; past it a new request gets 503 at once.
     max_connections: int = Field(default=1000, gt=0)
+    # Reverse proxies whose X-Forwarded-For/-Proto are believed (addresses or networks).
+    # Empty: the headers are ignored and the loopback rule sees the socket's peer.
+    trusted_proxies: list[str] = []
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        bad = []
+        for net in v:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                bad.append(net)
+        if bad:
+            raise ValueError(f"not IP addresses or networks: {', '.join(bad)} (no '*')")
+        return v
 
     @field_validator("listen")
     @classmethod

@@ -74,6 +74,12 @@ def log_event(position: int, event: Any) -> None:
     log.info("%s position=%d stream=%s %s", name, position, event.originator_id, detail)
 
 
+def _served(s: Settings) -> tuple[object, ...]:
+    """The http settings uvicorn takes at start (a change needs a restart)."""
+    h = s.http
+    return (h.read_timeout, h.keep_alive, h.max_connections, h.trusted_proxies)
+
+
 class QuietServer(uvicorn.Server):
     """uvicorn without its own signal handling: the supervisor owns signals."""
 
@@ -231,6 +237,9 @@ class Supervisor:
                 http=read_deadline_protocol(s.http.read_timeout.total_seconds()),
                 timeout_keep_alive=max(1, int(s.http.keep_alive.total_seconds())),
                 limit_concurrency=s.http.max_connections,
+                # Forwarded headers only from listed proxies; FORWARDED_ALLOW_IPS is not read.
+                proxy_headers=bool(s.http.trusted_proxies),
+                forwarded_allow_ips=s.http.trusted_proxies or ["127.0.0.1"],
             )
         )
         loop = asyncio.get_running_loop()
@@ -373,6 +382,7 @@ class Supervisor:
             for name, a, b in (
                 ("store", old.store, new.store),
                 ("http.listen", old.http.listen, new.http.listen),
+                ("http connection settings", _served(old), _served(new)),
                 ("grouping", old.grouping, new.grouping),
                 ("tuning", old.tuning, new.tuning),
                 ("notifications", old.notifications, new.notifications),

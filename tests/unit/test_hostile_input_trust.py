@@ -8,8 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import yaml
+from pydantic import ValidationError
 from test_api import TOKENS, running
+
+from daemon.config.settings import HttpConfig
 
 
 async def login(c: httpx.AsyncClient, token: str) -> httpx.Response:
@@ -46,3 +50,38 @@ async def test_a_reload_reaches_open_console_sessions(tmp_path: Path) -> None:
             r = await c.get("/approvals")
             assert r.status_code == 303
             assert r.headers["location"].startswith("/login")
+
+
+INGEST_LOOPBACK = {**TOKENS, "http": {"ingest_auth": "loopback"}}
+ALERT = [{"labels": {"alertname": "ViaProxy"}}]
+
+
+async def test_forwarded_headers_are_ignored_unless_the_proxy_is_listed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The audit's setting: uvicorn read FORWARDED_ALLOW_IPS and believed anyone with "*".
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "*")
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+    async with running(tmp_path / "a", INGEST_LOOPBACK) as d:
+        # The socket peer is loopback: a forged header changes nothing, either way.
+        for forged in ("203.0.113.9", "127.0.0.1"):
+            r = await d.http.post("/api/v2/alerts", json=ALERT, headers={"X-Forwarded-For": forged})
+            assert r.status_code == 200, (forged, r.text)
+    listed = {
+        **INGEST_LOOPBACK,
+        "http": {"ingest_auth": "loopback", "trusted_proxies": ["127.0.0.1"]},
+    }
+    async with running(tmp_path / "b", listed) as d:
+        # From a listed proxy the forwarded client counts: a remote one needs a token.
+        r = await d.http.post(
+            "/api/v2/alerts", json=ALERT, headers={"X-Forwarded-For": "203.0.113.9"}
+        )
+        assert r.status_code == 401, r.text
+        assert (await d.http.post("/api/v2/alerts", json=ALERT)).status_code == 200
+
+
+def test_trusted_proxies_are_addresses_or_networks() -> None:
+    assert HttpConfig(trusted_proxies=["10.0.0.0/8", "::1"]).trusted_proxies
+    with pytest.raises(ValidationError, match=r"no '\*'"):
+        HttpConfig(trusted_proxies=["*"])
