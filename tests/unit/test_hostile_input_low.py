@@ -1,0 +1,94 @@
+"""The small holes of issue 17's Low list, each a table or a request."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from daemon.actions.executor import PlanError
+from daemon.domain.investigation_decide import params_problems
+from daemon.runbooks.runbook import HttpAction, ShellAction
+from handlers.actions.http import HttpExecutor
+from handlers.actions.shell import ShellExecutor
+from handlers.tools.http_probe import UrlAllowlist
+
+ANY: dict[str, Any] = {"type": "object"}
+
+
+def shell(*argv: str) -> ShellAction:
+    return ShellAction(id="fix", kind="shell", risk="low", argv=list(argv), params=ANY)
+
+
+@pytest.mark.parametrize(
+    ("argv", "params", "refusal"),
+    [
+        (["/bin/echo", "{params.x}@prod"], {"x": "--force"}, "would start with '-'"),
+        (["/bin/echo", "{params.x}"], {"x": "-rf"}, "would be read as an option"),
+        (["/bin/echo", "/var/log/{params.x}"], {"x": "../../etc/shadow"}, "'..' path segment"),
+        (["/bin/echo", "/var/log/{params.x}"], {"x": "nginx/../../../etc"}, "'..' path segment"),
+        (["/bin/echo", "{params.x}"], {"x": ".."}, "'..' path segment"),
+    ],
+)
+def test_the_shell_executor_refuses_options_and_climbing_in_any_element(
+    argv: list[str], params: dict[str, Any], refusal: str
+) -> None:
+    ex = ShellExecutor(["/bin/echo"], timeout=10, output_bytes=100)
+    with pytest.raises(PlanError, match=re.escape(refusal)):
+        ex.plan(shell(*argv), params)
+
+
+def test_the_shell_executor_still_fills_plain_values() -> None:
+    ex = ShellExecutor(["/bin/echo"], timeout=10, output_bytes=100)
+    plan = ex.plan(
+        shell("/bin/echo", "{params.x}@prod", "/var/log/{params.f}", "-n"),
+        {"x": "db1", "f": "nginx/access.log"},
+    )
+    assert plan.spec["argv"] == ["/bin/echo", "db1@prod", "/var/log/nginx/access.log", "-n"]
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://svc.example/health/ok", True),
+        ("https://svc.example/health/../admin/delete", False),
+        ("https://svc.example/health/%2e%2e/admin/delete", False),
+        ("https://svc.example/health/./x", False),
+        ("https://svc.example/health/..%2fadmin", False),
+    ],
+)
+def test_url_allowlists_refuse_dot_segments(url: str, allowed: bool) -> None:
+    assert UrlAllowlist(["https://svc.example/health/*"]).allows(url) is allowed
+
+
+def test_http_actions_refuse_dot_segments_from_parameters() -> None:
+    ex = HttpExecutor(["deploy.example.internal"], timeout=10)
+    action = HttpAction(
+        id="x",
+        kind="http",
+        risk="low",
+        url="http://deploy.example.internal/api/apps/{params.app}/restart",
+        params=ANY,
+    )
+    assert ex.plan(action, {"app": "web"})
+    with pytest.raises(PlanError, match=re.escape("'..' segment")):
+        ex.plan(action, {"app": ".."})
+
+
+@pytest.mark.parametrize(
+    ("pattern", "value", "ok"),
+    [
+        ("^[a-z]+$", "nginx", True),
+        ("^[a-z]+$", "nginx\n", False),
+        ("^[a-z]+$", "nginx\n--force", False),
+        ("^(?!-)[a-z-]+$", "ab\n", False),  # lookahead: RE2 cannot, Python's engine does
+        ("^(?!-)[a-z-]+$", "ab", True),
+        ("[0-9]", "a1\n", True),  # no `$`: a search, as JSON Schema says
+    ],
+)
+def test_parameter_patterns_anchor_dollar_at_the_very_end(
+    pattern: str, value: str, ok: bool
+) -> None:
+    schema = {"type": "object", "properties": {"p": {"type": "string", "pattern": pattern}}}
+    assert (params_problems(schema, {"p": value}) == []) is ok
