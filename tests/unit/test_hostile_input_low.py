@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
+from test_api import running
 
 from daemon.actions.executor import PlanError
+from daemon.domain.durations import parse_duration
 from daemon.domain.investigation_decide import params_problems
 from daemon.runbooks.runbook import HttpAction, ShellAction
 from handlers.actions.http import HttpExecutor
@@ -92,3 +95,22 @@ def test_parameter_patterns_anchor_dollar_at_the_very_end(
 ) -> None:
     schema = {"type": "object", "properties": {"p": {"type": "string", "pattern": pattern}}}
     assert (params_problems(schema, {"p": value}) == []) is ok
+
+
+# --- durations ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["99999999999h", "1e300", 1e300, float("inf")])
+def test_absurd_durations_are_value_errors(text: Any) -> None:
+    with pytest.raises(ValueError, match=r"longer than 100 years|expected a duration"):
+        parse_duration(text)
+
+
+async def test_a_silence_of_99999999999h_is_a_422(tmp_path: Path) -> None:
+    async with running(tmp_path) as d:
+        for body in (
+            {"matchers": ['alertname="X"'], "duration": "99999999999h"},
+            {"matchers": ['alertname="X"'], "startsAt": "9999-12-31T00:00:00Z", "duration": "2d"},
+        ):
+            r = await d.http.post("/api/v1/silences", json=body)
+            assert r.status_code == 422, r.text
