@@ -133,8 +133,15 @@ def _normalize(
         raise PayloadError([f"{at}.endsAt: is before startsAt"])
     if status == "firing" and ends is not None and ends <= now:
         status = "resolved"
+    computed = fingerprint(a.labels)
+    if fp and fp != computed:
+        # A sender's fingerprint names the alert it updates or resolves: it must be the
+        # labels' own, or one alert could resolve another's incident.
+        raise PayloadError(
+            [f"{at}.fingerprint: {fp[:32]!r} is not the fingerprint of its labels ({computed})"]
+        )
     return Alert(
-        fingerprint=fp or fingerprint(a.labels),
+        fingerprint=computed,
         labels=a.labels,
         annotations=a.annotations,
         status=status,
