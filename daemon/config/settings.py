@@ -102,6 +102,10 @@ class HttpConfig(Section):
         return int(self.listen.rpartition(":")[2])
 
 
+# Shortest bearer token accepted (tokens are compared whole; long random ones are best).
+MIN_TOKEN_CHARS = 8
+
+
 class TokenConfig(Section):
     """A bearer token and the identity and role it grants."""
 
@@ -215,16 +219,21 @@ class Settings(BaseSettings):
     def secrets_problems(self) -> list[str]:
         """Check that every secret reference resolves; return `path: reason` lines."""
         problems = []
-        for i, t in enumerate(self.auth.tokens):
-            try:
-                resolve_secret(t.token)
-            except ValueError as e:
-                problems.append(f"auth.tokens[{i}].token: {e}")
+        refs = {f"auth.tokens[{i}].token": t.token for i, t in enumerate(self.auth.tokens)}
         if self.auth.ingest_token:
+            refs["auth.ingest_token"] = self.auth.ingest_token
+        for path, ref in refs.items():
             try:
-                resolve_secret(self.auth.ingest_token)
+                value = resolve_secret(ref)
             except ValueError as e:
-                problems.append(f"auth.ingest_token: {e}")
+                problems.append(f"{path}: {e}")
+                continue
+            if len(value) < MIN_TOKEN_CHARS:
+                # A token one can guess is no token: `openssl rand -hex 32` makes a good one.
+                problems.append(
+                    f"{path}: {len(value)} characters; a token needs at least {MIN_TOKEN_CHARS} "
+                    "(e.g. openssl rand -hex 32)"
+                )
         for path, ref in (self.agent.secret_refs() | self.actions.secret_refs()).items():
             try:
                 resolve_secret(ref)

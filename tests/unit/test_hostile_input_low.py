@@ -10,6 +10,7 @@ import pytest
 from test_api import running
 
 from daemon.actions.executor import PlanError
+from daemon.config.settings import ConfigError, load_config
 from daemon.domain.durations import parse_duration
 from daemon.domain.investigation_decide import params_problems
 from daemon.runbooks.runbook import HttpAction, ShellAction
@@ -114,3 +115,29 @@ async def test_a_silence_of_99999999999h_is_a_422(tmp_path: Path) -> None:
         ):
             r = await d.http.post("/api/v1/silences", json=body)
             assert r.status_code == 422, r.text
+
+
+# --- tokens -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("token", ["x", "env:SHORT_TOKEN", "1234567"])
+def test_short_tokens_are_refused_at_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, token: str
+) -> None:
+    monkeypatch.setenv("SHORT_TOKEN", "ab")
+    path = tmp_path / "watchkeeper.yaml"
+    path.write_text(
+        f"store: {tmp_path}/e.db\nauth:\n  tokens:\n"
+        f"    - {{name: ops, role: admin, token: '{token}'}}\n  ingest_token: 'k'\n"
+    )
+    with pytest.raises(ConfigError) as refused:
+        load_config(path)
+    text = "\n".join(refused.value.problems)
+    assert "auth.tokens[0].token:" in text
+    assert "a token needs at least 8" in text
+    assert "auth.ingest_token:" in text
+    path.write_text(
+        f"store: {tmp_path}/e.db\nauth:\n  tokens:\n"
+        "    - {name: ops, role: admin, token: tok-admin}\n"
+    )
+    assert load_config(path).auth.tokens[0].token == "tok-admin"
