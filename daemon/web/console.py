@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import math
 import secrets
+import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote
@@ -28,6 +31,7 @@ from daemon.config.auth import AuthError, Identity, is_loopback
 from daemon.domain import Rejected
 from daemon.domain.durations import format_duration
 from daemon.domain.state import SEVERITY_RANK, Incident
+from daemon.web.login_limit import LoginThrottle
 from daemon.web.sessions import (
     COOKIE,
     LOGIN_COOKIE,
@@ -40,6 +44,7 @@ from daemon.web.timeline import timeline
 if TYPE_CHECKING:
     from daemon.web.context import ApiContext
 
+log = logging.getLogger("watchkeeper.console")
 FORM_BYTES = 16_384
 HEADERS = {
     "Content-Security-Policy": (
@@ -80,6 +85,7 @@ def console_router(ctx: ApiContext) -> APIRouter:  # noqa: PLR0915 - one closure
     router = APIRouter(include_in_schema=False)
     env = _env()
     sessions = Sessions()
+    throttle = LoginThrottle()
     ing = ctx.ingestor
 
     # --- sessions and security -----------------------------------------------------------
@@ -193,15 +199,26 @@ def console_router(ctx: ApiContext) -> APIRouter:  # noqa: PLR0915 - one closure
             )
         token = data.get("token", "").strip()
         peer = request.client.host if request.client else None
+        wait = throttle.wait(peer or "-", time.monotonic())
+        if wait:
+            log.warning("console login refused: too many failures peer=%s", peer)
+            return page(
+                request, "login.html", None, 429, next=target, nonce="",
+                error=f"too many failed logins from {peer}; try again in {math.ceil(wait)}s",
+            )
         try:
             ident = ctx.auth.identify(f"Bearer {token}", peer, "viewer")
         except AuthError as e:
+            throttle.failed(peer or "-", time.monotonic())
+            log.warning("console login failed peer=%s reason=%s", peer, e.reason)
             again = secrets.token_urlsafe(24)
             refused = page(
                 request, "login.html", None, 401, next=target, nonce=again, error=e.reason
             )
             set_cookie(refused, request, LOGIN_COOKIE, again)
             return refused
+        throttle.succeeded(peer or "-")
+        log.info("console login name=%s role=%s peer=%s", ident.name, ident.role, peer)
         sid, _ = sessions.open(Identity(ident.name, ident.role, "console"), token_digest(token))
         resp = RedirectResponse(target, status_code=303, headers=HEADERS)
         set_cookie(resp, request, COOKIE, sid)

@@ -4,6 +4,7 @@ Over real HTTP: the Supervisor runs in-process (uvicorn, SQLite) on a free port.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from pydantic import ValidationError
 from test_api import TOKENS, running
 
 from daemon.config.settings import HttpConfig
+from daemon.web.login_limit import LoginThrottle
 
 
 async def login(c: httpx.AsyncClient, token: str) -> httpx.Response:
@@ -85,3 +87,35 @@ def test_trusted_proxies_are_addresses_or_networks() -> None:
     assert HttpConfig(trusted_proxies=["10.0.0.0/8", "::1"]).trusted_proxies
     with pytest.raises(ValidationError, match=r"no '\*'"):
         HttpConfig(trusted_proxies=["*"])
+
+
+def test_the_login_throttle_counts_failures_per_peer_in_a_window() -> None:
+    t = LoginThrottle(limit=3, window=60)
+    for at in (0, 1, 2):
+        assert t.wait("a", at) == 0
+        t.failed("a", at)
+    assert t.wait("a", 3) == 57
+    assert t.wait("b", 3) == 0  # another peer is not held up
+    assert t.wait("a", 60.5) == 0  # the first failure left the window
+    t.succeeded("a")
+    assert t.wait("a", 61) == 0
+    small = LoginThrottle(limit=1, window=60, peers=2)
+    for peer in ("p1", "p2", "p3"):
+        small.failed(peer, 0)
+    assert small.wait("p1", 1) == 0  # forgotten: the table is bounded
+    assert small.wait("p3", 1) == 59
+
+
+async def test_console_logins_are_rate_limited_and_failures_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "watchkeeper.console")
+    async with running(tmp_path, TOKENS) as d:
+        for _ in range(5):
+            assert (await login(d.http, "guess-guess")).status_code == 401
+        blocked = await login(d.http, "admin-token")  # right, but too late
+        assert blocked.status_code == 429
+        assert "too many failed logins" in blocked.text
+    failures = [r for r in caplog.records if "console login failed" in r.getMessage()]
+    assert len(failures) == 5
+    assert "peer=127.0.0.1" in failures[0].getMessage()
