@@ -7,6 +7,7 @@ come from other threads: the library's connection pools make that safe.
 from __future__ import annotations
 
 import logging
+import os
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -88,8 +89,11 @@ def environment_for(url: str, *, schema: str | None = None) -> dict[str, str]:
             env["POSTGRES_SCHEMA"] = schema or params["schema"]
         return env
     path = url.removeprefix("sqlite:///").removeprefix("sqlite://")
-    if path != ":memory:":
+    if path != ":memory:" and not path.startswith("file:"):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # Created owner-only whatever the umask (outside systemd it is often 022); SQLite
+        # gives its -wal and -shm files the database file's permissions.
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
     return {
         "PERSISTENCE_MODULE": "eventsourcing.sqlite",
         "SQLITE_DBNAME": path,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ from daemon.actions.executor import PlanError
 from daemon.config.settings import ConfigError, load_config
 from daemon.domain.durations import parse_duration
 from daemon.domain.investigation_decide import params_problems
+from daemon.engine.store import EventLog
 from daemon.runbooks.runbook import HttpAction, ShellAction
 from handlers.actions.http import HttpExecutor
 from handlers.actions.shell import ShellExecutor
@@ -141,3 +144,20 @@ def test_short_tokens_are_refused_at_load(
         "    - {name: ops, role: admin, token: tok-admin}\n"
     )
     assert load_config(path).auth.tokens[0].token == "tok-admin"
+
+
+# --- the store file -------------------------------------------------------------------------
+
+
+def test_a_new_sqlite_store_is_owner_only_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        log = EventLog(f"sqlite:///{tmp_path}/store/events.db")
+        log.append([], None)
+        log.close()
+    finally:
+        os.umask(old)
+    made = sorted((tmp_path / "store").iterdir())
+    assert made
+    for path in made:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
