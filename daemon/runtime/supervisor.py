@@ -383,6 +383,7 @@ class Supervisor:
                 ("store", old.store, new.store),
                 ("http.listen", old.http.listen, new.http.listen),
                 ("http connection settings", _served(old), _served(new)),
+                ("limits (hot set)", old.limits.state_limits(), new.limits.state_limits()),
                 ("grouping", old.grouping, new.grouping),
                 ("tuning", old.tuning, new.tuning),
                 ("notifications", old.notifications, new.notifications),
