@@ -9,7 +9,7 @@ from __future__ import annotations
 import heapq
 import json
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import singledispatch
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -54,6 +54,10 @@ TICK_HOOKS: list[TickHook] = []
 _NS = uuid5(NAMESPACE_URL, "https://watchkeeper.invalid/ids")
 # A refused alert's dead letter keeps the head of its labels, enough to see what it was.
 _REFUSED_BYTES = 4096
+# An alert refused again within this gets no second dead letter (the log would otherwise
+# grow by every refused alert at every evaluation); at most this many are remembered.
+_REFUSAL_MEMORY = timedelta(hours=1)
+_REFUSALS_KEPT = 50_000
 
 
 def incident_id_for(group_key: str, opened_at: datetime) -> UUID:
@@ -174,11 +178,16 @@ def _refused_at_limits(
     )
     if not problem:
         return False
-    world.refused += 1
+    last = world.refused_at.get(alert.fingerprint)
+    if last is not None and out.now - last < _REFUSAL_MEMORY:
+        return True  # refused again: its dead letter is recent enough
+    if len(world.refused_at) >= _REFUSALS_KEPT:
+        world.refused_at.clear()
+    world.refused_at[alert.fingerprint] = out.now
     payload = json.dumps({"labels": alert.labels}, ensure_ascii=False)
     out.emit(
         DeadLetterRecorded(
-            originator_id=uuid5(_NS, f"refused|{out.now.isoformat()}|{world.refused}"),
+            originator_id=uuid5(_NS, f"refused|{alert.fingerprint}|{out.now.isoformat()}"),
             originator_version=1,
             timestamp=out.now,
             source=alert.source,

@@ -163,8 +163,9 @@ class World(BaseModel):
     closed_kept: int = 500
     # Silenced firing episodes so far; each gets its own stream (see decide.silenced_stream_id).
     silenced_episodes: int = 0
-    # Alerts refused at the hot set's limits since start (soft: makes dead-letter ids unique).
-    refused: int = Field(default=0, exclude=True)
+    # When each alert was last refused at the hot set's limits (soft, bounded): a source
+    # re-sends a refused alert every evaluation, and one dead letter a while is enough.
+    refused_at: dict[str, datetime] = Field(default_factory=dict, exclude=True)
     # Durable timers (daemon/domain/timers.py) and the notification log (notifications.py).
     deadlines: DeadlineBook = Field(default_factory=DeadlineBook)
     notifications: NotificationLog = Field(default_factory=NotificationLog)

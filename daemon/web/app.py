@@ -255,11 +255,18 @@ def create_app(ctx: ApiContext) -> FastAPI:  # noqa: PLR0915
             raise _Problem(400, "invalid payload: " + reason, e.problems) from None
         events = await ing.submit([ReceiveAlert(a) for a in alerts])
         ctx.metrics.alerts_received.labels(source).inc(len(alerts))
-        refused = [e.reason for e in events if isinstance(e, DeadLetterRecorded)]
+        # A firing alert the world does not hold was refused at a hot-set limit (its dead
+        # letter is among the events, or was recorded on an earlier refusal).
+        held = ing.world.alerts
+        refused = [a for a in alerts if a.status == "firing" and a.fingerprint not in held]
         if refused:
-            # The rest are held; these met a limit of the hot set (dead letters recorded).
+            # The rest are held; these met a limit of the hot set.
             ctx.metrics.alerts_rejected.labels(source, "limit").inc(len(refused))
-            raise _Problem(429, "refused at a limit: " + "; ".join(refused[:5]), refused[:20])
+            why = [e.reason for e in events if isinstance(e, DeadLetterRecorded)] or [
+                f"{len(refused)} alerts refused at a limit of the hot set (dead-lettered "
+                "within the last hour)"
+            ]
+            raise _Problem(429, "refused at a limit: " + "; ".join(why[:5]), why[:20])
         return {"status": "success", "alerts": len(alerts), "events": len(events)}
 
     @app.post("/api/v2/alerts")

@@ -90,11 +90,20 @@ def test_the_hot_set_holds_at_most_max_alerts_silenced_ones_included() -> None:
     assert len(w.alerts) == 5
 
 
-def test_refusals_in_one_instant_get_distinct_dead_letter_ids() -> None:
+def test_an_alert_refused_again_gets_one_dead_letter_an_hour() -> None:
     w = world()
     for name in ("A", "B", "C"):
         fire(w, name)
-    ids = {fire(w, "D")[0].originator_id, fire(w, "D")[0].originator_id}
+    first = fire(w, "D")
+    assert [type(e) for e in first] == [DeadLetterRecorded]
+    # Prometheus re-sends it every evaluation: still refused, but the log does not grow.
+    assert decide(w, ReceiveAlert(mk("D")), T0 + timedelta(minutes=30)) == []
+    assert "D" not in {st.alert.name for st in w.alerts.values()}
+    later = decide(w, ReceiveAlert(mk("D")), T0 + timedelta(hours=1))
+    assert [type(e) for e in later] == [DeadLetterRecorded]
+    assert later[0].originator_id != first[0].originator_id
+    # Two different alerts refused at one instant get distinct dead letters.
+    ids = {fire(w, "E")[0].originator_id, fire(w, "F")[0].originator_id}
     assert len(ids) == 2
 
 
@@ -173,6 +182,11 @@ async def test_the_api_answers_429_for_alerts_past_a_limit_and_holds_the_rest(
         ]
         # Renewing what is held is still fine.
         assert (await d.post_alerts({"labels": {"alertname": "A0"}})).status_code == 200
+        # Sent again, A2 is still refused (429) without a second dead letter.
+        again = await d.post_alerts({"labels": {"alertname": "A2"}})
+        assert again.status_code == 429, again.text
+        letters = (await d.http.get("/api/v1/dead-letters")).json()["dead_letters"]
+        assert len(letters) == 2
 
 
 async def test_the_console_builds_only_the_rows_of_the_page_it_shows(
