@@ -23,7 +23,7 @@ class LimitsConfig(Section):
     page_size: int = Field(default=100, gt=0, le=10_000)
     max_alert_bytes: int = Field(default=8192, gt=0)
     max_open_incidents: int = Field(default=2_000, gt=0)
-    max_alerts_per_incident: int = Field(default=5_000, gt=0)
+    max_alerts_per_incident: int = Field(default=10_000, gt=0)
     max_alerts: int = Field(default=10_000, gt=0)
 
     def state_limits(self) -> StateLimits:

@@ -45,7 +45,7 @@ class StateLimits(BaseModel):
     # Hot incidents: open, acknowledged, or resolved and waiting out the reopen window.
     max_open_incidents: int = 2_000
     # Alerts attached to one incident, firing or resolved, until it closes.
-    max_alerts_per_incident: int = 5_000
+    max_alerts_per_incident: int = 10_000
     # Every alert held: in incidents and silenced.
     max_alerts: int = 10_000
 
