@@ -31,7 +31,8 @@ from daemon.runtime import memory
 from daemon.runtime.logs import setup_logging
 from daemon.runtime.sdnotify import Notifier
 from daemon.runtime.wiring import build_ingestor, build_reactions, build_sources
-from daemon.web.app import ApiContext, create_app
+from daemon.web.app import create_app
+from daemon.web.context import ApiContext
 
 log = logging.getLogger("watchkeeper.runtime")
 
