@@ -36,6 +36,7 @@ from daemon.agent.steps import (
     next_step,
 )
 from daemon.config.agent import AgentConfig
+from daemon.config.problems import problems
 from daemon.domain import Command, Rejected
 from daemon.domain.events import DomainEvent
 from daemon.domain.investigation_model import (
@@ -463,7 +464,4 @@ class Investigator:
 
 
 def _errors(e: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'arguments'}: {err['msg']}"
-        for err in e.errors(include_url=False)
-    )[:1000]
+    return "; ".join(problems(e.errors(include_url=False), empty="arguments"))[:1000]

@@ -23,6 +23,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from daemon.config.actions import ActionsConfig
 from daemon.config.agent import AgentConfig
 from daemon.config.notify import NotificationsConfig
+from daemon.config.problems import problems
 from daemon.config.secrets import resolve_secret
 from daemon.config.sources import RuleConfig, SourcesConfig, rule_name_problems
 from daemon.config.types import Duration, Section
@@ -209,25 +210,9 @@ class Settings(BaseSettings):
         return problems
 
 
-def _loc(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
-def _message(err: Any) -> str:
-    kind, msg = err["type"], err["msg"]
-    if kind == "extra_forbidden":
-        return "unknown setting; remove it or check its spelling"
-    if kind == "missing":
-        return "required setting is missing"
-    return re.sub(r"^(Value error|Assertion failed), ", "", msg)
-
-
 def format_errors(exc: ValidationError) -> list[str]:
     """Every validation error as `path.in.file: what is wrong`."""
-    return [f"{_loc(tuple(e['loc']))}: {_message(e)}" for e in exc.errors()]
+    return problems(exc.errors(), empty="(top level)", noun="setting")
 
 
 def load_config(path: str | Path | None) -> Settings:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from daemon.actions.approvals import SlackApprovals
 from daemon.agent.views import investigation_view
 from daemon.config.auth import AuthError, Identity
+from daemon.config.problems import problems as validation_problems
 from daemon.domain import (
     Acknowledge,
     CreateSilence,
@@ -160,9 +161,7 @@ def create_app(ctx: ApiContext) -> FastAPI:  # noqa: PLR0915
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         # Same shape as every other refusal: {"error": ...}, naming where the problem is.
-        problems = [
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        ]
+        problems = validation_problems(exc.errors())
         return JSONResponse(
             {"error": "invalid request: " + "; ".join(problems), "problems": problems},
             status_code=422,
@@ -414,8 +413,5 @@ async def _json_model(request: Request, model: type[Any]) -> Any:
     try:
         return model.model_validate_json(raw)
     except ValidationError as e:
-        problems = []
-        for err in e.errors(include_url=False):
-            loc = ".".join(str(p) for p in err["loc"]) or "body"
-            problems.append(f"{loc}: {err['msg'].removeprefix('Value error, ')}")
+        problems = validation_problems(e.errors(include_url=False))
         raise _Problem(422, "invalid request body: " + "; ".join(problems), problems) from None
