@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from daemon.config.secrets import unresolved
 from daemon.config.types import Duration, Section
 from daemon.domain.escalation import EscalationLevel, EscalationPolicy
 from daemon.domain.matchers import Matcher
@@ -144,7 +145,7 @@ class NotificationsConfig(Section):
                         f"policies[{i}].levels[{j}].channels: unknown channel(s) "
                         f"{', '.join(unknown)}; define them under notifications.channels"
                     )
-        problems += self.secrets_problems()
+        problems += unresolved(self.secret_refs())
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -159,30 +160,6 @@ class NotificationsConfig(Section):
         if self.slack_app.signing_secret:
             refs.append(("slack_app.signing_secret", self.slack_app.signing_secret))
         return refs
-
-    def secrets_problems(self) -> list[str]:
-        """`path: reason` for every secret reference that does not resolve."""
-        from daemon.config.secrets import resolve_secret
-
-        problems = []
-        for path, ref in self.secret_refs():
-            try:
-                resolve_secret(ref)
-            except ValueError as e:
-                problems.append(f"{path}: {e}")
-        return problems
-
-    def secret_values(self) -> list[str]:
-        """Resolved secrets (for scrubbing logs)."""
-        from daemon.config.secrets import resolve_secret
-
-        out = []
-        for _, ref in self.secret_refs():
-            try:
-                out.append(resolve_secret(ref))
-            except ValueError:
-                continue
-        return out
 
     def escalation_policies(self) -> tuple[EscalationPolicy, ...]:
         """Policies in the order they are tried."""

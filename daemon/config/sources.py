@@ -9,7 +9,6 @@ Secret fields (SASL and MQTT passwords, Prometheus header values) take `env:NAME
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -283,16 +282,6 @@ class SourcesConfig(_Section):
         for i, p in enumerate(self.prometheus):
             refs.update({f"sources.prometheus[{i}].headers.{h}": v for h, v in p.headers.items()})
         return {path: ref for path, ref in refs.items() if ref}
-
-    def secrets_problems(self, resolve: Callable[[str], str]) -> list[str]:
-        """`path: reason` for every secret reference that does not resolve."""
-        problems = []
-        for path, ref in self.secret_refs().items():
-            try:
-                resolve(ref)
-            except ValueError as e:
-                problems.append(f"{path}: {e}")
-        return problems
 
 
 # --- rules over metric streams -----------------------------------------------------------
