@@ -69,9 +69,13 @@ from daemon.runbooks.tools import (
     ToolContext,
     ToolResult,
     describe,
+    run_tool,
 )
 
 log = logging.getLogger("watchkeeper.agent")
+
+# A diagnostic may take its time (a range query over days); the action checks allow less.
+TOOL_TIMEOUT = 120.0
 
 
 class StaleRun(Exception):  # noqa: N818 - a condition, handled by reloading
@@ -312,15 +316,7 @@ class Investigator:
             now=self.clock(),
         )
         self.stats.tool_calls += 1
-        try:
-            result = await asyncio.wait_for(tool.run(args, ctx), 120)
-        except Exception as e:  # a broken tool is a result, not a crash
-            log.exception("tool failed tool=%s investigation=%s", call.tool, run.id)
-            result = ToolResult(
-                status="error",
-                observed_at=ctx.now,
-                summary=f"{call.tool} failed: {type(e).__name__}: {e}",
-            )
+        result = await run_tool(tool, args, ctx, TOOL_TIMEOUT)
         if result.status == "error":
             self.stats.tool_failures += 1
         await self._record_result(run, call, result)
