@@ -20,6 +20,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
 
+from daemon.domain.backoff import backoff_delay
 from daemon.domain.commands import Command
 from daemon.domain.notification_model import (
     IncidentThread,
@@ -274,8 +275,8 @@ def retry_delay(
     """Seconds to wait before attempt `attempt + 1` (None: give up), and why.
 
     Backoff doubles from `policy.backoff`, capped at `max_backoff`, with "equal jitter"
-    (half fixed, half random) so retries from several daemons spread out. A platform's
-    Retry-After is obeyed as long as it fits within `max_backoff`.
+    (`backoff_delay`) so retries from several daemons spread out. A platform's Retry-After
+    is obeyed as long as it fits within `max_backoff`.
     """
     if not err.recoverable:
         return None, f"not retried: {err.reason}"
@@ -289,8 +290,7 @@ def retry_delay(
             )
         wait = max(err.retry_after, 0.0)
         return wait, f"retry {attempt + 1}/{policy.attempts} in {wait:g}s as the platform asked"
-    base = min(policy.max_backoff, policy.backoff * 2 ** (attempt - 1))
-    wait = base / 2 + rand() * base / 2
+    wait = backoff_delay(policy.backoff, policy.max_backoff, attempt - 1, rand)
     return wait, f"retry {attempt + 1}/{policy.attempts} in {wait:.2f}s after: {err.reason}"
 
 
