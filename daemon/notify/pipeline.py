@@ -1,6 +1,6 @@
 """Notifiers and the notify pipeline: dedup → storm control → send with retry → record.
 
-A `Notifier` (handlers/notifiers/*) turns a platform-neutral `Message` into one platform's
+A `ChatNotifier` (handlers/notifiers/*) turns a platform-neutral `Message` into one platform's
 payload and delivers it, raising `SendError` with what the platform answered. The pipeline
 is a sequence of small stages in the manner of Alertmanager's notify package: each stage
 either passes a `Notice` on or ends it with an `Outcome` whose reason says why. Outcomes
@@ -120,7 +120,7 @@ class SendError(Exception):
         self.retry_after = retry_after
 
 
-class Notifier(Protocol):
+class ChatNotifier(Protocol):
     """One configured destination (a Slack channel, a Teams workflow, a webhook…)."""
 
     name: str
@@ -219,7 +219,7 @@ class Stage(Protocol):
         ...
 
 
-def posts_new_message(notice: Notice, notifiers: Mapping[str, Notifier]) -> bool:
+def posts_new_message(notice: Notice, notifiers: Mapping[str, ChatNotifier]) -> bool:
     """Whether delivering this notice adds a message to the channel (rather than editing one)."""
     n = notifiers.get(notice.channel)
     return notice.thread is None or not (n is not None and n.can_update and notice.thread.ref)
@@ -245,7 +245,7 @@ class StormControl:
         self,
         world: Callable[[], World],
         clock: Callable[[], datetime],
-        notifiers: Mapping[str, Notifier],
+        notifiers: Mapping[str, ChatNotifier],
         limit: int,
         window: timedelta,
     ) -> None:
@@ -299,7 +299,7 @@ class Deliver:
 
     def __init__(
         self,
-        notifiers: Mapping[str, Notifier],
+        notifiers: Mapping[str, ChatNotifier],
         retry: RetryPolicy,
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,

@@ -29,7 +29,7 @@ from daemon.intake.status import SourceCollector, rules_command
 from daemon.notify.pipeline import notification_status
 from daemon.runtime import memory
 from daemon.runtime.logs import setup_logging
-from daemon.runtime.sdnotify import Notifier
+from daemon.runtime.sdnotify import SystemdNotifier
 from daemon.runtime.wiring import build_ingestor, build_reactions, build_sources
 from daemon.web.app import create_app
 from daemon.web.context import ApiContext
@@ -113,7 +113,7 @@ class Supervisor:
         config_path: str | Path | None = None,
         *,
         clock: Callable[[], datetime] = utcnow,
-        notifier: Notifier | None = None,
+        notifier: SystemdNotifier | None = None,
         owns_process: bool = False,
     ) -> None:
         self.settings = settings
@@ -125,7 +125,7 @@ class Supervisor:
         self.tidied_at: datetime | None = None
         self.config_path = config_path
         self.clock = clock
-        self.notifier = notifier or Notifier()
+        self.notifier = notifier or SystemdNotifier()
         self.metrics = Metrics()
         self.started = time.monotonic()
         self.stop = asyncio.Event()
