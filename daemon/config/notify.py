@@ -10,10 +10,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from daemon.config.secrets import unresolved
-from daemon.config.types import Duration, Section
+from daemon.config.types import Duration, Matchers, Section
 from daemon.domain.escalation import EscalationLevel, EscalationPolicy
 from daemon.domain.matchers import Matcher
 
@@ -77,16 +77,9 @@ class PolicyConfig(Section):
     """An escalation policy, chosen for incidents whose labels match all of `match`."""
 
     name: str = Field(min_length=1)
-    match: list[str] = []
+    match: Matchers = []
     stop_on: list[Literal["acknowledged", "resolved"]] = ["acknowledged", "resolved"]
     levels: list[LevelConfig] = Field(min_length=1)
-
-    @field_validator("match")
-    @classmethod
-    def _matchers(cls, v: list[str]) -> list[str]:
-        for m in v:
-            Matcher.parse(m)
-        return v
 
     def policy(self) -> EscalationPolicy:
         """The pure domain's view of this policy."""

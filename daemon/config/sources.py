@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from daemon.config.types import Duration, Section
+from daemon.config.types import Duration, Matchers, Section
 from daemon.domain.matchers import Matcher
 from daemon.domain.rule_model import Comparison, MetricRule
 from daemon.domain.topics import TopicTemplate
@@ -293,7 +293,7 @@ class RuleConfig(_Section):
     alert: str = Field(min_length=1)
     name: str = ""
     metric: str = Field(min_length=1)
-    match: list[str] = []
+    match: Matchers = []
     # A comparison and a number, quoted in YAML (> starts a YAML block): "> 80".
     condition: str | None = None
     # Hysteresis: once firing, it stays firing until the value passes this threshold.
@@ -302,13 +302,6 @@ class RuleConfig(_Section):
     absent_for: Duration | None = None
     labels: dict[str, str] = {}
     annotations: dict[str, str] = {}
-
-    @field_validator("match")
-    @classmethod
-    def _matchers(cls, v: list[str]) -> list[str]:
-        for m in v:
-            Matcher.parse(m)
-        return v
 
     @field_validator("condition", mode="before")
     @classmethod
