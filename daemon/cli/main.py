@@ -17,7 +17,7 @@ from rich.table import Table
 from daemon.cli.actions import action_rows
 from daemon.cli.actions import register as register_actions
 from daemon.cli.agent import agent_rows, print_investigation, runbooks_app
-from daemon.cli.client import age, client, emit, err, fail, out
+from daemon.cli.client import age, client, emit, err, fail, out, resolve_id
 from daemon.config.settings import ConfigError, load_config
 
 app = typer.Typer(
@@ -107,21 +107,17 @@ def config_check(file: Annotated[Path, typer.Argument(help="YAML config file.")]
 
 
 def _resolve_incident_id(prefix: str) -> str:
-    if len(prefix) == 36:
-        return prefix
-    hits: list[str] = []
-    params: dict[str, Any] = {"state": ["open", "acknowledged", "resolved", "closed"]}
-    while True:  # every page: the list is paginated
-        data = client.request("GET", "/api/v1/incidents", params={**params, "limit": 1000})
-        hits += [i["id"] for i in data["incidents"] if i["id"].startswith(prefix)]
-        if not data.get("next"):
-            break
-        params["cursor"] = data["next"]
-    if not hits:
-        fail(f"no incident id starts with {prefix!r}; see `watchkeeper incidents list`")
-    if len(hits) > 1:
-        fail(f"{prefix!r} matches {len(hits)} incidents; give more characters")
-    return str(hits[0])
+    def ids() -> list[str]:
+        params: dict[str, Any] = {"state": ["open", "acknowledged", "resolved", "closed"]}
+        found: list[str] = []
+        while True:  # every page: the list is paginated
+            data = client.request("GET", "/api/v1/incidents", params={**params, "limit": 1000})
+            found += [i["id"] for i in data["incidents"]]
+            if not data.get("next"):
+                return found
+            params["cursor"] = data["next"]
+
+    return resolve_id(prefix, ids, "incident", "incidents list")
 
 
 @incidents_app.callback(invoke_without_command=True)
@@ -217,10 +213,7 @@ def ack(
     comment: Annotated[str, typer.Option("--comment", "-c")] = "",
 ) -> None:
     """Acknowledge an incident."""
-    iid = _resolve_incident_id(incident_id)
-    data = client.request("POST", f"/api/v1/incidents/{iid}/ack", json={"comment": comment})
-    if not emit(data):
-        out.print(f"acknowledged {iid} ({data['title']})", highlight=False)
+    _change_incident(incident_id, "ack", comment, "acknowledged")
 
 
 @app.command()
@@ -229,10 +222,14 @@ def resolve(
     comment: Annotated[str, typer.Option("--comment", "-c")] = "",
 ) -> None:
     """Resolve an incident by hand."""
+    _change_incident(incident_id, "resolve", comment, "resolved")
+
+
+def _change_incident(incident_id: str, verb: str, comment: str, done: str) -> None:
     iid = _resolve_incident_id(incident_id)
-    data = client.request("POST", f"/api/v1/incidents/{iid}/resolve", json={"comment": comment})
+    data = client.request("POST", f"/api/v1/incidents/{iid}/{verb}", json={"comment": comment})
     if not emit(data):
-        out.print(f"resolved {iid} ({data['title']})", highlight=False)
+        out.print(f"{done} {iid} ({data['title']})", highlight=False)
 
 
 # --- silences --------------------------------------------------------------------------
