@@ -65,7 +65,7 @@ class WorldChecks:
             parsed = tool.args.model_validate(raw)
         except (MissingLabel, ValidationError) as e:
             return error(now, f"{name}: {e}", status="refused")
-        ctx = ToolContext(entry.incident_id, entry.runbook_id, labels, world, now)
+        ctx = ToolContext(entry.incident_id, entry.runbook_id, labels, world, now, entry.target)
         try:
             return await asyncio.wait_for(tool.run(parsed, ctx), self.timeout)
         except Exception as e:  # a broken tool is a failed check, not a crash

@@ -46,6 +46,7 @@ class RateLimitConfig(Section):
     kind: str = "*"
     max: int = Field(ge=0)
     per: Duration
+    scope: Literal["target", "host"] = "target"
 
 
 class WindowConfig(Section):
@@ -202,7 +203,7 @@ class ActionsConfig(Section):
             approval_timeout=self.approval_timeout,
             reminder_before=self.approval_reminder,
             rate_limits=tuple(
-                RateLimit(action=r.action, kind=r.kind, max=r.max, per=r.per)
+                RateLimit(action=r.action, kind=r.kind, max=r.max, per=r.per, scope=r.scope)
                 for r in self.rate_limits
             ),
             max_targets=self.max_targets,

@@ -22,6 +22,12 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from daemon.config.actions import ActionsConfig
 from daemon.config.agent import AgentConfig
+from daemon.config.inventory import (
+    HostIdentityConfig,
+    InventoryConfig,
+    InventoryError,
+    TargetsConfig,
+)
 from daemon.config.notify import NotificationsConfig
 from daemon.config.secrets import resolve_secret
 from daemon.config.sources import RuleConfig, SourcesConfig, rule_name_problems
@@ -165,6 +171,9 @@ class Settings(BaseSettings):
     rules: list[RuleConfig] = []
     agent: AgentConfig = AgentConfig()
     actions: ActionsConfig = ActionsConfig()
+    host: HostIdentityConfig = HostIdentityConfig()
+    targets: TargetsConfig = TargetsConfig()
+    inventory: InventoryConfig = InventoryConfig()
 
     @field_validator("store")
     @classmethod
@@ -204,6 +213,19 @@ class Settings(BaseSettings):
             except ValueError as e:
                 problems.append(f"{path}: {e}")
         problems += self.sources.secrets_problems(resolve_secret)
+        if self.inventory.ssh.key:
+            try:
+                resolve_secret(self.inventory.ssh.key)
+            except ValueError as e:
+                problems.append(f"inventory.ssh.key: {e}")
+        # Not secrets either, but files read now so a bad one is refused (also on SIGHUP).
+        try:
+            self.inventory.load()
+        except InventoryError as e:
+            problems.append(f"inventory.file: {e}")
+        kh = self.inventory.ssh.known_hosts
+        if kh and not Path(kh).is_file():
+            problems.append(f"inventory.ssh.known_hosts: {kh} is not a readable file")
         # Not a secret, but like secrets it is checked across sections after validation.
         problems += rule_name_problems(self.rules, self.sources)
         return problems

@@ -46,6 +46,8 @@ class RateLimit(_Rule):
     kind: str = "*"  # executor kind glob, e.g. systemd
     max: int = Field(ge=0)
     per: timedelta
+    # "target": counted per thing acted on and host; "host": every matching run on the host.
+    scope: Literal["target", "host"] = "target"
 
     def applies(self, action_id: str, kind: str) -> bool:
         """Whether this limit counts actions with this id and kind."""
@@ -150,6 +152,7 @@ class Dispatch(_Rule):
     kind: str
     target: str
     at: datetime
+    host: str = ""
 
 
 class Proposal(_Rule):
@@ -163,6 +166,8 @@ class Proposal(_Rule):
     labels: dict[str, str] = {}
     # The operation in words, for reasons ("restart" -> "3 restarts of nginx.service").
     verb: str = ""
+    # The host it runs on ("" when it names its own URL, or for plans made before targets).
+    host: str = ""
 
 
 class Verdict(_Rule):
@@ -200,21 +205,37 @@ def _noun(p: Proposal, n: int) -> str:
 def rate_limited(
     p: Proposal, rules: PolicyRules, history: Sequence[Dispatch], now: datetime
 ) -> list[str]:
-    """Reasons a rate limit forbids another dispatch now (counted per action and target)."""
+    """Reasons a rate limit forbids another dispatch now (per target and host, or per host)."""
     out = []
+    on = f" on {p.host}" if p.host else ""
     for limit in rules.rate_limits:
         if not limit.applies(p.action_id, p.kind):
             continue
         since = now - limit.per
+        if limit.scope == "host":
+            n = sum(
+                1
+                for d in history
+                if d.host == p.host and d.at > since and limit.applies(d.action_id, d.kind)
+            )
+            if n >= limit.max:
+                out.append(
+                    f"rate limit: {n} {_noun(p, n)}{on or ' on this host'} in the last "
+                    f"{format_duration(limit.per)} (at most {limit.max} per host)"
+                )
+            continue
         for target in p.targets:
             n = sum(
                 1
                 for d in history
-                if d.target == target and d.at > since and limit.applies(d.action_id, d.kind)
+                if d.target == target
+                and d.host == p.host
+                and d.at > since
+                and limit.applies(d.action_id, d.kind)
             )
             if n >= limit.max:
                 out.append(
-                    f"rate limit: {n} {_noun(p, n)} of {target} in the last "
+                    f"rate limit: {n} {_noun(p, n)} of {target}{on} in the last "
                     f"{format_duration(limit.per)} (at most {limit.max})"
                 )
     return out

@@ -75,5 +75,5 @@ async def run_argv(
     last = lines[-1][:200] if lines else "no output"
     seconds = time.monotonic() - started
     if code == 0:
-        return ExecOutcome("succeeded", f"exited 0: {last}", text, seconds)
-    return ExecOutcome("failed", f"exited {code}: {last}", text, seconds)
+        return ExecOutcome("succeeded", f"exited 0: {last}", text, seconds, 0)
+    return ExecOutcome("failed", f"exited {code}: {last}", text, seconds, code)
