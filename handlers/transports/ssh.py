@@ -5,8 +5,9 @@ is a refused connection, never trust on first use. No agent, no agent or X11 for
 ssh config files. Each host has at most `max_per_host` connections, kept for reuse while
 idle. A command runs under the host's own `timeout -s KILL`, so it cannot outlive its
 timeout even when the connection is gone; on our side it is also sent SIGKILL through the
-channel (sshd honours that for non-root users) and the channel is closed. A failure before the command started means nothing ran (`failed`); one
-after it started means it may have run (`unknown`).
+channel (sshd honours that for non-root users) and the channel is closed. A failure
+before the command started means nothing ran (`failed`); one after it started means it may
+have run (`unknown`).
 """
 
 from __future__ import annotations

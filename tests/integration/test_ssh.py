@@ -176,3 +176,234 @@ async def test_the_ops_host_guard_refuses_local_for_another_target(tmp_path: Pat
     out = await router.run_on("ops-1", ["/usr/bin/touch", str(marker)], {}, 5, 100)
     assert out[1].outcome == "succeeded"
     assert marker.exists()
+
+
+# --- the daemon: an incident about node-a ------------------------------------------------
+
+RUNBOOK = """---
+id: node-fix
+version: 1
+title: Fix a node
+match:
+  - alertname="NodeNeedsFix"
+tools: [alert_context, shell_diagnostic]
+diagnostics:
+  - id: ctx
+    tool: alert_context
+  - id: where
+    tool: shell_diagnostic
+    args: {{command: whereami}}
+actions:
+  - id: fix_node
+    kind: shell
+    argv: ["{script}", "{{params.service}}"]
+    timeout: {timeout}
+    risk: {risk}
+    params:
+      type: object
+      properties:
+        service: {{type: string, pattern: '^[a-z]+$'}}
+      required: [service]
+      additionalProperties: false
+default_action:
+  action: fix_node
+  params:
+    service: "{{labels.service}}"
+  when:
+    all: ["ctx.firing > 0"]
+  rationale: The node needs its fix.
+evidence_max_age: 10m
+---
+# Fix a node
+"""
+
+
+def _daemon(
+    tmp: Path, server: Sshd, *, mode: str = "review", risk: str = "medium",
+    timeout: str = "1m", script_body: str = "", known_hosts: Path | None = None,
+) -> tuple[realstack.Watchkeeper, Path, Path]:
+    ran = tmp / "ran.txt"
+    script = tmp / "fix-node"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'echo "fixed $1 key=$WATCHKEEPER_IDEMPOTENCY_KEY via=$SSH_CONNECTION" >> "{ran}"\n'
+        + script_body
+    )
+    script.chmod(0o755)
+    runbooks = tmp / "runbooks"
+    runbooks.mkdir()
+    (runbooks / "node-fix.md").write_text(
+        RUNBOOK.format(script=script, timeout=timeout, risk=risk)
+    )
+    inventory = tmp / "inventory.yml"
+    inventory.write_text(
+        "all:\n"
+        "  children:\n"
+        "    nodes:\n"
+        "      vars: {env: test}\n"
+        "      hosts:\n"
+        f"        node-a: {{ansible_host: 127.0.0.1, ansible_port: {server.port}, "
+        f"ansible_user: {server.user}}}\n"
+    )
+    wk = realstack.Watchkeeper(
+        tmp / "wk",
+        f"sqlite:///{tmp}/wk/events.db",
+        settings={
+            "agent": {
+                "runbooks_dir": str(runbooks),
+                "default_runbook": None,
+                "tools": {"shell": {"whereami": {"argv": ["/usr/bin/printenv", "SSH_CONNECTION"]}}},
+            },
+            "actions": {"mode": mode, "shell": {"allow": [str(script)]}},
+            "host": {"name": "ops-test", "aliases": []},
+            "inventory": {
+                "file": str(inventory),
+                "ssh": {
+                    "key": f"file:{server.client_key}",
+                    "known_hosts": str(known_hosts or server.known_hosts),
+                    "connect_timeout": "5s",
+                },
+            },
+        },
+    )
+    return wk, ran, script
+
+
+def _fire(wk: realstack.Watchkeeper, instance: str, service: str = "billing") -> None:
+    alert = [
+        {
+            "labels": {
+                "alertname": "NodeNeedsFix",
+                "instance": instance,
+                "service": service,
+                "severity": "critical",
+            }
+        }
+    ]
+    assert httpx.post(f"{wk.url}/api/v2/alerts", json=alert, timeout=10).status_code == 200
+
+
+def _action(wk: realstack.Watchkeeper, status: str | None = None) -> dict[str, Any] | None:
+    found = wk.get("/api/v1/actions")["actions"]
+    if not found or (status is not None and found[0]["status"] != status):
+        return None
+    return found[0]
+
+
+def _diagnostic(wk: realstack.Watchkeeper) -> dict[str, Any] | None:
+    return next(
+        (
+            e
+            for e in wk.events()
+            if e["type"] == "ToolResulted" and "printenv" in str(e.get("data", e))
+        ),
+        None,
+    )
+
+
+def test_an_incident_about_node_a_is_diagnosed_and_fixed_on_node_a(
+    sshd: Sshd, tmp_path: Path
+) -> None:
+    wk, ran, _ = _daemon(tmp_path, sshd)
+    try:
+        wk.start()
+        _fire(wk, "node-a:9100")
+        act = wait_for(
+            lambda: _action(wk, "pending_approval"), timeout=DEADLINE, what="an approval request"
+        )
+        assert act["target"] == "node-a"
+        assert act["target_source"] == "label instance=node-a:9100"
+        assert act["plan"]["host"] == "node-a"
+        assert act["plan"]["transport"] == "ssh"
+        assert act["runs_on"].endswith("on node-a (ssh)")
+        # The diagnostic ran in an sshd session on node-a, before anyone approved anything.
+        diag = _diagnostic(wk)
+        assert diag is not None, [e["type"] for e in wk.events()]
+        assert "on node-a exited 0: 127.0.0.1" in str(diag)
+        assert not ran.exists()
+        r = httpx.post(
+            f"{wk.url}/api/v1/actions/{act['id']}/approve", json={"comment": "go"}, timeout=30
+        )
+        assert r.status_code == 200, r.text
+        done = wait_for(
+            lambda: _action(wk, "succeeded") or _action(wk, "verified"),
+            timeout=DEADLINE,
+            what="the action to succeed",
+        )
+        line = ran.read_text().strip()
+        assert line.startswith(f"fixed billing key={act['id']}:dispatch via=127.0.0.1 ")
+        assert len(ran.read_text().splitlines()) == 1
+        assert "on node-a" in done["detail"]
+    finally:
+        wk.stop()
+
+
+def test_a_wrong_host_key_is_refused_at_dispatch_and_nothing_runs(
+    sshd: Sshd, tmp_path: Path
+) -> None:
+    wk, ran, _ = _daemon(
+        tmp_path, sshd, mode="autonomous", risk="low", known_hosts=sshd.wrong_known_hosts
+    )
+    try:
+        wk.start()
+        _fire(wk, "node-a:9100")
+        act = wait_for(
+            lambda: _action(wk, "cancelled") or _action(wk, "failed"),
+            timeout=DEADLINE,
+            what="the action to be refused",
+        )
+        assert "host key not verified" in " ".join([act["reason"], act["detail"], *act["drift"]])
+        assert not ran.exists()
+        assert sshd.accepted() == 0
+    finally:
+        wk.stop()
+
+
+def test_a_host_not_in_the_inventory_proposes_nothing_runnable_and_says_why(
+    sshd: Sshd, tmp_path: Path
+) -> None:
+    wk, ran, _ = _daemon(tmp_path, sshd, mode="autonomous", risk="low")
+    try:
+        wk.start()
+        _fire(wk, "db-7:9100")
+        act = wait_for(lambda: _action(wk, "refused"), timeout=DEADLINE, what="a refusal")
+        assert act["target"] == "db-7"
+        assert act["plan"] is None
+        assert any("target db-7 is not in the inventory" in r for r in act["reasons"]), act
+        # The shell diagnostic was refused too: it never ran here instead.
+        diag = _diagnostic(wk)
+        assert diag is not None
+        assert "not in the inventory" in str(diag)
+        assert not ran.exists()
+        assert sshd.accepted() == 0
+    finally:
+        wk.stop()
+
+
+def test_kill_9_mid_command_on_node_a_gives_unknown_and_never_reruns(
+    sshd: Sshd, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "remote.pid"
+    wk, ran, _ = _daemon(
+        tmp_path, sshd, mode="autonomous", risk="low", timeout="5m",
+        script_body=f'echo "$$" > "{pidfile}"\nexec sleep 300\n',
+    )
+    try:
+        wk.start()
+        _fire(wk, "node-a:9100")
+        wait_for(lambda: ran.exists() and ran.read_text().strip(), timeout=DEADLINE,
+                 what="the fix to start on node-a")
+        assert _action(wk, "dispatched") is not None
+        wk.kill()
+        wk.start()
+        after = wait_for(lambda: _action(wk, "unknown"), timeout=DEADLINE, what="OutcomeUnknown")
+        assert after["detail"].startswith("watchkeeper stopped after recording the dispatch")
+        wk.stop()
+        wk.start()
+        assert _action(wk, "unknown") is not None
+        assert len(ran.read_text().splitlines()) == 1
+    finally:
+        wk.stop()
+        if pidfile.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pidfile.read_text()), signal.SIGKILL)

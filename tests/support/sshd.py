@@ -107,9 +107,7 @@ class Sshd:
         assert self.child is not None
         self.child.start()
         try:
-            wait_for(
-                lambda: self._up(), timeout=20, what="sshd's banner", interval=0.05
-            )
+            wait_for(self._up, timeout=20, what="sshd's banner", interval=0.05)
         except TimeoutError as e:
             raise TimeoutError(f"{e}\n{self.child.log_tail()}") from None
 
