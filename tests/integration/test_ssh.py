@@ -173,8 +173,8 @@ async def test_the_ops_host_guard_refuses_local_for_another_target(tmp_path: Pat
     assert out.outcome == "failed"
     assert not marker.exists()
     # This host itself still runs locally.
-    out = await router.run_on("ops-1", ["/usr/bin/touch", str(marker)], {}, 5, 100)
-    assert out[1].outcome == "succeeded"
+    host, here = await router.run_on("ops-1", ["/usr/bin/touch", str(marker)], {}, 5, 100)
+    assert (host, here.outcome) == ("ops-1", "succeeded")
     assert marker.exists()
 
 
@@ -284,7 +284,7 @@ def _fire(wk: realstack.Watchkeeper, instance: str, service: str = "billing") ->
 
 
 def _action(wk: realstack.Watchkeeper, status: str | None = None) -> dict[str, Any] | None:
-    found = wk.get("/api/v1/actions")["actions"]
+    found: list[dict[str, Any]] = wk.get("/api/v1/actions")["actions"]
     if not found or (status is not None and found[0]["status"] != status):
         return None
     return found[0]
