@@ -227,3 +227,46 @@ def test_action_proposed_v1_is_upcast_with_no_target() -> None:
 
 def test_inventory_model_defaults() -> None:
     assert Inventory().find("x") is None
+
+
+def test_the_shipped_sudoers_rule_allows_exactly_what_a_become_host_is_sent() -> None:
+    """systemd/contrib/sudoers.d/watchkeeper: valid for visudo, and its lines match our argv."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    from daemon.runbooks.runbook import SystemdAction
+    from handlers.actions.systemd import SystemdExecutor
+
+    path = Path(__file__).resolve().parents[2] / "systemd/contrib/sudoers.d/watchkeeper"
+    text = path.read_text()
+    visudo = shutil.which("visudo") or "/usr/sbin/visudo"
+    if Path(visudo).exists():  # Debian `sudo`, in SYSTEM_PACKAGES
+        subprocess.run([visudo, "-cf", str(path)], check=True, capture_output=True)
+    ex = SystemdExecutor(["nginx.service"], ["restart", "reload"])
+    action = SystemdAction(
+        id="restart_nginx", kind="systemd", unit="nginx.service", operation="restart",
+        risk="low",
+    )
+    placed = _router().place(ex.plan(action, {}), "node-a")  # node-a has ansible_become
+    sudo, flag, *command = placed.spec["argv"]
+    assert (sudo, flag) == ("sudo", "-n")
+    assert " ".join(command) + "," in text
+
+
+def test_the_examples_load() -> None:
+    """examples/hosts.yaml validates and examples/inventory.yml parses into its hosts."""
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2] / "examples"
+    data = yaml.safe_load((root / "hosts.yaml").read_text())
+    data["inventory"]["file"] = str(root / "inventory.yml")
+    settings = Settings(**data)
+    inv = settings.inventory.load()
+    assert sorted(inv.hosts) == ["db-7", "ops-1", "web-1", "web-2", "web-3", "web-stg-1"]
+    assert inv.hosts["web-2"].become
+    assert inv.hosts["web-2"].labels["env"] == "prod"
+    assert settings.targets.rules() == TargetRules()
+    assert settings.actions.rules().rate_limits[1].scope == "host"
