@@ -46,7 +46,7 @@ class RateLimitConfig(Section):
     kind: str = "*"
     max: int = Field(ge=0)
     per: Duration
-    scope: Literal["target", "host"] = "target"
+    scope: Literal["target", "host", "fleet"] = "target"
 
 
 class WindowConfig(Section):

@@ -46,8 +46,9 @@ class RateLimit(_Rule):
     kind: str = "*"  # executor kind glob, e.g. systemd
     max: int = Field(ge=0)
     per: timedelta
-    # "target": counted per thing acted on and host; "host": every matching run on the host.
-    scope: Literal["target", "host"] = "target"
+    # "target": counted per thing acted on and host; "host": every matching run on the host;
+    # "fleet": how many different hosts matching runs touched (a blast radius across hosts).
+    scope: Literal["target", "host", "fleet"] = "target"
 
     def applies(self, action_id: str, kind: str) -> bool:
         """Whether this limit counts actions with this id and kind."""
@@ -212,6 +213,19 @@ def rate_limited(
         if not limit.applies(p.action_id, p.kind):
             continue
         since = now - limit.per
+        if limit.scope == "fleet":
+            hosts = {
+                d.host
+                for d in history
+                if d.host and d.at > since and limit.applies(d.action_id, d.kind)
+            }
+            if p.host not in hosts and len(hosts) >= limit.max:
+                out.append(
+                    f"blast radius: {_noun(p, 2)} already touched {len(hosts)} hosts in the last "
+                    f"{format_duration(limit.per)} (at most {limit.max}); {p.host or 'this host'} "
+                    "would be one more"
+                )
+            continue
         if limit.scope == "host":
             n = sum(
                 1

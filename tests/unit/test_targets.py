@@ -205,6 +205,16 @@ def test_rate_limits_count_per_host() -> None:
         "rate limit: 2 restarts on web01 in the last 1h (at most 2 per host)"
     ]
     assert rate_limited(p("web02", "redis.service"), host_rules, past, NOW) == []
+    # Blast radius across the fleet: at most 2 different hosts per hour.
+    fleet = PolicyRules(rate_limits=(RateLimit(kind="systemd", max=2, per=timedelta(hours=1),
+                                               scope="fleet"),))
+    two = [*past, past[0].model_copy(update={"host": "web02"})]
+    assert rate_limited(p("web01"), fleet, two, NOW) == []  # no new host
+    assert rate_limited(p("web03"), fleet, two, NOW) == [
+        "blast radius: restarts already touched 2 hosts in the last 1h (at most 2); "
+        "web03 would be one more"
+    ]
+    assert rate_limited(p("web03"), fleet, past, NOW) == []
 
 
 def test_action_proposed_v1_is_upcast_with_no_target() -> None:
