@@ -249,6 +249,7 @@ def _daemon(
         tmp / "wk",
         f"sqlite:///{tmp}/wk/events.db",
         settings={
+            "grouping": {"group_by": ["alertname", "instance", "service"]},
             "agent": {
                 "runbooks_dir": str(runbooks),
                 "default_runbook": None,
@@ -407,3 +408,46 @@ def test_kill_9_mid_command_on_node_a_gives_unknown_and_never_reruns(
         if pidfile.exists():
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pidfile.read_text()), signal.SIGKILL)
+
+
+def test_sighup_reloads_the_inventory(sshd: Sshd, tmp_path: Path) -> None:
+    wk, ran, _ = _daemon(tmp_path, sshd, mode="autonomous", risk="low")
+    inventory = tmp_path / "inventory.yml"
+    listed = inventory.read_text()
+    inventory.write_text("all:\n  hosts:\n    other: {}\n")
+    try:
+        wk.start()
+        _fire(wk, "node-a:9100", service="first")
+        act = wait_for(lambda: _action(wk, "refused"), timeout=DEADLINE, what="a refusal")
+        assert any("target node-a is not in the inventory" in r for r in act["reasons"])
+        inventory.write_text(listed)
+        assert wk.child is not None
+        assert wk.child.proc is not None
+        wk.child.proc.send_signal(signal.SIGHUP)
+        wait_for(
+            lambda: "inventory applied" in wk.log_tail(200), timeout=30, what="the reload"
+        )
+        # A new incident about node-a (another service) now runs there.
+        httpx.post(
+            f"{wk.url}/api/v2/alerts",
+            json=[{"labels": {"alertname": "NodeNeedsFix", "instance": "node-a:9100",
+                              "service": "second", "severity": "critical", "x": "2"}}],
+            timeout=10,
+        )
+
+        def second() -> dict[str, Any] | None:
+            acts = wk.get("/api/v1/actions")["actions"]
+            return next(
+                (a for a in acts if a["params"].get("service") == "second"
+                 and a["status"] in ("succeeded", "verified")),
+                None,
+            )
+
+        try:
+            done = wait_for(second, timeout=DEADLINE, what="the action after the reload")
+        except TimeoutError as e:
+            raise AssertionError(f"{e}: {wk.get('/api/v1/actions')}") from None
+        assert done["plan"]["host"] == "node-a"
+        assert ran.read_text().startswith("fixed second ")
+    finally:
+        wk.stop()
