@@ -211,7 +211,7 @@ def _(cmd: DecidePolicy, world: World, now: datetime) -> list[DomainEvent]:
     if entry.status != "proposed":
         raise Rejected(f"policy already decided on action {entry.id} ({entry.status})")
     rules = cmd.rules
-    mode = rules.mode_for(entry.runbook_id)
+    mode = rules.mode_for(entry.runbook_id, cmd.labels)
     if cmd.plan is None or cmd.plan_error:
         verdict = Verdict(
             outcome="refuse",

@@ -39,6 +39,17 @@ class RunbookPolicy(_Rule):
     auto_risks: tuple[Risk, ...] | None = None
 
 
+class LabelMode(_Rule):
+    """A mode for incidents and hosts whose labels match, e.g. `env="prod"` -> review."""
+
+    matchers: tuple[Matcher, ...]
+    mode: Mode
+
+
+# The stricter of two modes wins where both apply.
+_STRICTNESS: dict[str, int] = {"observe": 0, "review": 1, "autonomous": 2}
+
+
 class RateLimit(_Rule):
     """At most `max` dispatches of matching actions per target within a sliding `per`."""
 
@@ -128,11 +139,17 @@ class PolicyRules(_Rule):
     rate_limits: tuple[RateLimit, ...] = ()
     max_targets: int = Field(default=10, ge=1)
     windows: tuple[Window, ...] = ()
+    # Modes by label (host labels from the inventory included); the strictest match wins.
+    label_modes: tuple[LabelMode, ...] = ()
 
-    def mode_for(self, runbook_id: str) -> Mode:
-        """The mode in force for a runbook."""
+    def mode_for(self, runbook_id: str, labels: dict[str, str] | None = None) -> Mode:
+        """The mode in force for a runbook, made stricter by any label mode that matches."""
         own = self.runbooks.get(runbook_id)
-        return own.mode if own is not None and own.mode is not None else self.mode
+        mode = own.mode if own is not None and own.mode is not None else self.mode
+        for lm in self.label_modes:
+            if labels is not None and matches_all(lm.matchers, labels):
+                mode = min(mode, lm.mode, key=_STRICTNESS.__getitem__)
+        return mode
 
     def auto_risks_for(self, runbook_id: str) -> tuple[Risk, ...]:
         """Risk tiers that run without approval in autonomous mode, for a runbook."""
@@ -288,7 +305,7 @@ def evaluate(
     p: Proposal, rules: PolicyRules, history: Sequence[Dispatch], now: datetime
 ) -> Verdict:
     """Decide what happens to a proposed action."""
-    mode = rules.mode_for(p.runbook_id)
+    mode = rules.mode_for(p.runbook_id, p.labels)
     radius = blast_radius(p, rules)
     if radius:
         return Verdict(outcome="refuse", mode=mode, reasons=tuple(radius))

@@ -280,3 +280,27 @@ def test_the_examples_load() -> None:
     assert inv.hosts["web-2"].labels["env"] == "prod"
     assert settings.targets.rules() == TargetRules()
     assert settings.actions.rules().rate_limits[1].scope == "host"
+
+
+def test_label_modes_make_a_host_stricter_never_looser() -> None:
+    from daemon.config.actions import ActionsConfig
+
+    rules = ActionsConfig.model_validate(
+        {
+            "mode": "autonomous",
+            "label_modes": [
+                {"matchers": ['env="prod"'], "mode": "review"},
+                {"matchers": ['env="lab"'], "mode": "autonomous"},
+            ],
+        }
+    ).rules()
+    assert rules.mode_for("r", {"env": "prod"}) == "review"
+    assert rules.mode_for("r", {"env": "staging"}) == "autonomous"
+    strict = rules.model_copy(update={"mode": "observe"})
+    assert strict.mode_for("r", {"env": "lab"}) == "observe"
+    p = Proposal(action_id="a", kind="shell", risk="low", runbook_id="r", targets=("x",),
+                 labels={"env": "prod"}, host="web-3")
+    from daemon.domain.policy import evaluate
+
+    verdict = evaluate(p, rules, [], NOW)
+    assert (verdict.outcome, verdict.mode) == ("approve", "review")
