@@ -47,8 +47,14 @@ class Transport(Protocol):
         env: Mapping[str, str],
         timeout: float,  # noqa: ASYNC109 - the transport enforces it and kills the command
         output_bytes: int,
+        *,
+        drain: bool = True,
     ) -> ExecOutcome:
-        """Run once: `failed` with nothing run if it could not start; `unknown` if cut off."""
+        """Run once: `failed` with nothing run if it could not start; `unknown` if cut off.
+
+        With `drain` false (read-only diagnostics) the command is killed once its output
+        passes `output_bytes`, rather than left to run to its timeout.
+        """
 
     async def close(self) -> None:
         """Close pooled connections."""
@@ -184,7 +190,8 @@ class HostRouter:
     ) -> tuple[str, ExecOutcome]:
         """A read-only command on a target (diagnostics): the host's name and the outcome."""
         host = self.resolve(target)
-        out = await self.transports[host.connection].run(host, argv, env, timeout, output_bytes)
+        transport = self.transports[host.connection]
+        out = await transport.run(host, argv, env, timeout, output_bytes, drain=False)
         return host.name, out
 
     async def close(self) -> None:

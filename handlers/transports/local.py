@@ -42,12 +42,14 @@ class LocalTransport:
         env: Mapping[str, str],
         timeout: float,  # noqa: ASYNC109 - run_argv enforces it
         output_bytes: int,
+        *,
+        drain: bool = True,
     ) -> ExecOutcome:
         """Run here once, or refuse without running."""
         problem = self.problem(host)
         if problem:
             return ExecOutcome("failed", f"not run: {problem}")
-        return await run_argv(argv, timeout, output_bytes, dict(env))
+        return await run_argv(argv, timeout, output_bytes, dict(env), drain=drain)
 
     async def close(self) -> None:
         """Nothing pooled."""

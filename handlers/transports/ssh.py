@@ -138,6 +138,8 @@ class SshTransport:
         env: Mapping[str, str],
         timeout: float,  # noqa: ASYNC109 - enforced here; the remote process is then killed
         output_bytes: int,
+        *,
+        drain: bool = True,
     ) -> ExecOutcome:
         """Run once on `host`; see the module docstring for what each outcome means."""
         problem = self.problem(host)
@@ -173,7 +175,8 @@ class SshTransport:
             assert conn is not None
             assert proc is not None
             outcome = await self._finish(
-                host, conn, proc, timeout=timeout, cap=output_bytes, started=started
+                host, conn, proc, timeout=timeout, cap=output_bytes, started=started,
+                drain=drain,
             )
             if outcome.outcome == "unknown" or conn.is_closed():
                 conn.close()
@@ -190,9 +193,21 @@ class SshTransport:
         timeout: float,  # noqa: ASYNC109 - enforced here
         cap: int,
         started: float,
+        drain: bool,
     ) -> ExecOutcome:
         try:
-            out, dropped = await asyncio.wait_for(_read_capped(proc.stdout, cap), timeout)
+            out, dropped = await asyncio.wait_for(_read_capped(proc.stdout, cap, drain), timeout)
+            if dropped and not drain:
+                # A diagnostic with enough output: stop it on the host, keep what we have.
+                text = out.decode("utf-8", "replace") + "\n[output truncated]"
+                with contextlib.suppress(OSError, asyncssh.Error):
+                    proc.send_signal("KILL")
+                proc.close()
+                conn.close()
+                return ExecOutcome(
+                    "unknown", f"stopped on {host.name} after {cap} bytes of output", text,
+                    time.monotonic() - started, -9,
+                )
             left = max(timeout - (time.monotonic() - started), 1)
             done = await asyncio.wait_for(proc.wait(check=False), left)
         except TimeoutError:
@@ -240,8 +255,10 @@ class SshTransport:
             pool.idle.clear()
 
 
-async def _read_capped(stream: asyncssh.SSHReader[bytes], cap: int) -> tuple[bytes, bool]:
-    """Read to EOF, keeping the first `cap` bytes; report whether anything was dropped."""
+async def _read_capped(
+    stream: asyncssh.SSHReader[bytes], cap: int, drain: bool
+) -> tuple[bytes, bool]:
+    """Read to EOF (or, without `drain`, until past `cap`), keeping the first `cap` bytes."""
     buf = bytearray()
     dropped = False
     while True:
@@ -252,6 +269,8 @@ async def _read_capped(stream: asyncssh.SSHReader[bytes], cap: int) -> tuple[byt
         if room > 0:
             buf += chunk[:room]
         dropped = dropped or len(chunk) > room
+        if dropped and not drain:
+            return bytes(buf), dropped
 
 
 def _why(host: InventoryHost, e: BaseException) -> str:

@@ -141,13 +141,18 @@ async def test_output_is_capped_and_connections_per_host_are_bounded(sshd: Sshd)
         assert big.outcome == "succeeded"
         assert big.output.endswith("[output truncated]")
         assert len(big.output) < 1100
+        # A diagnostic does not drain: `yes` never ends, yet it returns at the cap, stopped.
+        diag = await ssh.run(host, ["/usr/bin/yes"], {}, 30, 1000, drain=False)
+        assert diag.output.endswith("[output truncated]")
+        assert diag.exit_code == -9
+        assert diag.seconds < 10
         runs = await asyncio.gather(
             *(ssh.run(host, ["/bin/sleep", "0.3"], {}, 10, 100) for _ in range(6))
         )
         assert all(r.outcome == "succeeded" for r in runs)
     finally:
         await ssh.close()
-    assert ssh.connects <= 2
+    assert ssh.connects <= 3  # the stopped diagnostic's connection is not reused
 
 
 async def test_the_ops_host_guard_refuses_local_for_another_target(tmp_path: Path) -> None:
@@ -451,3 +456,26 @@ def test_sighup_reloads_the_inventory(sshd: Sshd, tmp_path: Path) -> None:
         assert ran.read_text().startswith("fixed second ")
     finally:
         wk.stop()
+
+
+async def test_shell_diagnostics_run_on_the_target_or_are_refused() -> None:
+    from datetime import UTC, datetime
+
+    from daemon.domain.state import World
+    from daemon.runbooks.tools import ShellDiagnosticArgs, ToolContext
+    from handlers.tools.shell import ShellDiagnostic, ShellTemplateSpec
+
+    router = HostRouter("ops-1", frozenset({"localhost"}), Inventory(source="inv.yml"), {})
+    router.transports["local"] = LocalTransport(router.is_this_host, lambda: router.this_host)
+    tool = ShellDiagnostic({"yes": ShellTemplateSpec(["/usr/bin/yes"], 20)}, 500, router)
+
+    def ctx(target: str) -> ToolContext:
+        return ToolContext(None, "r", {}, World(), datetime.now(UTC), target)
+
+    here = await tool.run(ShellDiagnosticArgs(command="yes"), ctx("localhost"))
+    assert here.status == "ok"
+    assert here.summary.startswith("/usr/bin/yes on ops-1 exited -9")  # stopped at the cap
+    assert here.facts["truncated"] is True
+    away = await tool.run(ShellDiagnosticArgs(command="yes"), ctx("web-3"))
+    assert away.status == "refused"
+    assert "target web-3 is not in the inventory (inv.yml)" in away.summary
