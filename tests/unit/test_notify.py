@@ -554,7 +554,7 @@ def test_a_proposal_in_chat_says_which_host_it_runs_on() -> None:
         proposals = (Ref(),)
 
     class Investigations:
-        def for_incident(self, incident_id):
+        def for_incident(self, incident_id: object) -> list[Run]:
             return [Run()]
 
     class Entry:
@@ -566,14 +566,14 @@ def test_a_proposal_in_chat_says_which_host_it_runs_on() -> None:
         )
 
     class Book:
-        def get(self, key):
+        def get(self, key: object) -> Entry | None:
             return Entry() if key == pid else None
 
     class WorldWithAction:
         investigations = Investigations()
         actions = Book()
 
-        def __getattr__(self, name):
+        def __getattr__(self, name: str) -> object:
             return getattr(w, name)
 
     msg = incident_message(WorldWithAction(), inc, "opened", T0)  # type: ignore[arg-type]
