@@ -118,8 +118,14 @@ class HostRouter:
         else:
             found = self.inventory.find(target)
             if found is None:
-                where = self.inventory.source or "no inventory is configured (inventory.file)"
-                raise TargetError(f"target {target} is not in the inventory ({where})")
+                if not self.inventory.source:
+                    raise TargetError(
+                        f"target {target} is not this host and no inventory is configured "
+                        "(inventory.file)"
+                    )
+                raise TargetError(
+                    f"target {target} is not in the inventory ({self.inventory.source})"
+                )
             host = found
         transport = self.transports.get(host.connection)
         if transport is None:

@@ -372,6 +372,7 @@ class Supervisor:
                 ("tuning", old.tuning, new.tuning),
                 ("notifications", old.notifications, new.notifications),
                 ("sources", old.sources, new.sources),
+                ("inventory.ssh", old.inventory.ssh, new.inventory.ssh),
             )
             if a != b
         ]

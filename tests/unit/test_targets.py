@@ -165,6 +165,9 @@ def test_router_places_plans_on_their_host_or_says_why_not() -> None:
         _router(missing="refuse").place(_plan(), "", "no label names a host")
     with pytest.raises(TargetError, match="ssh cannot reach node-a: no key"):
         _router("no key").place(_plan(), "node-a")
+    bare = HostRouter("ops-1", frozenset(), Inventory(), {"local": _Reach("local")})  # type: ignore[dict-item]
+    with pytest.raises(TargetError, match="db-9 is not this host and no inventory is configured"):
+        bare.place(_plan(), "db-9")
     # A URL action only records its target.
     http = r.place(_plan("http"), "db-9")
     assert (http.host, http.transport) == ("db-9", "")
