@@ -62,7 +62,7 @@ class WorldChecks:
             parsed = tool.args.model_validate(raw)
         except (MissingLabel, ValidationError) as e:
             return error(now, f"{name}: {e}", status="refused")
-        ctx = ToolContext(entry.incident_id, entry.runbook_id, labels, world, now)
+        ctx = ToolContext(entry.incident_id, entry.runbook_id, labels, world, now, entry.target)
         return await run_tool(tool, parsed, ctx, self.timeout)
 
     async def precondition(

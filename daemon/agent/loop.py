@@ -52,6 +52,7 @@ from daemon.domain.investigation_model import (
     RecordToolResult,
     ToolStatus,
 )
+from daemon.domain.targets import TargetRules, derive_target
 from daemon.engine.blobs import BlobStore
 from daemon.engine.ingest import Ingestor
 from daemon.runbooks.runbook import (
@@ -110,7 +111,9 @@ class Investigator:
         config: AgentConfig,
         clock: Callable[[], datetime],
         failure_pause: Callable[[int], float] = lambda n: min(30.0, 2.0**n),
+        targets: TargetRules | None = None,
     ) -> None:
+        self.targets = targets or TargetRules()
         self.ingestor = ingestor
         self.runbooks = runbooks
         self.tools = tools
@@ -314,6 +317,7 @@ class Investigator:
             labels=run.labels,
             world=self.ingestor.world,
             now=self.clock(),
+            target=self._target(run)[0],
         )
         self.stats.tool_calls += 1
         result = await run_tool(tool, args, ctx, TOOL_TIMEOUT)
@@ -370,11 +374,13 @@ class Investigator:
                 call.step,
             ),
         )
+        target, source = self._target(run)
         try:
             await self._record(
                 run,
                 ProposeAction(
-                    run.id, run.version, call.call_id, action_id, params, rationale, evidence, by
+                    run.id, run.version, call.call_id, action_id, params, rationale, evidence, by,
+                    target=target, target_source=source,
                 ),
             )
         except Rejected as e:
@@ -385,6 +391,11 @@ class Investigator:
             return
         self.stats.proposals += 1
         log.info("action proposed investigation=%s action=%s", run.id, action_id)
+
+    def _target(self, run: InvestigationRun) -> tuple[str, str]:
+        """The host this investigation is about, and how it was found (labels or runbook)."""
+        rb = self.runbooks.get(run.started.runbook_id)
+        return derive_target(run.labels, self.targets, rb.target if rb else None)
 
     # --- the model -----------------------------------------------------------------------
 

@@ -22,6 +22,12 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from daemon.config.actions import ActionsConfig
 from daemon.config.agent import AgentConfig
+from daemon.config.inventory import (
+    HostIdentityConfig,
+    InventoryConfig,
+    InventoryError,
+    TargetsConfig,
+)
 from daemon.config.limits import LimitsConfig
 from daemon.config.notify import NotificationsConfig
 from daemon.config.problems import problems
@@ -168,6 +174,9 @@ class Settings(BaseSettings):
     rules: list[RuleConfig] = []
     agent: AgentConfig = AgentConfig()
     actions: ActionsConfig = ActionsConfig()
+    host: HostIdentityConfig = HostIdentityConfig()
+    targets: TargetsConfig = TargetsConfig()
+    inventory: InventoryConfig = InventoryConfig()
 
     @field_validator("store")
     @classmethod
@@ -196,11 +205,21 @@ class Settings(BaseSettings):
             refs.append(("auth.ingest_token", self.auth.ingest_token))
         refs += (self.agent.secret_refs() | self.actions.secret_refs()).items()
         refs += self.sources.secret_refs().items()
+        if self.inventory.ssh.key:
+            refs.append(("inventory.ssh.key", self.inventory.ssh.key))
         return refs
 
     def secrets_problems(self) -> list[str]:
         """Check that every secret reference resolves; return `path: reason` lines."""
         problems = unresolved(self.secret_refs())
+        # Not secrets, but files read now so a bad one is refused (also on SIGHUP).
+        try:
+            self.inventory.load()
+        except InventoryError as e:
+            problems.append(f"inventory.file: {e}")
+        kh = self.inventory.ssh.known_hosts
+        if kh and not Path(kh).is_file():
+            problems.append(f"inventory.ssh.known_hosts: {kh} is not a readable file")
         # Not a secret, but like secrets it is checked across sections after validation.
         problems += rule_name_problems(self.rules, self.sources)
         return problems

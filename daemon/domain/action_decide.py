@@ -24,6 +24,7 @@ from daemon.domain.action_model import (
     ActionEscalated,
     ActionFailed,
     ActionOutcomeUnknown,
+    ActionPlan,
     ActionRejected,
     ActionRequestRefused,
     ActionSucceeded,
@@ -109,6 +110,14 @@ def _escalate(out: _Out, entry: ActionEntry, reason: str) -> None:
     )
 
 
+def where(plan: ActionPlan) -> str:
+    """What runs and where, for an approver: `systemctl restart nginx.service on web-3 (ssh)`."""
+    if not plan.host:
+        return plan.summary
+    how = f" ({plan.transport})" if plan.transport else ""
+    return f"{plan.summary} on {plan.host}{how}"
+
+
 def proposal_of(entry: ActionEntry, labels: dict[str, str] | None = None) -> Proposal:
     """The policy's view of an action with a plan."""
     plan = entry.plan
@@ -120,6 +129,7 @@ def proposal_of(entry: ActionEntry, labels: dict[str, str] | None = None) -> Pro
         targets=plan.targets if plan else (),
         labels=entry.labels if labels is None else labels,
         verb=plan.verb if plan else "",
+        host=plan.host if plan else "",
     )
 
 
@@ -197,7 +207,7 @@ def _(cmd: DecidePolicy, world: World, now: datetime) -> list[DomainEvent]:
     if entry.status != "proposed":
         raise Rejected(f"policy already decided on action {entry.id} ({entry.status})")
     rules = cmd.rules
-    mode = rules.mode_for(entry.runbook_id)
+    mode = rules.mode_for(entry.runbook_id, cmd.labels)
     if cmd.plan is None or cmd.plan_error:
         verdict = Verdict(
             outcome="refuse",
@@ -238,7 +248,7 @@ def _(cmd: DecidePolicy, world: World, now: datetime) -> list[DomainEvent]:
             incident_id=entry.incident_id,
             expires_at=expires,
             approvals_required=verdict.approvals_required,
-            summary=cmd.plan.summary if cmd.plan else entry.action_id,
+            summary=where(cmd.plan) if cmd.plan else entry.action_id,
         )
     )
     subjects = (entry.id, entry.incident_id)
@@ -717,6 +727,7 @@ def _(event: ActionDispatched, world: World) -> None:
                 kind=event.plan.kind,
                 target=target,
                 at=event.timestamp,
+                host=event.plan.host,
             )
         )
     if len(book.dispatches) > book.dispatches_kept:

@@ -223,6 +223,8 @@ def _(cmd: ProposeAction, world: World, now: datetime) -> list[DomainEvent]:
             rollback=spec.rollback,
             call_id=cmd.call_id,
             proposed_by=cmd.proposed_by,
+            target=cmd.target,
+            target_source=cmd.target_source,
         )
     )
     out.emit(

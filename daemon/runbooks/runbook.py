@@ -283,6 +283,9 @@ class Runbook(_Strict):
     default_action: DefaultAction | None = None
     verify: Verify | None = None
     evidence_max_age: str = "5m"
+    # The host its actions and shell diagnostics act on, e.g. "{labels.node}" (default: the
+    # `targets:` label rules of the config; a `:port` is stripped).
+    target: str | None = None
     budgets: Budgets = Budgets()
     body: str = ""
     path: str = ""
@@ -368,6 +371,10 @@ class Runbook(_Strict):
                 bad = list(Draft202012Validator(action.params).iter_errors(da.params))
                 for err in bad:
                     problems.append(f"default_action.params: {err.message}")
+        if self.target is not None:
+            kinds = {k for k, _ in placeholders(self.target)}
+            if not kinds or kinds != {"labels"}:
+                problems.append("target: expected {labels.X} placeholders, e.g. \"{labels.node}\"")
         if self.verify and self.verify.query and "promql_instant" not in self.tools:
             problems.append("verify.query: needs promql_instant under tools")
         if problems:

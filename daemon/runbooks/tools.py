@@ -120,6 +120,8 @@ class ToolContext:
     labels: dict[str, str]
     world: World
     now: datetime
+    # The host the incident is about ("" means this host): where shell diagnostics run.
+    target: str = ""
 
 
 class Tool(Protocol):

@@ -30,7 +30,7 @@ from daemon.notify.pipeline import notification_status
 from daemon.runtime import memory
 from daemon.runtime.logs import setup_logging
 from daemon.runtime.sdnotify import SystemdNotifier
-from daemon.runtime.wiring import build_ingestor, build_reactions, build_sources
+from daemon.runtime.wiring import build_ingestor, build_reactions, build_sources, reload_hosts
 from daemon.web.app import create_app
 from daemon.web.context import ApiContext
 
@@ -360,17 +360,20 @@ class Supervisor:
                 ("tuning", old.tuning, new.tuning),
                 ("notifications", old.notifications, new.notifications),
                 ("sources", old.sources, new.sources),
+                ("inventory.ssh", old.inventory.ssh, new.inventory.ssh),
             )
             if a != b
         ]
         self.settings = new
         await self._configure_rules(new, resuming=False)
+        if self.reactor is not None:
+            reload_hosts(self.reactor.reactions, new)
         setup_logging(new.logging.format, new.logging.level, all_secrets(new))
         if self.ctx is not None:
             self.ctx.settings = new
             self.ctx.auth = Authenticator(new)
         log.info(
-            "config reloaded (auth, logging, http limits applied)%s",
+            "config reloaded (auth, logging, http limits, inventory applied)%s",
             f"; restart needed for: {', '.join(needs_restart)}" if needs_restart else "",
         )
         self.notifier.send("READY=1", f"STATUS={self.status_line()}")

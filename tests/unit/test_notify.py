@@ -533,3 +533,51 @@ async def test_dedup_and_storm_control_stop_before_sending(stub: ChatStub) -> No
     summary = summary_message("sw", log.held_back, log.held_pending, "5m")
     assert validate_blocks(blocks(summary)) == []
     assert len(stub.at(stub.SLACK_HOOK)) == 1
+
+
+def test_a_proposal_in_chat_says_which_host_it_runs_on() -> None:
+    from daemon.domain.action_model import ActionPlan
+
+    w, inc = world_with_incident()
+    pid = uuid4()
+
+    class Ref:
+        proposal_id = pid
+        action_id = "restart-service"
+        kind = "systemd"
+        risk = "low"
+        params = {"unit": "nginx.service"}
+        rationale = "nginx is down on web-3"
+
+    class Run:
+        incident_id = inc.id
+        summary = ""
+        probable_cause = ""
+        proposals = (Ref(),)
+
+    class Investigations:
+        def for_incident(self, incident_id: object) -> list[Run]:
+            return [Run()]
+
+    class Entry:
+        status = "pending_approval"
+        target = "web-3"
+        plan = ActionPlan(
+            kind="systemd", action_id="restart-service", summary="systemctl restart nginx.service",
+            targets=("nginx.service",), spec={}, host="web-3", transport="ssh",
+        )
+
+    class Book:
+        def get(self, key: object) -> Entry | None:
+            return Entry() if key == pid else None
+
+    class WorldWithAction:
+        investigations = Investigations()
+        actions = Book()
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(w, name)
+
+    msg = incident_message(WorldWithAction(), inc, "opened", T0)  # type: ignore[arg-type]
+    assert msg.proposals[0].runs == "systemctl restart nginx.service on web-3"
+    assert "systemctl restart nginx.service on web-3" in json.dumps(blocks(msg))
