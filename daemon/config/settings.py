@@ -24,6 +24,7 @@ from daemon.config.actions import ActionsConfig
 from daemon.config.agent import AgentConfig
 from daemon.config.notify import NotificationsConfig
 from daemon.config.secrets import resolve_secret
+from daemon.config.situations import InhibitRuleConfig, SituationsConfig
 from daemon.config.sources import RuleConfig, SourcesConfig, rule_name_problems
 from daemon.config.types import Duration, Section
 from daemon.domain.state import GroupingPolicy
@@ -165,6 +166,18 @@ class Settings(BaseSettings):
     rules: list[RuleConfig] = []
     agent: AgentConfig = AgentConfig()
     actions: ActionsConfig = ActionsConfig()
+    # Alertmanager's inhibit rules, pasted as they are; and correlation into situations.
+    inhibit_rules: list[InhibitRuleConfig] = []
+    situations: SituationsConfig = SituationsConfig()
+
+    def policy(self) -> GroupingPolicy:
+        """The pure domain's view: grouping, inhibit rules and correlation together."""
+        return self.grouping.policy().model_copy(
+            update={
+                "inhibit_rules": tuple(r.rule() for r in self.inhibit_rules),
+                "correlation": self.situations.correlation(),
+            }
+        )
 
     @field_validator("store")
     @classmethod
