@@ -1,0 +1,116 @@
+"""Situations and inhibition over real HTTP (daemon in-process), and the CLI against it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from test_api import Daemon, read_log, running
+from typer.testing import CliRunner
+
+from daemon.cli.main import app as cli
+
+SETTINGS: dict[str, Any] = {
+    "grouping": {"group_by": ["alertname", "instance"]},
+    "situations": {"correlate": True, "window": "5m"},
+    "inhibit_rules": [
+        {
+            "source_matchers": ['alertname="NodeDown"'],
+            "target_matchers": ['alertname="NodeExporterDown"'],
+            "equal": ["instance"],
+        }
+    ],
+}
+
+
+def alert(name: str, **labels: str) -> dict[str, Any]:
+    return {"labels": {"alertname": name, **labels}}
+
+
+async def ids_by_title(d: Daemon) -> dict[str, str]:
+    return {i["title"]: i["id"] for i in await d.incidents()}
+
+
+async def situations(d: Daemon) -> list[dict[str, Any]]:
+    r = await d.http.get("/api/v1/situations")
+    assert r.status_code == 200, r.text
+    found: list[dict[str, Any]] = r.json()["situations"]
+    return found
+
+
+async def test_storm_on_one_host_is_one_situation_and_inhibited_alerts_are_visible(
+    tmp_path: Path,
+) -> None:
+    async with running(tmp_path, SETTINGS) as d:
+        r = await d.post_alerts(
+            alert("NodeDown", instance="node1:9100"),
+            alert("NodeExporterDown", instance="node1:9100"),
+            alert("ApiDown", instance="node1:8080"),
+            alert("DiskFull", instance="node1:9100"),
+            alert("Other", instance="node2:9100"),
+        )
+        assert r.status_code == 200
+        titles = await ids_by_title(d)
+        assert set(titles) == {"NodeDown", "ApiDown", "DiskFull", "Other"}
+        (s,) = await situations(d)
+        assert s["lead_incident_id"] == titles["NodeDown"]
+        members = {m["title"]: m for m in s["members"]}
+        assert set(members) == {"NodeDown", "ApiDown", "DiskFull"}
+        assert members["ApiDown"]["rule"] == "same host"
+        r = await d.http.get("/api/v1/inhibited")
+        (inh,) = r.json()["inhibited"]
+        assert inh["labels"]["alertname"] == "NodeExporterDown"
+        assert inh["inhibited_by_labels"]["alertname"] == "NodeDown"
+        # The source resolves: the inhibited alert opens its incident.
+        ended = {"startsAt": "2026-11-28T23:00:00Z", "endsAt": "2026-11-28T23:27:00Z"}
+        r = await d.post_alerts({**alert("NodeDown", instance="node1:9100"), **ended})
+        assert r.status_code == 200, r.text
+        assert "NodeExporterDown" in await ids_by_title(d)
+        assert (await d.http.get("/api/v1/inhibited")).json()["inhibited"] == []
+    names = [type(e).__name__ for e in await asyncio.to_thread(read_log, d.store)]
+    assert names.count("AlertInhibited") == 1
+    assert names.count("SituationOpened") == 1
+
+
+async def test_link_and_unlink_by_hand_over_http_and_cli(tmp_path: Path) -> None:
+    async with running(tmp_path, {"grouping": {"group_by": ["alertname"]}}) as d:
+        await d.post_alerts(alert("A", instance="h1"), alert("B", instance="h2"))
+        await d.post_alerts(alert("C", instance="h3"))
+        ids = await ids_by_title(d)
+        r = await d.http.post(
+            "/api/v1/situations", json={"incident_ids": [ids["A"], ids["B"]], "reason": "rack 4"}
+        )
+        assert r.status_code == 200, r.text
+        s = r.json()
+        assert {m["title"]: m["reason"] for m in s["members"]} == {"A": "rack 4", "B": "rack 4"}
+        assert all(m["by"] == "local" for m in s["members"])
+        # Refusals say why.
+        r = await d.http.post("/api/v1/situations", json={"incident_ids": [ids["A"], ids["C"]]})
+        assert r.status_code == 409
+        assert "already in situation" in r.json()["error"]
+        r = await d.http.post("/api/v1/situations", json={"incident_ids": []})
+        assert r.status_code == 422
+        r = await d.http.post(
+            f"/api/v1/situations/{s['id']}/unlink",
+            json={"incident_id": "00000000-0000-0000-0000-000000000000"},
+        )
+        assert r.status_code == 404
+        # The CLI links C in, then unlinks A (the lead passes to B).
+        url = str(d.http.base_url)
+
+        def run(*args: str) -> Any:
+            res = CliRunner().invoke(cli, ["--url", url, "--json", *args])
+            assert res.exit_code == 0, res.output
+            return json.loads(res.output)
+
+        got = await asyncio.to_thread(run, "situations", "link", ids["C"], "--into", s["id"])
+        assert len(got["members"]) == 3
+        got = await asyncio.to_thread(
+            run, "situations", "unlink", s["id"], ids["A"], "-r", "own cause"
+        )
+        assert got["lead_incident_id"] == ids["B"]
+        assert {m["title"] for m in got["members"]} == {"B", "C"}
+        listed = await asyncio.to_thread(run, "situations", "list")
+        assert [x["id"] for x in listed["situations"]] == [s["id"]]
