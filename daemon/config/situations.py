@@ -115,4 +115,5 @@ class SituationsConfig(Section):
             window=self.window,
             keys=tuple(self.keys),
             by_host=self.by_host,
+            member_steps=self.member_steps,
         )

@@ -39,6 +39,9 @@ class Correlation(BaseModel):
     keys: tuple[str, ...] = ()
     # Whether the target host (derived from instance/host/hostname/nodename) links incidents.
     by_host: bool = True
+    # Steps a member incident's own investigation may take; 0: members start none, the
+    # lead investigation covers them (it sees their alerts).
+    member_steps: int = 0
 
 
 # --- events ----------------------------------------------------------------------------
