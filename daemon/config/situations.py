@@ -98,6 +98,9 @@ class SituationsConfig(Section):
     # Steps a member incident's own investigation may take (the lead's runbook budget is
     # untouched); 0 means members start no investigation and the lead covers them.
     member_steps: int = Field(default=0, ge=0)
+    # How long an approved action waits for a host another action is running or verifying
+    # on, before it is cancelled and handed to a person.
+    lease_wait: Duration = timedelta(minutes=10)
 
     @field_validator("keys", mode="before")
     @classmethod
@@ -116,4 +119,5 @@ class SituationsConfig(Section):
             keys=tuple(self.keys),
             by_host=self.by_host,
             member_steps=self.member_steps,
+            lease_wait=self.lease_wait,
         )

@@ -21,6 +21,7 @@ from typing import Any
 from daemon.domain import action_model as act
 from daemon.domain import events as ev
 from daemon.domain import investigation_model as inv
+from daemon.domain import lease
 from daemon.domain import notification_model as note
 from daemon.domain import rule_model as rule
 from daemon.domain import situation_model as sit
@@ -121,6 +122,7 @@ TYPES: tuple[EventType, ...] = (
     EventType("RolledBack", act.RolledBack),
     EventType("ExecutionPaused", act.ExecutionPaused),
     EventType("ExecutionResumed", act.ExecutionResumed),
+    EventType("ActionLeaseWaiting", lease.ActionLeaseWaiting),
     # notifications and escalation
     EventType("NotificationSent", note.NotificationSent),
     EventType("NotificationFailed", note.NotificationFailed),

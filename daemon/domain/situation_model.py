@@ -17,6 +17,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from pydantic import BaseModel, ConfigDict
 
 from daemon.domain.events import DomainEvent
+from daemon.domain.lease import LeaseWait
 
 _NS = uuid5(NAMESPACE_URL, "https://watchkeeper.invalid/situations")
 PAST_KEPT = 500
@@ -42,6 +43,8 @@ class Correlation(BaseModel):
     # Steps a member incident's own investigation may take; 0: members start none, the
     # lead investigation covers them (it sees their alerts).
     member_steps: int = 0
+    # How long an action waits for a host another action holds before a person decides.
+    lease_wait: timedelta = timedelta(minutes=10)
 
 
 # --- events ----------------------------------------------------------------------------
@@ -124,6 +127,8 @@ class Situations(BaseModel):
     past: dict[UUID, Situation] = {}
     # Incidents a person took out of a situation: correlation leaves them alone.
     kept_apart: dict[UUID, None] = {}
+    # Approved actions waiting for a leased host (daemon/domain/lease.py), by action id.
+    waiting: dict[UUID, LeaseWait] = {}
 
     def get(self, situation_id: UUID) -> Situation | None:
         """An open or recently closed situation."""
