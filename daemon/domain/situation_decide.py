@@ -267,7 +267,10 @@ def _(event: SituationOpened, world: World) -> None:
         lead=lead,
         members={
             lead: Link(
-                incident_id=lead, rule=event.rule, reason=event.reason, by=event.by,
+                incident_id=lead,
+                rule=event.rule,
+                reason=event.reason,
+                by=event.by,
                 at=event.timestamp,
             )
         },

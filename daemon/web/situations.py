@@ -96,9 +96,7 @@ def situations_router(ctx: ApiContext) -> APIRouter:
     @router.post("/api/v1/situations")
     async def create_situation(request: Request, body: LinkIn) -> dict[str, Any]:
         by = who(request, "responder")
-        events = await ing.execute(
-            LinkIncidents(tuple(body.incident_ids), by, reason=body.reason)
-        )
+        events = await ing.execute(LinkIncidents(tuple(body.incident_ids), by, reason=body.reason))
         return view(events[0].originator_id)
 
     @router.post("/api/v1/situations/{situation_id}/link")

@@ -30,7 +30,9 @@ def rule(src: dict[str, str], tgt: dict[str, str], equal: tuple[str, ...] = ()) 
 
 def alert(status: str = "firing", **labels: str) -> Alert:
     return Alert(
-        fingerprint=fingerprint(labels), labels=labels, status=status,  # type: ignore[arg-type]
+        fingerprint=fingerprint(labels),
+        labels=labels,
+        status=status,  # type: ignore[arg-type]
         starts_at=T0,
     )
 
@@ -47,7 +49,10 @@ HAS_EQUAL = [
         [{"a": "b", "b": "c"}], ("a", "b"), {"a": "b", "b": "c"}, True, id="matching, unresolved"
     ),
     pytest.param(
-        [{"a": "c", "b": "c"}, {"a": "c", "b": "d"}], ("a",), {"a": "b", "b": "c"}, False,
+        [{"a": "c", "b": "c"}, {"a": "c", "b": "d"}],
+        ("a",),
+        {"a": "b", "b": "c"},
+        False,
         id="equal label does not match",
     ),
     pytest.param([{"s": "1"}], ("zone",), {"t": "1"}, True, id="equal label missing on both"),
@@ -95,11 +100,13 @@ MATCHES = [
     pytest.param({"t1": "1", "t2": "1", "e": "1"}, True, id="targets of rule1 and rule2"),
     pytest.param({"t1": "0", "e": "1"}, False, id="matches no target"),
     pytest.param(
-        {"s1": "1", "t1": "1", "e": "1"}, True,
+        {"s1": "1", "t1": "1", "e": "1"},
+        True,
         id="both sides of rule1; its source matches the source side only",
     ),
     pytest.param(
-        {"s2": "1", "t2": "1", "e": "1"}, False,
+        {"s2": "1", "t2": "1", "e": "1"},
+        False,
         id="both sides of rule2; its source matches both sides too",
     ),
     pytest.param({"t1": "1", "e": "0"}, False, id="equal label differs"),
