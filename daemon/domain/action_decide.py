@@ -66,6 +66,7 @@ from daemon.domain.lease import (
     LeaseBusy,
     LeaseWait,
     lease_busy,
+    situation_rival,
     wait_over,
 )
 from daemon.domain.policy import Dispatch, Proposal, Verdict, blocking, evaluate
@@ -219,6 +220,22 @@ def _(cmd: DecidePolicy, world: World, now: datetime) -> list[DomainEvent]:
     else:
         proposal = proposal_of(entry.model_copy(update={"plan": cmd.plan}), cmd.labels)
         verdict = evaluate(proposal, rules, world.actions.dispatches, now)
+    situation = world.situations.of_incident(entry.incident_id)
+    if situation is not None and verdict.outcome == "execute":
+        rival = situation_rival(world.actions.active, set(situation.members), entry)
+        if rival is not None:
+            what = rival.plan.summary if rival.plan else rival.action_id
+            verdict = verdict.model_copy(
+                update={
+                    "outcome": "approve",
+                    "approvals_required": max(verdict.approvals_required, 1),
+                    "reasons": (
+                        *verdict.reasons,
+                        f"action {rival.id} ({what}, {rival.status}) was proposed in the same "
+                        "situation: a person decides both together",
+                    ),
+                }
+            )
     reasons = verdict.reasons
     paused = world.actions.paused
     if paused and verdict.outcome in ("execute", "approve"):

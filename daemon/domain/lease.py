@@ -99,3 +99,17 @@ def lease_busy(
 def wait_over(busy: LeaseBusy, now: datetime) -> bool:
     """Whether an action waited for its host until its deadline."""
     return busy.waiting is not None and now >= busy.waiting.until
+
+
+def situation_rival(
+    actions: dict[UUID, ActionEntry], members: set[UUID], entry: ActionEntry
+) -> ActionEntry | None:
+    """Another unfinished action proposed for an incident of the same situation, if any.
+
+    Two proposals for one probable cause (restart a service, reboot its host) may
+    conflict; neither runs without a person, who sees them together.
+    """
+    for other in actions.values():
+        if other.id != entry.id and other.incident_id in members and not other.finished:
+            return other
+    return None

@@ -37,6 +37,7 @@ EVENT_TYPES = {
     "action_failed": "action_failed",
     "concluded": "investigation_concluded",
     "summary": "notifications_held",
+    "situation": "situation_changed",
 }
 SEVERITY_COLORS = {
     "critical": "#E01E5A",

@@ -287,14 +287,23 @@ class NotifyReaction:
     ) -> list[Command]:
         world = self._world()
         inc = world.incidents.get(incident_id)
+        thread_of = incident_id
         threads = world.notifications.threads_of(incident_id)
+        situation = world.situations.of_incident(incident_id)
+        if not threads and situation is not None and inc is not None:
+            # A member has no thread of its own: its news is told in its lead's message
+            # (edited in place where the channel can), as a note naming the member.
+            thread_of = situation.lead
+            threads = world.notifications.threads_of(thread_of)
+            note = f"{inc.title or inc.group_key}: {note}"
+            inc = world.incidents.get(thread_of)
         if inc is None or not threads:
             return []
         msg = incident_message(
             world, inc, kind, self.clock(), console_url=self.console_url, note=note
         )
         notices = [
-            self._notice(t.channel, incident_id, msg, key, needs_thread=True)
+            self._notice(t.channel, thread_of, msg, key, needs_thread=True)
             for t in threads
             if t.channel in self.notifiers
         ]

@@ -9,7 +9,7 @@ from uuid import UUID
 
 from test_actions_domain import LABELS, PLAN, T0, Story
 
-from daemon.domain import ResolveIncident
+from daemon.domain import Alert, ReceiveAlert, ResolveIncident, fingerprint
 from daemon.domain.action_model import (
     ActionCancelled,
     ApproveAction,
@@ -17,9 +17,16 @@ from daemon.domain.action_model import (
     DispatchAction,
     RecordOutcome,
 )
-from daemon.domain.investigation_model import ProposeAction
+from daemon.domain.investigation_model import (
+    ActionSpec,
+    Budget,
+    ProposeAction,
+    StartInvestigation,
+    investigation_id_for,
+)
 from daemon.domain.lease import LEASE_DEADLINE, ActionLeaseWaiting, action_target
 from daemon.domain.policy import PolicyRules
+from daemon.domain.situation_model import LinkIncidents
 from daemon.domain.timer_model import FireDeadline
 
 RULES = PolicyRules()
@@ -100,3 +107,40 @@ def test_actions_on_other_hosts_do_not_wait() -> None:
     other = {**LABELS, "instance": "web2:9100"}
     s.world.actions.active[b] = s.world.actions.active[b].model_copy(update={"labels": other})
     assert dispatch(s, b)[-1] == "ActionDispatched"
+
+
+def test_conflicting_proposals_in_one_situation_go_to_a_person_together() -> None:
+    s = Story(risk="low")
+    other = {**LABELS, "alertname": "NginxDown"}
+    s.do(ReceiveAlert(Alert(fingerprint=fingerprint(other), labels=other, starts_at=T0)))
+    second = next(i for i in s.world.incidents if i != s.incident)
+    s.do(LinkIncidents((s.incident, second), "alice", reason="same host"))
+    inv = investigation_id_for(second, "host-high-cpu", 1)
+    spec = ActionSpec(id="reboot", kind="systemd", risk="low", params_schema={})
+    s.do(
+        StartInvestigation(
+            inv, second, 1, "host-high-cpu", "3", "deterministic", "", "h", Budget(), (spec,)
+        )
+    )
+    v = s.world.investigations.active[inv].version
+    [proposed, _] = s.do(ProposeAction(inv, v, "c1", "reboot", {}, "reboot the host", ()))
+    b: UUID = proposed.proposal_id  # type: ignore[attr-defined]
+    auto = PolicyRules(mode="autonomous")
+    # Alone, a low-risk action would run at once; here each waits for a person.
+    for aid, rival in ((s.id, b), (b, s.id)):
+        assert s.types(DecidePolicy(aid, auto, PLAN, labels=LABELS))[:2] == [
+            "PolicyDecided",
+            "ApprovalRequested",
+        ]
+        entry = s.world.actions.active[aid]
+        assert entry.status == "pending_approval"
+        assert f"action {rival}" in entry.reasons[-1]
+        assert entry.reasons[-1].endswith("a person decides both together")
+
+
+def test_a_lone_low_risk_action_still_runs_by_itself() -> None:
+    s = Story(risk="low")
+    assert s.types(DecidePolicy(s.id, PolicyRules(mode="autonomous"), PLAN, labels=LABELS)) == [
+        "PolicyDecided"
+    ]
+    assert s.entry.status == "approved"

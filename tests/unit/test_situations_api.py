@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from chatstubs import ChatStub
 from test_api import Daemon, read_log, running
 from typer.testing import CliRunner
 
@@ -114,3 +115,41 @@ async def test_link_and_unlink_by_hand_over_http_and_cli(tmp_path: Path) -> None
         assert {m["title"] for m in got["members"]} == {"B", "C"}
         listed = await asyncio.to_thread(run, "situations", "list")
         assert [x["id"] for x in listed["situations"]] == [s["id"]]
+
+
+async def test_one_page_per_situation_and_members_told_in_the_leads_thread(
+    tmp_path: Path,
+) -> None:
+    with ChatStub() as stub:
+        settings = {
+            "grouping": {"group_by": ["alertname", "instance"]},
+            "situations": {"correlate": True},
+            "notifications": {
+                "channels": {"pager": {"type": "webhook", "url": stub.url(stub.WEBHOOK)}},
+                "policies": [{"name": "oncall", "levels": [{"channels": ["pager"]}]}],
+            },
+        }
+        async with running(tmp_path, settings) as d:
+            await d.post_alerts(alert("NodeDown", instance="node1:9100"))
+            # The lead's page goes out before the members arrive.
+            await asyncio.to_thread(stub.wait, stub.WEBHOOK, 1)
+            await d.post_alerts(
+                alert("ApiDown", instance="node1:8080"), alert("DiskFull", instance="node1:9100")
+            )
+            got = await asyncio.to_thread(stub.wait, stub.WEBHOOK, 3)
+            await asyncio.sleep(0.5)  # anything more would arrive now
+            bodies = [r.body for r in stub.at(stub.WEBHOOK)]
+            assert stub.problems() == []
+            events = [b["event"] for b in bodies]
+            assert events.count("incident_opened") == 1
+            # Members joining are told in the lead's thread; an update that would show
+            # nothing new (both joined in one batch) is skipped as an identical edit.
+            assert events.count("situation_changed") >= 1
+            titles = {b["incident"]["title"] for b in bodies}
+            assert titles == {"NodeDown"}  # every message is about the lead
+            told = next(b for b in bodies if b["event"] == "situation_changed")
+            assert "joined this situation (same host: host=node1" in told["note"]
+            assert len(told["situation"]["members"]) == 3
+            assert "ApiDown" in told["situation"]["text"]
+            assert "DiskFull" in told["situation"]["text"]
+            assert len(got) >= 3
