@@ -35,6 +35,7 @@ from daemon.web.sessions import (
     Sessions,
     token_digest,
 )
+from daemon.web.situations import situation_of
 from daemon.web.timeline import timeline
 
 if TYPE_CHECKING:
@@ -281,6 +282,7 @@ def console_router(ctx: ApiContext) -> APIRouter:  # noqa: PLR0915 - one closure
                 age=_age(ctx.clock(), inc.opened_at),
                 alerts=raw_alerts(incident_id),
                 investigation=investigation_view(world, incident_id),
+                situation=situation_of(world, incident_id),
                 actions=actions,
                 rows=timeline(streams),
                 now=ctx.clock(),

@@ -65,6 +65,12 @@ def situation_view(s: Situation, world: World) -> dict[str, Any]:
     }
 
 
+def situation_of(world: World, incident_id: UUID) -> dict[str, Any] | None:
+    """The open situation an incident is in, as `situation_view` shows it (for the console)."""
+    s = world.situations.of_incident(incident_id)
+    return situation_view(s, world) if s is not None else None
+
+
 def situations_router(ctx: ApiContext) -> APIRouter:
     """The situations endpoints, bound to a running daemon."""
     router = APIRouter()

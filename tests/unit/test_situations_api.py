@@ -60,6 +60,13 @@ async def test_storm_on_one_host_is_one_situation_and_inhibited_alerts_are_visib
         members = {m["title"]: m for m in s["members"]}
         assert set(members) == {"NodeDown", "ApiDown", "DiskFull"}
         assert members["ApiDown"]["rule"] == "same host"
+        # The console shows the situation on a member's page, with its lead.
+        page = await d.http.get(f"/incidents/{titles['ApiDown']}")
+        assert page.status_code == 200
+        assert "its lead investigates and pages for all of them" in page.text
+        assert f'href="/incidents/{titles["NodeDown"]}">NodeDown</a>' in page.text
+        page = await d.http.get(f"/incidents/{titles['Other']}")
+        assert 'id="situation"' not in page.text
         r = await d.http.get("/api/v1/inhibited")
         (inh,) = r.json()["inhibited"]
         assert inh["labels"]["alertname"] == "NodeExporterDown"
