@@ -43,7 +43,8 @@ from daemon.domain.events import (
     SilencePurged,
 )
 from daemon.domain.evolve import evolve
-from daemon.domain.inhibit import inhibited_by
+from daemon.domain.inhibit import InhibitRule, inhibiting_source
+from daemon.domain.matchers import matches_all
 from daemon.domain.state import Incident, World
 
 # Pure deciders other parts of the core add to Tick (rule absence, deadlines, ...):
@@ -123,23 +124,21 @@ def _fire(out: _Out, alert: Alert) -> None:
             )
         )
         return
-    if world.policy.inhibit_rules:
-        firing = (st.alert for st in world.alerts.values() if st.firing)
-        found = inhibited_by(world.policy.inhibit_rules, alert, firing)
-        if found is not None:
-            source, rule = found
-            out.emit(
-                AlertInhibited(
-                    originator_id=inhibited_stream_id(alert, world.inhibited_episodes + 1),
-                    originator_version=1,
-                    timestamp=now,
-                    alert=alert,
-                    source_fingerprint=source.fingerprint,
-                    source_name=source.name,
-                    rule=rule.describe(),
-                )
+    found = _inhibiting(world, alert) if world.policy.inhibit_rules else None
+    if found is not None:
+        source, rule = found
+        out.emit(
+            AlertInhibited(
+                originator_id=inhibited_stream_id(alert, world.inhibited_episodes + 1),
+                originator_version=1,
+                timestamp=now,
+                alert=alert,
+                source_fingerprint=source.fingerprint,
+                source_name=source.name,
+                rule=rule.describe(),
             )
-            return
+        )
+        return
     key = world.policy.group_key(alert.labels)
     inc_id = world.groups.get(key)
     inc = world.incidents.get(inc_id) if inc_id else None
@@ -180,6 +179,16 @@ def _fire(out: _Out, alert: Alert) -> None:
     if opened:
         for hook in OPEN_HOOKS:
             out.events.extend(hook(world, inc.id, alert, now))
+
+
+def _inhibiting(world: World, alert: Alert) -> tuple[Alert, InhibitRule] | None:
+    """The firing alert and rule that inhibit `alert`, looked up in the world's source index."""
+    for i, rule in enumerate(world.policy.inhibit_rules):
+        if matches_all(rule.target_matchers, alert.labels):
+            src = inhibiting_source(rule, alert, world.inhibit_candidates(i, rule, alert.labels))
+            if src is not None:
+                return src, rule
+    return None
 
 
 def _release_inhibited(out: _Out) -> None:

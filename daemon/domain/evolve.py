@@ -106,6 +106,8 @@ def _(event: AlertFired, world: World) -> None:
     world.silenced_firing.pop(alert.fingerprint, None)
     world.inhibited_firing.pop(alert.fingerprint, None)
     world.track_lease(alert.fingerprint, alert.ends_at)
+    if world.policy.inhibit_rules:
+        world.note_inhibit_source(alert)
 
 
 @evolve.register
@@ -123,6 +125,8 @@ def _(event: AlertSilenced, world: World) -> None:
     )
     world.silenced_firing[event.alert.fingerprint] = None
     world.track_lease(event.alert.fingerprint, event.alert.ends_at)
+    if world.policy.inhibit_rules:
+        world.note_inhibit_source(event.alert)
 
 
 @evolve.register
@@ -142,6 +146,7 @@ def _(event: AlertInhibited, world: World) -> None:
     world.silenced_firing.pop(event.alert.fingerprint, None)
     world.inhibited_firing[event.alert.fingerprint] = None
     world.track_lease(event.alert.fingerprint, event.alert.ends_at)
+    world.note_inhibit_source(event.alert)
 
 
 @evolve.register

@@ -39,26 +39,39 @@ class InhibitRule(BaseModel):
         return all(a.get(n, "") == b.get(n, "") for n in self.equal)
 
 
+def inhibiting_source(rule: InhibitRule, alert: Alert, candidates: Iterable[Alert]) -> Alert | None:
+    """The candidate that inhibits `alert` under `rule`, or None (the rule's target side
+    must already match `alert`). Resolved candidates and the alert itself never count."""
+    two_sided = matches_all(rule.source_matchers, alert.labels)
+    for src in candidates:
+        if src.fingerprint == alert.fingerprint or src.status != "firing":
+            continue
+        if not matches_all(rule.source_matchers, src.labels):
+            continue
+        if two_sided and matches_all(rule.target_matchers, src.labels):
+            continue
+        if rule.has_equal(src.labels, alert.labels):
+            return src
+    return None
+
+
 def inhibited_by(
     rules: Iterable[InhibitRule], alert: Alert, firing: Iterable[Alert]
 ) -> tuple[Alert, InhibitRule] | None:
-    """The firing alert (and its rule) that inhibits `alert`, or None if nothing does.
-
-    `firing` are the alerts currently firing; resolved ones must not be passed. The alert
-    itself is never its own source.
-    """
-    candidates: list[Alert] | None = None
+    """The firing alert (and its rule) that inhibits `alert`, or None if nothing does."""
+    candidates = list(firing)
     for rule in rules:
-        if not matches_all(rule.target_matchers, alert.labels):
-            continue
-        two_sided = matches_all(rule.source_matchers, alert.labels)
-        if candidates is None:
-            candidates = [a for a in firing if a.fingerprint != alert.fingerprint]
-        for src in candidates:
-            if src.status != "firing" or not matches_all(rule.source_matchers, src.labels):
-                continue
-            if two_sided and matches_all(rule.target_matchers, src.labels):
-                continue
-            if rule.has_equal(src.labels, alert.labels):
+        if matches_all(rule.target_matchers, alert.labels):
+            src = inhibiting_source(rule, alert, candidates)
+            if src is not None:
                 return src, rule
     return None
+
+
+def source_key(rule_index: int, rule: InhibitRule, labels: Mapping[str, str]) -> tuple[object, ...]:
+    """Where a source alert is filed in the world's index: its rule and its `equal` values.
+
+    A target looks only under its own key, so finding its source does not walk every
+    firing alert (a storm can hold thousands).
+    """
+    return (rule_index, *(labels.get(n, "") for n in rule.equal))

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from daemon.domain.action_model import ActionBook
 from daemon.domain.alert_model import Alert
-from daemon.domain.inhibit import InhibitRule
+from daemon.domain.inhibit import InhibitRule, source_key
 from daemon.domain.investigation_model import Investigations
 from daemon.domain.matchers import Matcher, matches_all
 from daemon.domain.notification_model import NotificationLog
@@ -203,6 +203,12 @@ class World(BaseModel):
     silenced_firing: dict[str, None] = Field(default_factory=dict, exclude=True)
     # Firing alerts held by inhibit rules, re-checked when an alert resolves and on Tick.
     inhibited_firing: dict[str, None] = Field(default_factory=dict, exclude=True)
+    # Alerts that matched an inhibit rule's source side, filed by rule and `equal` values
+    # (inhibit.source_key), so a new alert finds its source without walking every firing
+    # alert. Entries that stopped firing are dropped when met. Derived, not stored.
+    inhibit_sources: dict[tuple[object, ...], dict[str, None]] = Field(
+        default_factory=dict, exclude=True
+    )
     # `shared_labels` answers, per incident, for firing alerts and for all alerts (None: no
     # alert qualifies). Filled by one walk on first ask; evolve narrows them in place as
     # alerts join (an intersection only shrinks then) and drops them when an alert stops
@@ -281,6 +287,27 @@ class World(BaseModel):
         if left:
             self.shared_all.pop(incident_id, None)  # type: ignore[arg-type]
 
+    def note_inhibit_source(self, alert: Alert) -> None:
+        """File a firing alert under every inhibit rule whose source side it matches."""
+        for i, rule in enumerate(self.policy.inhibit_rules):
+            if matches_all(rule.source_matchers, alert.labels):
+                key = source_key(i, rule, alert.labels)
+                self.inhibit_sources.setdefault(key, {})[alert.fingerprint] = None
+
+    def inhibit_candidates(
+        self, rule_index: int, rule: InhibitRule, labels: dict[str, str]
+    ) -> Iterator[Alert]:
+        """Firing alerts filed as sources of a rule with the same `equal` values as `labels`."""
+        bucket = self.inhibit_sources.get(source_key(rule_index, rule, labels))
+        if not bucket:
+            return
+        for fp in list(bucket):
+            st = self.alerts.get(fp)
+            if st is None or not st.firing:
+                del bucket[fp]
+                continue
+            yield st.alert
+
     def track_lease(self, fingerprint: str, ends_at: datetime | None) -> None:
         """Note a lease end for Tick to look at (see `lease_heap`)."""
         if ends_at is not None:
@@ -293,12 +320,15 @@ class World(BaseModel):
         self.lease_heap = []
         self.silenced_firing = {}
         self.inhibited_firing = {}
+        self.inhibit_sources = {}
         self.shared_firing = {}
         self.shared_all = {}
         for fp, st in self.alerts.items():
             if st.incident_id is not None:
                 self.members.setdefault(st.incident_id, {})[fp] = None
             if st.firing:
+                if self.policy.inhibit_rules:
+                    self.note_inhibit_source(st.alert)
                 if st.alert.ends_at is not None:
                     self.lease_heap.append((st.alert.ends_at, fp))
                 if st.incident_id is None and st.inhibited_by:

@@ -210,6 +210,31 @@ def test_inhibited_alerts_survive_a_rebuild_from_a_checkpoint() -> None:
     decide(world, ReceiveAlert(one), T0)
     copy = World.model_validate({**world.model_dump(mode="json"), "policy": POLICY})
     assert list(copy.inhibited_firing) == [one.fingerprint]
+    # The source index is rebuilt too: a new target is still muted by the same source.
+    events = decide(copy, ReceiveAlert(mk("Three", t="1", e="f")), T0 + S)
+    assert kinds(events) == ["AlertInhibited"]
+
+
+def test_sources_are_found_by_their_equal_labels_among_many() -> None:
+    policy = POLICY.model_copy(
+        update={"inhibit_rules": (rule({"s": "1"}, {"t": "1"}, ("instance",)),)}
+    )
+    world = World(policy=policy)
+    for i in range(2000):
+        decide(world, ReceiveAlert(mk("Down", s="1", instance=f"h{i}")), T0)
+    events = decide(world, ReceiveAlert(mk("Svc", t="1", instance="h1234")), T0 + S)
+    assert kinds(events) == ["AlertInhibited"]
+    assert events[0].source_fingerprint == mk("Down", s="1", instance="h1234").fingerprint  # type: ignore[attr-defined]
+    assert kinds(decide(world, ReceiveAlert(mk("Svc", t="1", instance="h9999")), T0 + S)) == [
+        "IncidentOpened",
+        "AlertFired",
+    ]
+    # A source that resolved no longer mutes a new target.
+    gone = mk("Down", s="1", instance="h7", status="resolved")
+    decide(world, ReceiveAlert(gone), T0 + 2 * S)
+    assert "AlertInhibited" not in kinds(
+        decide(world, ReceiveAlert(mk("Svc", t="1", instance="h7")), T0 + 3 * S)
+    )
 
 
 ALERTMANAGER_YAML = """
