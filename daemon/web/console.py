@@ -270,6 +270,10 @@ def console_router(ctx: ApiContext) -> APIRouter:  # noqa: PLR0915 - one closure
             for inv in world.investigations.for_incident(incident_id):
                 events = await asyncio.to_thread(ing.log.stream, inv.id)
                 streams.append((f"investigation {inv.runbook_id} #{inv.run}", events))
+            situation = world.situations.of_incident(incident_id)
+            if situation is not None:
+                events = await asyncio.to_thread(ing.log.stream, situation.id)
+                streams.append(("situation", events))
             actions = world.actions.for_incident(incident_id)
             for a in actions:
                 events = await asyncio.to_thread(ing.log.stream, a.id)

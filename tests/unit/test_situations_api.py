@@ -64,6 +64,7 @@ async def test_storm_on_one_host_is_one_situation_and_inhibited_alerts_are_visib
         page = await d.http.get(f"/incidents/{titles['ApiDown']}")
         assert page.status_code == 200
         assert "its lead investigates and pages for all of them" in page.text
+        assert "Situation opened (same host)" in page.text  # the situation's timeline
         assert f'href="/incidents/{titles["NodeDown"]}">NodeDown</a>' in page.text
         page = await d.http.get(f"/incidents/{titles['Other']}")
         assert 'id="situation"' not in page.text
