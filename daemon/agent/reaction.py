@@ -79,11 +79,13 @@ class AgentReaction:
         """Route the incident and record one StartInvestigation per selected runbook."""
         tracking = Tracking(f"reactor:{self.name}", position)
         reopened_at = event.timestamp if isinstance(event, IncidentReopened) else None
-        # An incident taken out of a situation is investigated on its own from then on.
-        incident_id = (
-            event.incident_id if isinstance(event, SituationUnlinked) else event.originator_id
-        )
-        commands = self.starts_for(incident_id, reopened_at=reopened_at)
+        if isinstance(event, SituationUnlinked):
+            # Taken out, it is investigated on its own; a member that now leads, likewise.
+            commands = self.starts_for(event.incident_id)
+            if event.new_lead is not None:
+                commands += self.starts_for(event.new_lead)
+        else:
+            commands = self.starts_for(event.originator_id, reopened_at=reopened_at)
         try:
             events = await self.ingestor.submit(commands, tracking=tracking)
         except Rejected as e:

@@ -354,13 +354,23 @@ class NotifyReaction:
         else:
             note = f"{inc.title or inc.group_key} left this situation ({event.reason})"
             # On its own again: it pages through its own chain from now on; so does a
-            # member that became the lead.
-            cmds += self._chain_for(inc, position, event.timestamp)
+            # member that became the lead (a former lead has paged already).
             new_lead = world.incidents.get(event.new_lead) if event.new_lead else None
-            if new_lead is not None and new_lead.is_active:
-                return cmds + self._chain_for(new_lead, position, event.timestamp)
+            for other in (inc, new_lead):
+                if other is not None and other.is_active and not self._paged(other.id):
+                    cmds += self._chain_for(other, position, event.timestamp)
+        # A lead that left tells its own thread; otherwise the (new) lead's thread hears it.
+        told = inc.id if isinstance(event, SituationUnlinked) and event.new_lead else s.lead
         return cmds + await self._follow_up(
-            position, s.lead, "situation", note, key=f"situation:{position}"
+            position, told, "situation", note, key=f"situation:{position}"
+        )
+
+    def _paged(self, incident_id: UUID) -> bool:
+        """Whether the incident has a chain running or a message out already."""
+        world = self._world()
+        return bool(
+            world.notifications.threads_of(incident_id)
+            or world.deadlines.about(incident_id, ESCALATION)
         )
 
     # --- storm summaries -----------------------------------------------------------------

@@ -161,3 +161,29 @@ async def test_one_page_per_situation_and_members_told_in_the_leads_thread(
             assert "ApiDown" in told["situation"]["text"]
             assert "DiskFull" in told["situation"]["text"]
             assert len(got) >= 3
+            # Unlinked by hand, a member pages on its own; the lead's thread hears it left.
+            (sit,) = await situations(d)
+            api = next(m for m in sit["members"] if m["title"] == "ApiDown")
+            r = await d.http.post(
+                f"/api/v1/situations/{sit['id']}/unlink",
+                json={"incident_id": api["incident_id"], "reason": "its own cause"},
+            )
+            assert r.status_code == 200, r.text
+
+            def opened() -> list[str]:
+                return [
+                    b["incident"]["title"]
+                    for b in (r.body for r in stub.at(stub.WEBHOOK))
+                    if b["event"] == "incident_opened"
+                ]
+
+            for _ in range(100):
+                if "ApiDown" in opened():
+                    break
+                await asyncio.sleep(0.05)
+            assert sorted(opened()) == ["ApiDown", "NodeDown"]
+            left = [
+                b["note"] for b in (r.body for r in stub.at(stub.WEBHOOK)) if "left" in b["note"]
+            ]
+            assert left == ["ApiDown left this situation (its own cause)"]
+            assert stub.problems() == []
