@@ -8,7 +8,15 @@ from uuid import UUID, uuid4
 import pytest
 from domainkit import T0, mk
 
-from daemon.domain import GroupingPolicy, ReceiveAlert, Rejected, ResolveIncident, Tick, World
+from daemon.domain import (
+    GroupingPolicy,
+    ReceiveAlert,
+    Rejected,
+    ResolveIncident,
+    Tick,
+    World,
+    evolve,
+)
 from daemon.domain import decide as decide_
 from daemon.domain.events import DomainEvent
 from daemon.domain.situation_model import (
@@ -180,3 +188,18 @@ def test_situations_survive_a_checkpoint() -> None:
     decide(world, ReceiveAlert(mk("B", instance="node1")), S)
     copy = World.model_validate({**world.model_dump(mode="json"), "policy": POLICY})
     assert copy.situations == world.situations
+
+
+def test_folding_the_emitted_events_rebuilds_the_situations() -> None:
+    world = World(policy=POLICY)
+    events: list[DomainEvent] = []
+    events += decide(world, ReceiveAlert(mk("A", instance="node1")))
+    events += decide(world, ReceiveAlert(mk("B", instance="node1")), S)
+    events += decide(world, ReceiveAlert(mk("C", instance="node1", cluster="x")), 2 * S)
+    (s,) = world.situations.active.values()
+    events += decide(world, UnlinkIncident(s.id, incident_of(world, "A"), "bob"), 3 * S)
+    rebuilt = World(policy=POLICY)
+    for e in events:
+        evolve(e, rebuilt)
+    assert rebuilt.situations == world.situations
+    assert rebuilt.situations.active[s.id].lead == incident_of(world, "B")
