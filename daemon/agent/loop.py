@@ -36,6 +36,7 @@ from daemon.agent.steps import (
     next_step,
 )
 from daemon.config.agent import AgentConfig
+from daemon.config.problems import problems
 from daemon.domain import Command, Rejected
 from daemon.domain.events import DomainEvent
 from daemon.domain.investigation_model import (
@@ -68,9 +69,13 @@ from daemon.runbooks.tools import (
     ToolContext,
     ToolResult,
     describe,
+    run_tool,
 )
 
 log = logging.getLogger("watchkeeper.agent")
+
+# A diagnostic may take its time (a range query over days); the action checks allow less.
+TOOL_TIMEOUT = 120.0
 
 
 class StaleRun(Exception):  # noqa: N818 - a condition, handled by reloading
@@ -311,15 +316,7 @@ class Investigator:
             now=self.clock(),
         )
         self.stats.tool_calls += 1
-        try:
-            result = await asyncio.wait_for(tool.run(args, ctx), 120)
-        except Exception as e:  # a broken tool is a result, not a crash
-            log.exception("tool failed tool=%s investigation=%s", call.tool, run.id)
-            result = ToolResult(
-                status="error",
-                observed_at=ctx.now,
-                summary=f"{call.tool} failed: {type(e).__name__}: {e}",
-            )
+        result = await run_tool(tool, args, ctx, TOOL_TIMEOUT)
         if result.status == "error":
             self.stats.tool_failures += 1
         await self._record_result(run, call, result)
@@ -463,7 +460,4 @@ class Investigator:
 
 
 def _errors(e: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'arguments'}: {err['msg']}"
-        for err in e.errors(include_url=False)
-    )[:1000]
+    return "; ".join(problems(e.errors(include_url=False), empty="arguments"))[:1000]

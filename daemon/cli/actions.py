@@ -16,7 +16,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from daemon.cli.client import age, client, emit, fail, out
+from daemon.cli.client import age, client, emit, fail, out, resolve_id
 
 actions_app = typer.Typer(
     help="Review, approve and reject proposed actions; dry-run a runbook action.",
@@ -26,15 +26,10 @@ actions_app = typer.Typer(
 
 
 def _resolve(prefix: str) -> str:
-    if len(prefix) == 36:
-        return prefix
-    data = client.request("GET", "/api/v1/actions")
-    hits = [a["id"] for a in data["actions"] if a["id"].startswith(prefix)]
-    if not hits:
-        fail(f"no action id starts with {prefix!r}; see `watchkeeper actions list`")
-    if len(hits) > 1:
-        fail(f"{prefix!r} matches {len(hits)} actions; give more characters")
-    return str(hits[0])
+    def ids() -> list[str]:
+        return [a["id"] for a in client.request("GET", "/api/v1/actions")["actions"]]
+
+    return resolve_id(prefix, ids, "action", "actions list")
 
 
 def _print_action(a: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from daemon.config.types import Duration, Section
+from daemon.config.types import Duration, Matchers, Section
 from daemon.domain.matchers import Matcher
 from daemon.domain.policy import (
     DAY_NAMES,
@@ -53,20 +53,13 @@ class WindowConfig(Section):
 
     name: str = Field(min_length=1)
     effect: Effect = "block"
-    matchers: list[str] = []
+    matchers: Matchers = []
     starts_at: datetime | None = None
     ends_at: datetime | None = None
     days: list[str] = []
     start: time | None = None
     end: time | None = None
     timezone: str = "UTC"
-
-    @field_validator("matchers")
-    @classmethod
-    def _matchers(cls, v: list[str]) -> list[str]:
-        for m in v:
-            Matcher.parse(m)
-        return v
 
     @field_validator("days")
     @classmethod

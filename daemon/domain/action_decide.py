@@ -58,7 +58,7 @@ from daemon.domain.action_model import (
 from daemon.domain.commands import Rejected
 from daemon.domain.decide import _decide, _Out
 from daemon.domain.durations import format_duration
-from daemon.domain.events import DomainEvent
+from daemon.domain.events import DomainEvent, first_of, next_of, stamp
 from daemon.domain.evolve import evolve
 from daemon.domain.lease import (
     LEASE_DEADLINE,
@@ -100,9 +100,7 @@ def _cancel_deadlines(out: _Out, action_id: UUID, reason: str) -> None:
     for d in out.world.deadlines.about(action_id):
         out.emit(
             DeadlineCancelled(
-                originator_id=d.id,
-                originator_version=d.version + 1,
-                timestamp=out.now,
+                **next_of(d, out.now),
                 kind=d.kind,
                 subjects=d.subjects,
                 reason=reason,
@@ -113,9 +111,7 @@ def _cancel_deadlines(out: _Out, action_id: UUID, reason: str) -> None:
 def _escalate(out: _Out, entry: ActionEntry, reason: str) -> None:
     out.emit(
         ActionEscalated(
-            originator_id=entry.id,
-            originator_version=_v(out.world, entry.id),
-            timestamp=out.now,
+            **stamp(entry.id, _v(out.world, entry.id), out.now),
             incident_id=entry.incident_id,
             reason=reason,
         )
@@ -243,9 +239,7 @@ def _(cmd: DecidePolicy, world: World, now: datetime) -> list[DomainEvent]:
     out = _Out(world, now)
     out.emit(
         PolicyDecided(
-            originator_id=entry.id,
-            originator_version=entry.version + 1,
-            timestamp=now,
+            **next_of(entry, now),
             incident_id=entry.incident_id,
             outcome=verdict.outcome,
             mode=verdict.mode,
@@ -265,9 +259,7 @@ def _(cmd: DecidePolicy, world: World, now: datetime) -> list[DomainEvent]:
     expires = now + rules.approval_timeout
     out.emit(
         ApprovalRequested(
-            originator_id=entry.id,
-            originator_version=_v(world, entry.id),
-            timestamp=now,
+            **stamp(entry.id, _v(world, entry.id), now),
             incident_id=entry.incident_id,
             expires_at=expires,
             approvals_required=verdict.approvals_required,
@@ -277,9 +269,7 @@ def _(cmd: DecidePolicy, world: World, now: datetime) -> list[DomainEvent]:
     subjects = (entry.id, entry.incident_id)
     out.emit(
         DeadlineSet(
-            originator_id=deadline_id(APPROVAL_DEADLINE, entry.id),
-            originator_version=1,
-            timestamp=now,
+            **first_of(deadline_id(APPROVAL_DEADLINE, entry.id), now),
             kind=APPROVAL_DEADLINE,
             due_at=expires,
             subjects=subjects,
@@ -288,9 +278,7 @@ def _(cmd: DecidePolicy, world: World, now: datetime) -> list[DomainEvent]:
     if timedelta(0) < rules.reminder_before < rules.approval_timeout:
         out.emit(
             DeadlineSet(
-                originator_id=deadline_id(REMINDER_DEADLINE, entry.id),
-                originator_version=1,
-                timestamp=now,
+                **first_of(deadline_id(REMINDER_DEADLINE, entry.id), now),
                 kind=REMINDER_DEADLINE,
                 due_at=expires - rules.reminder_before,
                 subjects=subjects,
@@ -322,9 +310,7 @@ def _(cmd: ApproveAction, world: World, now: datetime) -> list[DomainEvent]:
     count = len(entry.approvals) + 1
     out.emit(
         ActionApproved(
-            originator_id=entry.id,
-            originator_version=entry.version + 1,
-            timestamp=now,
+            **next_of(entry, now),
             incident_id=entry.incident_id,
             by=cmd.by,
             role=cmd.role,
@@ -351,9 +337,7 @@ def _(cmd: RejectAction, world: World, now: datetime) -> list[DomainEvent]:
     out = _Out(world, now)
     out.emit(
         ActionRejected(
-            originator_id=entry.id,
-            originator_version=entry.version + 1,
-            timestamp=now,
+            **next_of(entry, now),
             incident_id=entry.incident_id,
             by=cmd.by,
             role=cmd.role,
@@ -370,9 +354,7 @@ def _(cmd: RecordRefusal, world: World, now: datetime) -> list[DomainEvent]:
     out = _Out(world, now)
     out.emit(
         ActionRequestRefused(
-            originator_id=cmd.record_id,
-            originator_version=1,
-            timestamp=now,
+            **first_of(cmd.record_id, now),
             action=cmd.action,
             request=cmd.request,
             by=cmd.by,
@@ -394,9 +376,7 @@ def _(cmd: ExpireApproval, world: World, now: datetime) -> list[DomainEvent]:
     out = _Out(world, now)
     out.emit(
         ApprovalExpired(
-            originator_id=entry.id,
-            originator_version=entry.version + 1,
-            timestamp=now,
+            **next_of(entry, now),
             incident_id=entry.incident_id,
             expires_at=entry.expires_at,
         )
@@ -422,9 +402,7 @@ def _(cmd: RemindApproval, world: World, now: datetime) -> list[DomainEvent]:
     out = _Out(world, now)
     out.emit(
         ApprovalReminded(
-            originator_id=entry.id,
-            originator_version=entry.version + 1,
-            timestamp=now,
+            **next_of(entry, now),
             incident_id=entry.incident_id,
             expires_at=entry.expires_at,
             reason=(
@@ -444,9 +422,7 @@ def _(cmd: CancelAction, world: World, now: datetime) -> list[DomainEvent]:
     out = _Out(world, now)
     out.emit(
         ActionCancelled(
-            originator_id=entry.id,
-            originator_version=entry.version + 1,
-            timestamp=now,
+            **next_of(entry, now),
             incident_id=entry.incident_id,
             reason=cmd.reason,
         )
@@ -482,9 +458,7 @@ def _(cmd: DispatchAction, world: World, now: datetime) -> list[DomainEvent]:
     out = _Out(world, now)
     out.emit(
         DriftChecked(
-            originator_id=entry.id,
-            originator_version=entry.version + 1,
-            timestamp=now,
+            **next_of(entry, now),
             passed=not problems,
             checks=(*lines, *(f"✗ {p}" for p in problems)),
         )
@@ -492,9 +466,7 @@ def _(cmd: DispatchAction, world: World, now: datetime) -> list[DomainEvent]:
     if problems:
         out.emit(
             ActionCancelled(
-                originator_id=entry.id,
-                originator_version=_v(world, entry.id),
-                timestamp=now,
+                **stamp(entry.id, _v(world, entry.id), now),
                 incident_id=entry.incident_id,
                 reason="drift check: " + "; ".join(problems),
             )
@@ -502,9 +474,7 @@ def _(cmd: DispatchAction, world: World, now: datetime) -> list[DomainEvent]:
         return out.events
     out.emit(
         ActionDispatched(
-            originator_id=entry.id,
-            originator_version=_v(world, entry.id),
-            timestamp=now,
+            **stamp(entry.id, _v(world, entry.id), now),
             incident_id=entry.incident_id,
             idempotency_key=cmd.idempotency_key,
             plan=entry.plan,
@@ -612,9 +582,7 @@ def _(cmd: RecordVerification, world: World, now: datetime) -> list[DomainEvent]
     if cmd.passed:
         out.emit(
             VerificationPassed(
-                originator_id=entry.id,
-                originator_version=entry.version + 1,
-                timestamp=now,
+                **next_of(entry, now),
                 detail=cmd.detail,
                 observed_at=now,
             )
@@ -622,9 +590,7 @@ def _(cmd: RecordVerification, world: World, now: datetime) -> list[DomainEvent]
         return out.events
     out.emit(
         VerificationFailed(
-            originator_id=entry.id,
-            originator_version=entry.version + 1,
-            timestamp=now,
+            **next_of(entry, now),
             reason=cmd.detail,
         )
     )
@@ -646,9 +612,7 @@ def _(cmd: DispatchRollback, world: World, now: datetime) -> list[DomainEvent]:
     out = _Out(world, now)
     out.emit(
         RollbackDispatched(
-            originator_id=entry.id,
-            originator_version=entry.version + 1,
-            timestamp=now,
+            **next_of(entry, now),
             incident_id=entry.incident_id,
             idempotency_key=cmd.idempotency_key,
             plan=entry.rollback_plan,
@@ -678,9 +642,7 @@ def _(cmd: PauseExecution, world: World, now: datetime) -> list[DomainEvent]:
     out = _Out(world, now)
     out.emit(
         ExecutionPaused(
-            originator_id=KILL_SWITCH,
-            originator_version=book.switch_version + 1,
-            timestamp=now,
+            **stamp(KILL_SWITCH, book.switch_version + 1, now),
             by=cmd.by,
             reason=cmd.reason,
         )
@@ -698,9 +660,7 @@ def _(cmd: ResumeExecution, world: World, now: datetime) -> list[DomainEvent]:
     out = _Out(world, now)
     out.emit(
         ExecutionResumed(
-            originator_id=KILL_SWITCH,
-            originator_version=book.switch_version + 1,
-            timestamp=now,
+            **stamp(KILL_SWITCH, book.switch_version + 1, now),
             by=cmd.by,
         )
     )

@@ -53,11 +53,11 @@ from daemon.domain.timer_model import (
 from daemon.engine.ingest import Ingestor
 from daemon.notify.content import digest, incident_message, summary_message
 from daemon.notify.pipeline import (
+    ChatNotifier,
     Dedup,
     Deliver,
     Message,
     Notice,
-    Notifier,
     Outcome,
     Pipeline,
     RetryPolicy,
@@ -92,7 +92,7 @@ class NotifyReaction:
     def __init__(
         self,
         ingestor: Ingestor,
-        notifiers: Mapping[str, Notifier],
+        notifiers: Mapping[str, ChatNotifier],
         config: NotificationsConfig,
         clock: Callable[[], datetime],
         *,

@@ -16,7 +16,7 @@ from typing import Any
 import uvicorn
 
 from daemon.config.auth import Authenticator
-from daemon.config.secrets import resolve_secret
+from daemon.config.secrets import resolved
 from daemon.config.settings import ConfigError, Settings, load_config
 from daemon.domain import Rejected
 from daemon.engine.ingest import Ingestor
@@ -29,9 +29,10 @@ from daemon.intake.status import SourceCollector, rules_command
 from daemon.notify.pipeline import notification_status
 from daemon.runtime import memory
 from daemon.runtime.logs import setup_logging
-from daemon.runtime.sdnotify import Notifier
+from daemon.runtime.sdnotify import SystemdNotifier
 from daemon.runtime.wiring import build_ingestor, build_reactions, build_sources
-from daemon.web.app import ApiContext, create_app
+from daemon.web.app import create_app
+from daemon.web.context import ApiContext
 
 log = logging.getLogger("watchkeeper.runtime")
 
@@ -82,22 +83,9 @@ class QuietServer(uvicorn.Server):
 
 def all_secrets(settings: Settings) -> list[str]:
     """Every resolvable secret value, so logs can scrub them."""
-    out = []
-    refs = [t.token for t in settings.auth.tokens]
-    if settings.auth.ingest_token:
-        refs.append(settings.auth.ingest_token)
-    for ref in refs:
-        with contextlib.suppress(ValueError):
-            out.append(resolve_secret(ref))
+    out = resolved(settings.secret_refs()) + resolved(settings.notifications.secret_refs())
     if "@" in settings.store and ":" in settings.store.split("@")[0]:
         out.append(settings.store.split("@")[0].rsplit(":", 1)[1])
-    out.extend(settings.notifications.secret_values())
-    for ref in (settings.agent.secret_refs() | settings.actions.secret_refs()).values():
-        with contextlib.suppress(ValueError):
-            out.append(resolve_secret(ref))
-    for ref in settings.sources.secret_refs().values():
-        with contextlib.suppress(ValueError):
-            out.append(resolve_secret(ref))
     return out
 
 
@@ -125,7 +113,7 @@ class Supervisor:
         config_path: str | Path | None = None,
         *,
         clock: Callable[[], datetime] = utcnow,
-        notifier: Notifier | None = None,
+        notifier: SystemdNotifier | None = None,
         owns_process: bool = False,
     ) -> None:
         self.settings = settings
@@ -137,7 +125,7 @@ class Supervisor:
         self.tidied_at: datetime | None = None
         self.config_path = config_path
         self.clock = clock
-        self.notifier = notifier or Notifier()
+        self.notifier = notifier or SystemdNotifier()
         self.metrics = Metrics()
         self.started = time.monotonic()
         self.stop = asyncio.Event()

@@ -17,7 +17,7 @@ from daemon.engine.reactor import Reaction
 from daemon.engine.store import EventLog
 from daemon.intake.source import Source
 from daemon.intake.streams import Backoff
-from daemon.notify.pipeline import Notifier
+from daemon.notify.pipeline import ChatNotifier
 from daemon.notify.reaction import NotifyReaction
 from daemon.runbooks.tools import Tool
 
@@ -193,7 +193,7 @@ def build_actions(
     )
 
 
-def build_notifiers(config: NotificationsConfig) -> dict[str, Notifier]:
+def build_notifiers(config: NotificationsConfig) -> dict[str, ChatNotifier]:
     """One notifier per configured channel (secrets resolved now)."""
     from handlers.notifiers.mattermost import MattermostWebhook
     from handlers.notifiers.slack import SlackBot, SlackWebhook
@@ -201,7 +201,7 @@ def build_notifiers(config: NotificationsConfig) -> dict[str, Notifier]:
     from handlers.notifiers.webhook import JsonWebhook
 
     timeout = config.retry.timeout.total_seconds()
-    out: dict[str, Notifier] = {}
+    out: dict[str, ChatNotifier] = {}
     for name, ch in config.channels.items():
         url = resolve_secret(ch.url) if ch.url else ""
         if ch.type == "slack":

@@ -6,17 +6,16 @@ which rule (or person) made it and why.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Any
 from uuid import UUID
 
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from daemon.domain import Rejected, World
 from daemon.domain.situation_model import LinkIncidents, Situation, UnlinkIncident
-
-if TYPE_CHECKING:
-    from daemon.web.context import ApiContext
+from daemon.web.bodies import json_body
+from daemon.web.context import ApiContext, Ctx
 
 
 class LinkIn(BaseModel):
@@ -71,75 +70,78 @@ def situation_of(world: World, incident_id: UUID) -> dict[str, Any] | None:
     return situation_view(s, world) if s is not None else None
 
 
-def situations_router(ctx: ApiContext) -> APIRouter:
-    """The situations endpoints, bound to a running daemon."""
-    router = APIRouter()
-    ing = ctx.ingestor
+router = APIRouter()
 
-    def who(request: Request, needs: str) -> str:
-        peer = request.client.host if request.client else None
-        return ctx.auth.identify(request.headers.get("authorization"), peer, needs).name
 
-    def view(situation_id: UUID) -> dict[str, Any]:
-        s = ing.world.situations.get(situation_id)
-        if s is None:
-            raise Rejected(f"no situation {situation_id}", 404)
-        return situation_view(s, ing.world)
+def _view(ctx: ApiContext, situation_id: UUID) -> dict[str, Any]:
+    s = ctx.ingestor.world.situations.get(situation_id)
+    if s is None:
+        raise Rejected(f"no situation {situation_id}", 404)
+    return situation_view(s, ctx.ingestor.world)
 
-    @router.get("/api/v1/situations")
-    async def list_situations(request: Request, closed: bool = False) -> dict[str, Any]:
-        who(request, "viewer")
-        book = ing.world.situations
-        pool = [*book.active.values(), *(book.past.values() if closed else ())]
-        pool.sort(key=lambda s: s.opened_at, reverse=True)
-        return {"situations": [situation_view(s, ing.world) for s in pool]}
 
-    @router.get("/api/v1/situations/{situation_id}")
-    async def show_situation(request: Request, situation_id: UUID) -> dict[str, Any]:
-        who(request, "viewer")
-        return view(situation_id)
+@router.get("/api/v1/situations")
+async def list_situations(request: Request, ctx: Ctx, closed: bool = False) -> dict[str, Any]:
+    ctx.identify(request, "viewer")
+    world = ctx.ingestor.world
+    book = world.situations
+    pool = [*book.active.values(), *(book.past.values() if closed else ())]
+    pool.sort(key=lambda s: s.opened_at, reverse=True)
+    return {"situations": [situation_view(s, world) for s in pool]}
 
-    @router.post("/api/v1/situations")
-    async def create_situation(request: Request, body: LinkIn) -> dict[str, Any]:
-        by = who(request, "responder")
-        events = await ing.execute(LinkIncidents(tuple(body.incident_ids), by, reason=body.reason))
-        return view(events[0].originator_id)
 
-    @router.post("/api/v1/situations/{situation_id}/link")
-    async def link(request: Request, situation_id: UUID, body: LinkIn) -> dict[str, Any]:
-        by = who(request, "responder")
-        await ing.execute(
-            LinkIncidents(tuple(body.incident_ids), by, situation_id, reason=body.reason)
+@router.get("/api/v1/situations/{situation_id}")
+async def show_situation(request: Request, ctx: Ctx, situation_id: UUID) -> dict[str, Any]:
+    ctx.identify(request, "viewer")
+    return _view(ctx, situation_id)
+
+
+# Each POST authenticates before it reads its body: a stranger gets 401, never a 422.
+@router.post("/api/v1/situations")
+async def create_situation(request: Request, ctx: Ctx) -> dict[str, Any]:
+    by = ctx.identify(request, "responder").name
+    body = await json_body(request, LinkIn)
+    events = await ctx.ingestor.execute(
+        LinkIncidents(tuple(body.incident_ids), by, reason=body.reason)
+    )
+    return _view(ctx, events[0].originator_id)
+
+
+@router.post("/api/v1/situations/{situation_id}/link")
+async def link(request: Request, ctx: Ctx, situation_id: UUID) -> dict[str, Any]:
+    by = ctx.identify(request, "responder").name
+    body = await json_body(request, LinkIn)
+    await ctx.ingestor.execute(
+        LinkIncidents(tuple(body.incident_ids), by, situation_id, reason=body.reason)
+    )
+    return _view(ctx, situation_id)
+
+
+@router.post("/api/v1/situations/{situation_id}/unlink")
+async def unlink(request: Request, ctx: Ctx, situation_id: UUID) -> dict[str, Any]:
+    by = ctx.identify(request, "responder").name
+    body = await json_body(request, UnlinkIn)
+    await ctx.ingestor.execute(UnlinkIncident(situation_id, body.incident_id, by, body.reason))
+    return _view(ctx, situation_id)
+
+
+@router.get("/api/v1/inhibited")
+async def inhibited(request: Request, ctx: Ctx) -> dict[str, Any]:
+    """Firing alerts muted by inhibit rules, with the alert that mutes each."""
+    ctx.identify(request, "viewer")
+    world = ctx.ingestor.world
+    items = []
+    for fp in world.inhibited_firing:
+        st = world.alerts[fp]
+        src = world.alerts.get(st.inhibited_by)
+        items.append(
+            {
+                "fingerprint": fp,
+                "labels": st.alert.labels,
+                "starts_at": st.alert.starts_at.isoformat(),
+                "inhibited_by": st.inhibited_by,
+                "inhibited_by_labels": src.alert.labels if src else {},
+                "rule": st.inhibit_rule,
+            }
         )
-        return view(situation_id)
-
-    @router.post("/api/v1/situations/{situation_id}/unlink")
-    async def unlink(
-        request: Request, situation_id: UUID, body: Annotated[UnlinkIn, Body()]
-    ) -> dict[str, Any]:
-        by = who(request, "responder")
-        await ing.execute(UnlinkIncident(situation_id, body.incident_id, by, body.reason))
-        return view(situation_id)
-
-    @router.get("/api/v1/inhibited")
-    async def inhibited(request: Request) -> dict[str, Any]:
-        """Firing alerts muted by inhibit rules, with the alert that mutes each."""
-        who(request, "viewer")
-        world = ing.world
-        items = []
-        for fp in world.inhibited_firing:
-            st = world.alerts[fp]
-            src = world.alerts.get(st.inhibited_by)
-            items.append(
-                {
-                    "fingerprint": fp,
-                    "labels": st.alert.labels,
-                    "starts_at": st.alert.starts_at.isoformat(),
-                    "inhibited_by": st.inhibited_by,
-                    "inhibited_by_labels": src.alert.labels if src else {},
-                    "rule": st.inhibit_rule,
-                }
-            )
-        return {"inhibited": items}
-
-    return router
+    return {"inhibited": items}
