@@ -36,7 +36,7 @@ from llmserver import ScriptedLLM, Turn, by_step, call  # noqa: E402
 
 from daemon.config.settings import load_config  # noqa: E402
 from daemon.domain.lease import action_target  # noqa: E402
-from daemon.runtime.sdnotify import Notifier  # noqa: E402
+from daemon.runtime.sdnotify import SystemdNotifier  # noqa: E402
 from daemon.runtime.supervisor import Supervisor  # noqa: E402
 
 HOST = "node1"
@@ -187,7 +187,7 @@ async def run(correlate: bool, tmp: Path) -> dict[str, Any]:
     }
     path = tmp / "watchkeeper.yaml"
     path.write_text(yaml.safe_dump(config))
-    sup = Supervisor(load_config(path), path, notifier=Notifier({}))
+    sup = Supervisor(load_config(path), path, notifier=SystemdNotifier({}))
     task = asyncio.create_task(sup.run(), name="supervisor")
     started = time.perf_counter()
     try:
