@@ -32,13 +32,14 @@ from daemon.domain.investigation_model import (
     investigation_id_for,
 )
 from daemon.domain.routing import RouteTree, route, with_runbook_matches
+from daemon.domain.situation_model import SituationUnlinked
 from daemon.engine.ingest import Ingestor
 from daemon.runbooks.context_tools import common_labels, incident_context
 from daemon.runbooks.runbook import RunbookLibrary
 
 log = logging.getLogger("watchkeeper.agent")
 # Asked on every committed event: a set lookup by exact type (events are leaf classes).
-_STARTS = frozenset({IncidentOpened, IncidentReopened})
+_STARTS = frozenset({IncidentOpened, IncidentReopened, SituationUnlinked})
 
 
 class AgentReaction:
@@ -71,14 +72,20 @@ class AgentReaction:
     # --- Reaction ------------------------------------------------------------------------
 
     def interested(self, event: DomainEvent) -> bool:
-        """Opened and reopened incidents."""
+        """Opened and reopened incidents, and incidents taken out of a situation."""
         return type(event) in _STARTS
 
     async def react(self, position: int, event: DomainEvent) -> None:
         """Route the incident and record one StartInvestigation per selected runbook."""
         tracking = Tracking(f"reactor:{self.name}", position)
         reopened_at = event.timestamp if isinstance(event, IncidentReopened) else None
-        commands = self.starts_for(event.originator_id, reopened_at=reopened_at)
+        if isinstance(event, SituationUnlinked):
+            # Taken out, it is investigated on its own; a member that now leads, likewise.
+            commands = self.starts_for(event.incident_id)
+            if event.new_lead is not None:
+                commands += self.starts_for(event.new_lead)
+        else:
+            commands = self.starts_for(event.originator_id, reopened_at=reopened_at)
         try:
             events = await self.ingestor.submit(commands, tracking=tracking)
         except Rejected as e:
@@ -107,6 +114,18 @@ class AgentReaction:
             return []
         labels = common_labels(world, inc.id)
         runs = world.investigations.for_incident(inc.id)
+        budget_steps: int | None = None
+        situation = world.situations.of_incident(inc.id)
+        if situation is not None and situation.lead != inc.id:
+            # A member: the lead investigation sees its alerts; at most a short run here.
+            budget_steps = world.policy.correlation.member_steps
+            if budget_steps <= 0:
+                log.info(
+                    "no investigation of its own incident=%s: lead of situation=%s covers it",
+                    inc.id,
+                    situation.id,
+                )
+                return []
         out = []
         for rid in route(self.tree, labels):
             rb = self.runbooks.get(rid)
@@ -120,6 +139,9 @@ class AgentReaction:
                 continue
             number = len(mine) + 1
             llm = self.config.llm
+            budget = rb.budgets.budget()
+            if budget_steps is not None:
+                budget = budget.model_copy(update={"steps": min(budget.steps, budget_steps)})
             out.append(
                 StartInvestigation(
                     investigation_id=investigation_id_for(inc.id, rid, number),
@@ -130,7 +152,7 @@ class AgentReaction:
                     mode="llm" if llm else "deterministic",
                     model=llm.model if llm else "",
                     prompt_hash=prompt_hash(rb),
-                    budget=rb.budgets.budget(),
+                    budget=budget,
                     actions=rb.specs(),
                     context=incident_context(world, inc.id),
                 )
@@ -164,6 +186,7 @@ class AgentReaction:
             runbook_id=inv.runbook_id,
             incident_id=inv.incident_id,
             now=time.monotonic(),
+            member=self.ingestor.world.situations.is_member(inv.incident_id),
         )
 
     async def _work(self) -> None:

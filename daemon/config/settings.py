@@ -32,6 +32,7 @@ from daemon.config.limits import LimitsConfig
 from daemon.config.notify import NotificationsConfig
 from daemon.config.problems import problems
 from daemon.config.secrets import unresolved
+from daemon.config.situations import InhibitRuleConfig, SituationsConfig
 from daemon.config.sources import RuleConfig, SourcesConfig, rule_name_problems
 from daemon.config.types import Duration, Section
 from daemon.domain.state import GroupingPolicy
@@ -177,6 +178,18 @@ class Settings(BaseSettings):
     host: HostIdentityConfig = HostIdentityConfig()
     targets: TargetsConfig = TargetsConfig()
     inventory: InventoryConfig = InventoryConfig()
+    # Alertmanager's inhibit rules, pasted as they are; and correlation into situations.
+    inhibit_rules: list[InhibitRuleConfig] = []
+    situations: SituationsConfig = SituationsConfig()
+
+    def policy(self) -> GroupingPolicy:
+        """The pure domain's view: grouping, inhibit rules and correlation together."""
+        return self.grouping.policy().model_copy(
+            update={
+                "inhibit_rules": tuple(r.rule() for r in self.inhibit_rules),
+                "correlation": self.situations.correlation(),
+            }
+        )
 
     @field_validator("store")
     @classmethod

@@ -61,6 +61,15 @@ from daemon.domain.decide import _decide, _Out
 from daemon.domain.durations import format_duration
 from daemon.domain.events import DomainEvent, first_of, next_of, stamp
 from daemon.domain.evolve import evolve
+from daemon.domain.lease import (
+    LEASE_DEADLINE,
+    ActionLeaseWaiting,
+    LeaseBusy,
+    LeaseWait,
+    lease_busy,
+    situation_rival,
+    wait_over,
+)
 from daemon.domain.policy import Dispatch, Proposal, Verdict, blocking, evaluate
 from daemon.domain.state import World
 from daemon.domain.timer_model import DeadlineCancelled, DeadlineSet, deadline_id
@@ -217,6 +226,22 @@ def _(cmd: DecidePolicy, world: World, now: datetime) -> list[DomainEvent]:
     else:
         proposal = proposal_of(entry.model_copy(update={"plan": cmd.plan}), cmd.labels)
         verdict = evaluate(proposal, rules, world.actions.dispatches, now)
+    situation = world.situations.of_incident(entry.incident_id)
+    if situation is not None and verdict.outcome == "execute":
+        rival = situation_rival(world.actions.active, set(situation.members), entry)
+        if rival is not None:
+            what = rival.plan.summary if rival.plan else rival.action_id
+            verdict = verdict.model_copy(
+                update={
+                    "outcome": "approve",
+                    "approvals_required": max(verdict.approvals_required, 1),
+                    "reasons": (
+                        *verdict.reasons,
+                        f"action {rival.id} ({what}, {rival.status}) was proposed in the same "
+                        "situation: a person decides both together",
+                    ),
+                }
+            )
     reasons = verdict.reasons
     paused = world.actions.paused
     if paused and verdict.outcome in ("execute", "approve"):
@@ -426,6 +451,10 @@ def _(cmd: DispatchAction, world: World, now: datetime) -> list[DomainEvent]:
         raise Rejected(
             f"action {entry.id} is {entry.status}; only an approved action is dispatched"
         )
+    open_incidents = {i.id for i in world.incidents.values() if i.is_active}
+    busy = lease_busy(book.active, open_incidents, world.situations.waiting, entry)
+    if busy is not None:
+        return _wait_for_lease(world, entry, busy, now)
     lines, problems = drift_checks(world, entry, now)
     problems += blocking(proposal_of(entry), cmd.rules, book.dispatches, now)
     if cmd.precondition_held is not None:
@@ -461,6 +490,56 @@ def _(cmd: DispatchAction, world: World, now: datetime) -> list[DomainEvent]:
             plan=entry.plan,
         )
     )
+    return out.events
+
+
+def _wait_for_lease(
+    world: World, entry: ActionEntry, busy: LeaseBusy, now: datetime
+) -> list[DomainEvent]:
+    """The host is leased: start waiting (with a deadline), keep waiting, or give up."""
+    out = _Out(world, now)
+    if busy.waiting is None:
+        until = now + world.policy.correlation.lease_wait
+        out.emit(
+            ActionLeaseWaiting(
+                originator_id=entry.id,
+                originator_version=entry.version + 1,
+                timestamp=now,
+                incident_id=entry.incident_id,
+                target=busy.target,
+                held_by=busy.holder.id,
+                holder=busy.reason(),
+                until=until,
+            )
+        )
+        out.emit(
+            DeadlineSet(
+                originator_id=deadline_id(LEASE_DEADLINE, entry.id, entry.version + 1),
+                originator_version=1,
+                timestamp=now,
+                kind=LEASE_DEADLINE,
+                due_at=until,
+                subjects=(entry.id,),
+            )
+        )
+        return out.events
+    if not wait_over(busy, now):
+        raise Rejected(
+            f"waiting for {busy.target} until {_when(busy.waiting.until)}: {busy.reason()}"
+        )
+    waited = format_duration(now - busy.waiting.since)
+    reason = f"{busy.target} still leased after waiting {waited}: {busy.reason()}"
+    out.emit(
+        ActionCancelled(
+            originator_id=entry.id,
+            originator_version=entry.version + 1,
+            timestamp=now,
+            incident_id=entry.incident_id,
+            reason=reason,
+        )
+    )
+    _cancel_deadlines(out, entry.id, reason)
+    _escalate(out, world.actions.active[entry.id], f"not run: {reason}; a person decides")
     return out.events
 
 
@@ -640,6 +719,17 @@ def _(event: PolicyDecided, world: World) -> None:
         evidence_max_age_seconds=event.evidence_max_age_seconds,
         decided_by="policy" if status == "approved" else "",
         **extra,
+    )
+
+
+@evolve.register
+def _(event: ActionLeaseWaiting, world: World) -> None:
+    _bump(world, event)
+    waits = world.situations.waiting
+    for aid in [a for a in waits if (e := world.actions.active.get(a)) is None or e.finished]:
+        del waits[aid]
+    waits[event.originator_id] = LeaseWait(
+        target=event.target, held_by=event.held_by, since=event.timestamp, until=event.until
     )
 
 

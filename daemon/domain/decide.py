@@ -27,6 +27,7 @@ from daemon.domain.commands import (
 from daemon.domain.durations import format_duration
 from daemon.domain.events import (
     AlertFired,
+    AlertInhibited,
     AlertResolved,
     AlertSilenced,
     AlertUpdated,
@@ -45,12 +46,18 @@ from daemon.domain.events import (
     stamp,
 )
 from daemon.domain.evolve import evolve
+from daemon.domain.inhibit import InhibitRule, inhibiting_source
+from daemon.domain.matchers import matches_all
 from daemon.domain.state import Incident, World
 
 # Pure deciders other parts of the core add to Tick (rule absence, deadlines, ...):
 # each takes the world and `now` and returns events it has already evolved.
 TickHook = Callable[[World, datetime], list[DomainEvent]]
 TICK_HOOKS: list[TickHook] = []
+# Pure deciders told when an alert opened a new incident (correlation into situations):
+# each takes the world, the incident id, the alert and `now`, and returns evolved events.
+OpenHook = Callable[[World, UUID, Alert, datetime], list[DomainEvent]]
+OPEN_HOOKS: list[OpenHook] = []
 
 _NS = uuid5(NAMESPACE_URL, "https://watchkeeper.invalid/ids")
 
@@ -67,6 +74,11 @@ def silenced_stream_id(alert: Alert, episode: int) -> UUID:
     per episode keeps each stream's versions counting up from 1.
     """
     return uuid5(_NS, f"silenced|{alert.fingerprint}|{episode}")
+
+
+def inhibited_stream_id(alert: Alert, episode: int) -> UUID:
+    """Stream of one inhibited firing episode (numbered by the world, like silenced ones)."""
+    return uuid5(_NS, f"inhibited|{alert.fingerprint}|{episode}")
 
 
 def decide(world: World, command: Command, now: datetime) -> list[DomainEvent]:
@@ -113,6 +125,21 @@ def _fire(out: _Out, alert: Alert) -> None:
             )
         )
         return
+    found = _inhibiting(world, alert) if world.policy.inhibit_rules else None
+    if found is not None:
+        source, rule = found
+        out.emit(
+            AlertInhibited(
+                originator_id=inhibited_stream_id(alert, world.inhibited_episodes + 1),
+                originator_version=1,
+                timestamp=now,
+                alert=alert,
+                source_fingerprint=source.fingerprint,
+                source_name=source.name,
+                rule=rule.describe(),
+            )
+        )
+        return
     key = world.policy.group_key(alert.labels)
     inc_id = world.groups.get(key)
     inc = world.incidents.get(inc_id) if inc_id else None
@@ -136,6 +163,7 @@ def _fire(out: _Out, alert: Alert) -> None:
                 reason=f"{alert.name or alert.fingerprint} fired again within the reopen window",
             )
         )
+    opened = inc is None
     inc = world.incidents[inc_id]  # type: ignore[index]
     out.emit(
         AlertFired(
@@ -143,6 +171,31 @@ def _fire(out: _Out, alert: Alert) -> None:
             alert=alert,
         )
     )
+    if opened:
+        for hook in OPEN_HOOKS:
+            out.events.extend(hook(world, inc.id, alert, now))
+
+
+def _inhibiting(world: World, alert: Alert) -> tuple[Alert, InhibitRule] | None:
+    """The firing alert and rule that inhibit `alert`, looked up in the world's source index."""
+    for i, rule in enumerate(world.policy.inhibit_rules):
+        if matches_all(rule.target_matchers, alert.labels):
+            src = inhibiting_source(rule, alert, world.inhibit_candidates(i, rule, alert.labels))
+            if src is not None:
+                return src, rule
+    return None
+
+
+def _release_inhibited(out: _Out) -> None:
+    """Evaluate inhibited alerts again: one whose source stopped firing fires like a new one."""
+    world = out.world
+    for fp in list(world.inhibited_firing):
+        st = world.alerts[fp]
+        src = world.alerts.get(st.inhibited_by)
+        if src is not None and src.firing:
+            continue
+        _resolve_alert(out, fp, out.now, f"inhibiting alert {st.inhibited_by} stopped firing")
+        _fire(out, st.alert)
 
 
 def _reopen_window_over(inc: Incident, world: World, now: datetime) -> bool:
@@ -202,6 +255,8 @@ def _(cmd: ReceiveAlert, world: World, now: datetime) -> list[DomainEvent]:
     if ended:
         if is_firing_now:
             _resolve_alert(out, alert.fingerprint, alert.ends_at or now, "resolved by source")
+            if world.inhibited_firing:
+                _release_inhibited(out)
         return out.events
     if current is None or not is_firing_now:
         _fire(out, alert)
@@ -266,6 +321,8 @@ def _(cmd: Tick, world: World, now: datetime) -> list[DomainEvent]:
         if not world.active_silences(st.alert.labels, now):
             _resolve_alert(out, fp, now, "silence ended; alert moves to an incident")
             _fire(out, st.alert)
+    if world.inhibited_firing:
+        _release_inhibited(out)
     for inc in list(world.incidents.values()):
         if _reopen_window_over(inc, world, now):
             _close(out, inc)

@@ -94,6 +94,19 @@ class AlertSilenced(DomainEvent):
     silence_ids: tuple[UUID, ...]
 
 
+class AlertInhibited(DomainEvent):
+    """A firing alert was muted by an inhibit rule: recorded, but it opens no incident.
+
+    `source_fingerprint` is the firing alert that inhibits it; when that one resolves the
+    alert is evaluated again (and then opens or joins an incident like any new firing).
+    """
+
+    alert: Alert
+    source_fingerprint: str
+    source_name: str = ""
+    rule: str = ""
+
+
 class IncidentAcknowledged(DomainEvent):
     """A person took the incident."""
 

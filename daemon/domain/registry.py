@@ -21,8 +21,10 @@ from typing import Any
 from daemon.domain import action_model as act
 from daemon.domain import events as ev
 from daemon.domain import investigation_model as inv
+from daemon.domain import lease
 from daemon.domain import notification_model as note
 from daemon.domain import rule_model as rule
+from daemon.domain import situation_model as sit
 from daemon.domain import timer_model as timer
 
 # Where each event type lived before stored names existed (topic `module:ClassName`).
@@ -82,6 +84,7 @@ TYPES: tuple[EventType, ...] = (
     EventType("AlertUpdated", ev.AlertUpdated),
     EventType("AlertResolved", ev.AlertResolved),
     EventType("AlertSilenced", ev.AlertSilenced),
+    EventType("AlertInhibited", ev.AlertInhibited),
     EventType("IncidentAcknowledged", ev.IncidentAcknowledged),
     EventType("IncidentResolved", ev.IncidentResolved),
     EventType("IncidentReopened", ev.IncidentReopened),
@@ -124,6 +127,7 @@ TYPES: tuple[EventType, ...] = (
     EventType("RolledBack", act.RolledBack),
     EventType("ExecutionPaused", act.ExecutionPaused),
     EventType("ExecutionResumed", act.ExecutionResumed),
+    EventType("ActionLeaseWaiting", lease.ActionLeaseWaiting),
     # notifications and escalation
     EventType("NotificationSent", note.NotificationSent),
     EventType("NotificationFailed", note.NotificationFailed),
@@ -142,6 +146,11 @@ TYPES: tuple[EventType, ...] = (
     EventType("RuleResolved", rule.RuleResolved),
     EventType("SeriesSeen", rule.SeriesSeen),
     EventType("SeriesForgotten", rule.SeriesForgotten),
+    # situations
+    EventType("SituationOpened", sit.SituationOpened),
+    EventType("SituationLinked", sit.SituationLinked),
+    EventType("SituationUnlinked", sit.SituationUnlinked),
+    EventType("SituationClosed", sit.SituationClosed),
 )
 
 # (name, stored version) -> the same event one version later, as a JSON object.

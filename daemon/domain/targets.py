@@ -9,6 +9,7 @@ host exists and how to reach it is the inventory's answer, never the alert's.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict
 
@@ -28,14 +29,17 @@ class TargetRules(BaseModel):
 
 
 def strip_port(value: str) -> str:
-    """`web-3:9100` -> `web-3`, `[::1]:9100` -> `::1`; anything else unchanged."""
+    """`web-3:9100` -> `web-3`, `[::1]:9100` -> `::1`, a URL (blackbox probes'
+    `instance="https://example.org:8443/health"`) -> its host; anything else unchanged."""
     v = value.strip()
+    if "://" in v:
+        v = v.split("://", 1)[1].split("/", 1)[0].rpartition("@")[2]
     m = _V6_PORT.match(v) or _PORT.match(v)
     return m.group("host") if m else v
 
 
 def derive_target(
-    labels: dict[str, str], rules: TargetRules, template: str | None = None
+    labels: Mapping[str, str], rules: TargetRules, template: str | None = None
 ) -> tuple[str, str]:
     """The target host and how it was found; ("", why not) when no rule names one."""
     if template:
@@ -51,3 +55,11 @@ def derive_target(
             host = strip_port(value) if rules.strip_port else value
             return host, f"label {name}={value}"
     return "", f"no label names a host (looked at {', '.join(rules.labels)})"
+
+
+DEFAULT_RULES = TargetRules()
+
+
+def target_host(labels: Mapping[str, str], rules: TargetRules = DEFAULT_RULES) -> str:
+    """The host the labels name by `rules` (the defaults unless configured), or ""."""
+    return derive_target(labels, rules)[0]

@@ -37,6 +37,7 @@ EVENT_TYPES = {
     "action_failed": "action_failed",
     "concluded": "investigation_concluded",
     "summary": "notifications_held",
+    "situation": "situation_changed",
 }
 SEVERITY_COLORS = {
     "critical": "#E01E5A",
@@ -151,6 +152,9 @@ def incident_message(
         ("Alerts", f"{inc.firing} firing of {inc.alerts_total}"),
         ("Group", inc.group_key),
     ]
+    situation = situation_data(world, inc.id)
+    if situation:
+        facts.append(("Situation", situation["text"]))
     if escalation:
         facts.append(("Escalation", f"{escalation['policy']} level {int(escalation['level']) + 1}"))
     buttons: list[Button] = []
@@ -185,6 +189,7 @@ def incident_message(
             ],
         },
         "escalation": escalation,
+        "situation": situation or None,
         "investigation": {"summary": agent_summary, "probable_cause": cause}
         if agent_summary or cause
         else None,
@@ -210,6 +215,26 @@ def incident_message(
         url=url,
         data=data,
     )
+
+
+def situation_data(world: World, incident_id: UUID) -> dict[str, Any]:
+    """The situation an incident is in, for its messages: members, lead, why linked."""
+    s = world.situations.of_incident(incident_id)
+    if s is None:
+        return {}
+    titles = []
+    for iid in s.members:
+        inc = world.incidents.get(iid) or world.closed.get(iid)
+        titles.append((inc.title if inc else str(iid)) + (" (lead)" if iid == s.lead else ""))
+    keys = ", ".join(f"{k}={v}" for k, v in s.keys.items())
+    return {
+        "id": str(s.id),
+        "lead_incident_id": str(s.lead),
+        "keys": s.keys,
+        "members": [str(i) for i in s.members],
+        "text": f"{len(s.members)} incidents" + (f" on {keys}" if keys else "")
+        + ": " + ", ".join(titles[:20]) + (" …" if len(titles) > 20 else ""),
+    }
 
 
 def summary_message(

@@ -42,6 +42,7 @@ from daemon.domain.events import (
     IncidentResolved,
 )
 from daemon.domain.notification_model import Escalate, window_frees_at
+from daemon.domain.situation_model import SituationLinked, SituationUnlinked
 from daemon.domain.state import Incident, World
 from daemon.domain.timer_model import (
     CancelDeadline,
@@ -128,7 +129,11 @@ class NotifyReaction:
         """Incident lifecycle events, fired deadlines of ours, and later stages' follow-ups."""
         if isinstance(event, DeadlineFired):
             return event.kind in (ESCALATION, SUMMARY)
-        return type(event) in _LIFECYCLE or type(event).__name__ in FOLLOW_UPS
+        return (
+            type(event) in _LIFECYCLE
+            or type(event).__name__ in FOLLOW_UPS
+            or isinstance(event, SituationLinked | SituationUnlinked)
+        )
 
     async def react(self, position: int, event: DomainEvent) -> None:
         """Work out and perform what `event` asks for; record it with our position."""
@@ -147,6 +152,8 @@ class NotifyReaction:
     async def _handle(self, position: int, event: DomainEvent) -> list[Command]:
         if isinstance(event, IncidentOpened | IncidentReopened):
             return self._start_chain(position, event)
+        if isinstance(event, SituationLinked | SituationUnlinked):
+            return await self._situation_changed(position, event)
         if isinstance(event, DeadlineFired) and event.kind == ESCALATION:
             return await self._escalate(position, event)
         if isinstance(event, DeadlineFired) and event.kind == SUMMARY:
@@ -176,13 +183,20 @@ class NotifyReaction:
         inc = world.incidents.get(event.originator_id)
         if inc is None or not inc.is_active:
             return []
+        if world.situations.is_member(inc.id):
+            # One page per situation: its lead's. This incident shows in the lead's thread.
+            return []
+        return self._chain_for(inc, position, event.timestamp)
+
+    def _chain_for(self, inc: Incident, position: int, at: datetime) -> list[Command]:
+        world = self._world()
         policy = select_policy(self.policies, routing_labels(world, inc))
         if policy is None:
             log.info("no escalation policy matches incident=%s labels=%s", inc.id, inc.group_labels)
             return []
         step = first_step(policy)
         # The chain is named by the position of the event that opened it: unique and stable.
-        return [self._step_deadline(inc.id, policy, position, step, event.timestamp + step.wait)]
+        return [self._step_deadline(inc.id, policy, position, step, at + step.wait)]
 
     def _step_deadline(
         self,
@@ -273,14 +287,23 @@ class NotifyReaction:
     ) -> list[Command]:
         world = self._world()
         inc = world.incidents.get(incident_id)
+        thread_of = incident_id
         threads = world.notifications.threads_of(incident_id)
+        situation = world.situations.of_incident(incident_id)
+        if not threads and situation is not None and inc is not None:
+            # A member has no thread of its own: its news is told in its lead's message
+            # (edited in place where the channel can), as a note naming the member.
+            thread_of = situation.lead
+            threads = world.notifications.threads_of(thread_of)
+            note = f"{inc.title or inc.group_key}: {note}"
+            inc = world.incidents.get(thread_of)
         if inc is None or not threads:
             return []
         msg = incident_message(
             world, inc, kind, self.clock(), console_url=self.console_url, note=note
         )
         notices = [
-            self._notice(t.channel, incident_id, msg, key, needs_thread=True)
+            self._notice(t.channel, thread_of, msg, key, needs_thread=True)
             for t in threads
             if t.channel in self.notifiers
         ]
@@ -306,6 +329,49 @@ class NotifyReaction:
             ),
         }.get(kind, str(getattr(event, "reason", "")) or kind.replace("_", " ").capitalize())
         return await self._follow_up(position, inc_id, kind, note, key=f"{kind}:{position}")
+
+    # --- situations -----------------------------------------------------------------------
+
+    async def _situation_changed(
+        self, position: int, event: SituationLinked | SituationUnlinked
+    ) -> list[Command]:
+        """A member joined or left: stop its own chain, tell the lead's thread (an edit where
+        the channel can edit, a reply in the thread otherwise)."""
+        world = self._world()
+        s = world.situations.get(event.originator_id)
+        inc = world.incidents.get(event.incident_id)
+        if s is None or inc is None:
+            return []
+        cmds: list[Command] = []
+        if isinstance(event, SituationLinked):
+            if event.incident_id == s.lead:
+                return []
+            cmds += self._cancel(
+                inc.id, None, f"linked into situation {s.id}; its lead incident pages"
+            )
+            name = inc.title or inc.group_key
+            note = f"{name} joined this situation ({event.rule}: {event.reason})"
+        else:
+            note = f"{inc.title or inc.group_key} left this situation ({event.reason})"
+            # On its own again: it pages through its own chain from now on; so does a
+            # member that became the lead (a former lead has paged already).
+            new_lead = world.incidents.get(event.new_lead) if event.new_lead else None
+            for other in (inc, new_lead):
+                if other is not None and other.is_active and not self._paged(other.id):
+                    cmds += self._chain_for(other, position, event.timestamp)
+        # A lead that left tells its own thread; otherwise the (new) lead's thread hears it.
+        told = inc.id if isinstance(event, SituationUnlinked) and event.new_lead else s.lead
+        return cmds + await self._follow_up(
+            position, told, "situation", note, key=f"situation:{position}"
+        )
+
+    def _paged(self, incident_id: UUID) -> bool:
+        """Whether the incident has a chain running or a message out already."""
+        world = self._world()
+        return bool(
+            world.notifications.threads_of(incident_id)
+            or world.deadlines.about(incident_id, ESCALATION)
+        )
 
     # --- storm summaries -----------------------------------------------------------------
 

@@ -57,6 +57,47 @@ def incident_context(world: World, incident_id: Any) -> dict[str, Any]:
             for a in alerts
         ],
         "alerts_not_shown": max(0, len(world.members.get(incident_id, ())) - MAX_ALERTS),
+        **situation_context(world, incident_id),
+    }
+
+
+def situation_context(world: World, incident_id: Any) -> dict[str, Any]:
+    """For the lead of a situation: every member incident, why it was linked, its alerts
+    and what its own investigation found. Empty for any other incident."""
+    s = world.situations.of_incident(incident_id)
+    if s is None or s.lead != incident_id:
+        return {}
+    members = []
+    for iid, link in s.members.items():
+        if iid == incident_id:
+            continue
+        inc = world.incidents.get(iid) or world.closed.get(iid)
+        findings = [
+            {"runbook": r.runbook_id, "status": r.status, "probable_cause": r.probable_cause,
+             "summary": r.summary}
+            for r in world.investigations.for_incident(iid)
+            if r.probable_cause or r.summary
+        ]
+        members.append(
+            {
+                "incident": inc.title if inc else str(iid),
+                "state": inc.state if inc else "unknown",
+                "linked_by": link.rule,
+                "why": link.reason,
+                "alerts": [
+                    a.alert.labels for a in islice(world.member_alerts(iid), MAX_ALERTS // 10)
+                ],
+                "findings": findings,
+            }
+        )
+    return {
+        "situation": {
+            "id": str(s.id),
+            "keys": s.keys,
+            "note": "these incidents were linked to this one; name their probable common cause",
+            "members": members[:MAX_ALERTS],
+            "members_not_shown": max(0, len(members) - MAX_ALERTS),
+        }
     }
 
 

@@ -357,6 +357,8 @@ class Supervisor:
                 ("store", old.store, new.store),
                 ("http.listen", old.http.listen, new.http.listen),
                 ("grouping", old.grouping, new.grouping),
+                ("inhibit_rules", old.inhibit_rules, new.inhibit_rules),
+                ("situations", old.situations, new.situations),
                 ("tuning", old.tuning, new.tuning),
                 ("notifications", old.notifications, new.notifications),
                 ("sources", old.sources, new.sources),

@@ -29,7 +29,7 @@ def build_ingestor(settings: Settings, log: EventLog, clock: Callable[[], dateti
     """The Ingestor configured from settings."""
     return Ingestor(
         log,
-        settings.grouping.policy(),
+        settings.policy(),
         clock,
         max_batch=settings.tuning.max_batch,
         checkpoint_every=settings.tuning.checkpoint_every,

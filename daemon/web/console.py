@@ -36,6 +36,7 @@ from daemon.web.sessions import (
     Sessions,
     token_digest,
 )
+from daemon.web.situations import situation_of
 from daemon.web.timeline import timeline
 
 FORM_BYTES = 16_384
@@ -314,6 +315,10 @@ async def incident(request: Request, con: Con, incident_id: UUID) -> Response:
         for inv in world.investigations.for_incident(incident_id):
             events = await asyncio.to_thread(con.ctx.ingestor.log.stream, inv.id)
             streams.append((f"investigation {inv.runbook_id} #{inv.run}", events))
+        situation = world.situations.of_incident(incident_id)
+        if situation is not None:
+            events = await asyncio.to_thread(con.ctx.ingestor.log.stream, situation.id)
+            streams.append(("situation", events))
         actions = world.actions.for_incident(incident_id)
         for a in actions:
             events = await asyncio.to_thread(con.ctx.ingestor.log.stream, a.id)
@@ -326,6 +331,7 @@ async def incident(request: Request, con: Con, incident_id: UUID) -> Response:
             age=_age(con.ctx.clock(), inc.opened_at),
             alerts=con.raw_alerts(incident_id),
             investigation=investigation_view(world, incident_id),
+            situation=situation_of(world, incident_id),
             actions=actions,
             rows=timeline(streams),
             now=con.ctx.clock(),

@@ -120,6 +120,17 @@ _DESCRIBE: dict[str, Describe] = {
     "RolledBack": lambda e: (f"Rolled back: {e.detail}", e.output),
     "RollbackFailed": lambda e: (f"Rollback failed: {e.reason}", e.output),
     "ActionEscalated": lambda e: ("Handed to a person", e.reason),
+    "ActionLeaseWaiting": lambda e: (
+        f"Waiting for {e.target} until {e.until.isoformat(timespec='seconds')}", e.holder
+    ),
+    "SituationOpened": lambda e: (f"Situation opened ({e.rule})", e.reason),
+    "SituationLinked": lambda e: (
+        f"Incident {e.incident_id} linked ({e.rule}{' by ' + e.by if e.by else ''})", e.reason
+    ),
+    "SituationUnlinked": lambda e: (
+        f"Incident {e.incident_id} unlinked{' by ' + e.by if e.by else ''}", e.reason
+    ),
+    "SituationClosed": lambda e: (f"Situation closed: {e.reason}", ""),
 }
 
 

@@ -46,6 +46,7 @@ WEBHOOK_EVENTS = {
     "resolved",
     "investigation_concluded",
     "notifications_held",
+    "situation_changed",
 }
 _HEX = re.compile(r"^#[0-9A-Fa-f]{6}$")
 
