@@ -1,0 +1,106 @@
+"""The model starts from facts: the runbook's diagnostics run before its first step and are
+its first evidence (with the rendered queries, the default action's condition and the verify
+query); refused proposals and conclusions without evidence end the run escalated."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from agentkit import CannedPromQL, harness
+from llmserver import ScriptedLLM, Turn, call
+
+DISK = {
+    "alertname": "DiskFull",
+    "instance": "web1:9100",
+    "mountpoint": "/var",
+    "severity": "critical",
+}
+FREE = "node_filesystem_avail_bytes"
+
+
+@pytest.fixture
+def llm() -> Iterator[ScriptedLLM]:
+    server = ScriptedLLM()
+    yield server
+    server.close()
+
+
+def cfg(llm: ScriptedLLM) -> dict[str, Any]:
+    return {"llm": {"base_url": llm.url, "model": "scripted-1", "api_key": "k", "max_retries": 0}}
+
+
+def tools() -> dict[str, Any]:
+    return {
+        "promql_instant": CannedPromQL(
+            "promql_instant",
+            {
+                "node_filesystem_readonly": {"value": 0, "count": 1},
+                f"{FREE}{{": {"value": 0.04, "count": 1},
+            },
+        ),
+        "promql_range": CannedPromQL("promql_range", {FREE: {"last": 4e8, "trend": "falling"}}),
+    }
+
+
+async def test_diagnostics_are_the_first_evidence(tmp_path: Path, llm: ScriptedLLM) -> None:
+    llm.script = [
+        Turn(
+            tool_calls=[
+                call(
+                    "conclude",
+                    summary="/var 96% full",
+                    probable_cause="journal",
+                    evidence=["d-free_ratio"],
+                )
+            ]
+        )
+    ]
+    t = tools()
+    async with harness(tmp_path, agent=cfg(llm), tools=t) as h:
+        [iid] = await h.start(await h.fire(DISK))
+        run = await h.investigator().investigate(iid)
+        # Every diagnostic ran before the model was asked, with the labels filled in.
+        assert len(llm.requests) == 1
+        assert any(
+            'instance="web1:9100", mountpoint="/var"' in q for q in t["promql_instant"].queries
+        )
+        user = llm.requests[0]["messages"][1]["content"]
+        facts = user.split("Facts gathered before your first step")[1]
+        assert "evidence id d-free_ratio" in facts
+        assert 'mountpoint=\\"/var\\"' in facts  # the rendered query, as JSON
+        assert "Default action: vacuum_journal" in facts
+        assert "HOLDS" in facts or "does NOT hold" in facts
+        assert "verified by query" in facts
+        assert run.escalated is None
+        assert [e.call_id for e in run.concluded.evidence] == ["d-free_ratio"]  # type: ignore[union-attr]
+
+
+async def test_a_conclusion_without_evidence_is_escalated(tmp_path: Path, llm: ScriptedLLM) -> None:
+    llm.script = [Turn(content="done")]
+    async with harness(tmp_path, agent=cfg(llm), tools=tools()) as h:
+        [iid] = await h.start(await h.fire(DISK))
+        run = await h.investigator().investigate(iid)
+        assert run.escalated is not None
+        assert "cites no evidence" in run.escalated.reason
+        assert h.entity(iid).escalated
+
+
+async def test_refused_proposals_are_escalated(tmp_path: Path, llm: ScriptedLLM) -> None:
+    bad = [
+        call("propose_action", action="reboot", params={}, rationale="x"),
+        call("propose_action", action="vacuum_journal", params={"max_size": "lots"}, rationale="x"),
+    ]
+    llm.script = [
+        Turn(tool_calls=bad),
+        Turn(tool_calls=bad[:1]),
+        Turn(tool_calls=[call("conclude", summary="fine", evidence=["d-free_ratio"])]),
+    ]
+    async with harness(tmp_path, agent=cfg(llm), tools=tools()) as h:
+        [iid] = await h.start(await h.fire(DISK))
+        run = await h.investigator().investigate(iid)
+        assert run.escalated is not None
+        assert "3 proposal(s) were refused" in run.escalated.reason
+        assert not run.proposals
