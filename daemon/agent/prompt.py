@@ -16,7 +16,7 @@ from typing import Any
 
 from daemon.agent.run import Call, InvestigationRun
 from daemon.domain.durations import format_duration
-from daemon.runbooks.runbook import Runbook
+from daemon.runbooks.runbook import MissingLabel, Runbook, render
 
 FULL_RESULT_CHARS = 3000
 
@@ -206,8 +206,12 @@ def facts_text(
     da = rb.default_action
     if da is not None:
         holds, verdict = da.when.explain(run.facts())
+        try:
+            params = render(da.params, run.labels)
+        except MissingLabel:
+            params = da.params
         out.append(
-            f"Default action: {da.action} {json.dumps(da.params, sort_keys=True)} when "
+            f"Default action: {da.action} {json.dumps(params, sort_keys=True)} when "
             f"{_condition(da.when.all, da.when.any)}: on these facts it "
             + ("HOLDS" if holds else "does NOT hold")
             + ("; " + "; ".join(verdict) if verdict else "")

@@ -18,6 +18,7 @@ from daemon.cli.actions import action_rows
 from daemon.cli.actions import register as register_actions
 from daemon.cli.agent import agent_rows, print_investigation, runbooks_app
 from daemon.cli.client import age, client, emit, err, fail, out
+from daemon.cli.evaluate import register as register_eval
 from daemon.config.settings import ConfigError, load_config
 
 app = typer.Typer(
@@ -35,6 +36,7 @@ app.add_typer(silence_app, name="silence")
 app.add_typer(events_app, name="events")
 app.add_typer(runbooks_app, name="runbooks")
 register_actions(app)  # actions list|show|approve|reject|dry-run, pause, resume
+register_eval(app)  # eval: replay recorded incidents and score the agent
 
 @app.callback()
 def _global(
