@@ -53,6 +53,7 @@ from daemon.domain.investigation_model import (
 )
 from daemon.engine.blobs import BlobStore
 from daemon.engine.ingest import Ingestor
+from daemon.runbooks.outcomes import success_record_text
 from daemon.runbooks.runbook import (
     MissingLabel,
     Runbook,
@@ -422,6 +423,7 @@ class Investigator:
             recent_in_full=self.config.recent_results_in_full,
             final=step.final,
             blob=self.blobs.cached,
+            record=success_record_text(self.ingestor.world, rb.id, now),
         )
         tools = None if step.final else self.tool_definitions(rb)
         await self._record(

@@ -117,8 +117,10 @@ def build_messages(
     recent_in_full: int = 6,
     final: bool = False,
     blob: Callable[[str], Any] | None = None,
+    record: str = "",
 ) -> list[dict[str, Any]]:
-    """The chat messages for the next model call, rebuilt from the run."""
+    """The chat messages for the next model call, rebuilt from the run (`record`: the
+    runbook's success record, from outcome memory)."""
     b = run.started.budget
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": system_prompt(rb)},
@@ -185,7 +187,7 @@ def facts_text(
 ) -> str:
     """The facts the model starts from: each diagnostic (its rendered query and its result),
     the default action's condition evaluated on them, and how a fix is verified."""
-    if not rb.diagnostics and rb.default_action is None and rb.verify is None:
+    if not rb.diagnostics and rb.default_action is None and rb.verify is None and not record:
         return ""
     max_age = rb.evidence_max_age_td.total_seconds()
     out = [

@@ -223,3 +223,48 @@ def agent_rows(status: dict[str, Any]) -> list[tuple[str, str]]:
             f"cost {a['cost']}",
         ),
     ]
+
+
+@runbooks_app.command("suggest")
+def suggest_change(
+    runbook_id: Annotated[str, typer.Argument(help="Runbook id.")],
+    directory: DirOpt = None,
+    actions_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--from", help="Read actions from this JSON file (GET /api/v1/actions) instead."
+        ),
+    ] = None,
+) -> None:
+    """Draft a change to a runbook from how its actions ended, as a diff (never applied)."""
+    from pydantic import ValidationError
+
+    from daemon.cli.client import client, fail
+    from daemon.domain.action_model import ActionEntry
+    from daemon.runbooks.suggest import suggest
+
+    lib = _load(directory)
+    rb = lib.get(runbook_id)
+    if rb is None:
+        fail(f"no runbook {runbook_id!r} in {directory or SHIPPED}")
+    if actions_file is not None:
+        try:
+            data = json.loads(actions_file.read_text())
+        except (OSError, ValueError) as e:
+            fail(f"{actions_file}: cannot read actions: {e}")
+    else:
+        data = client.request("GET", "/api/v1/actions")
+    try:
+        entries = [ActionEntry.model_validate(a) for a in data.get("actions", [])]
+    except ValidationError as e:
+        fail(f"the actions are not in the shape GET /api/v1/actions returns: {e}")
+    s = suggest(rb, Path(rb.path).read_text(), entries)
+    for reason in s.reasons:
+        err.print(f"- {reason}", highlight=False, soft_wrap=True)
+    if s.diff:
+        typer.echo(s.diff, nl=False)
+        err.print(
+            "A suggestion only: review it, then edit the runbook yourself "
+            "(or run it in shadow first).",
+            highlight=False,
+        )
