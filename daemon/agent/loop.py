@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -106,9 +106,11 @@ class Investigator:
         config: AgentConfig,
         clock: Callable[[], datetime],
         failure_pause: Callable[[int], float] = lambda n: min(30.0, 2.0**n),
+        shadow: RunbookLibrary | None = None,
     ) -> None:
         self.ingestor = ingestor
         self.runbooks = runbooks
+        self.shadow = shadow or RunbookLibrary()
         self.tools = tools
         self.model = model
         self.blobs = blobs
@@ -129,7 +131,8 @@ class Investigator:
         run = await self.load(investigation_id)
         idle = 0
         while True:
-            rb = self.runbooks.get(run.started.runbook_id)
+            library = self.shadow if run.started.shadow else self.runbooks
+            rb = library.get(run.started.runbook_id)
             step = next_step(run, rb, self._situation(run))
             if isinstance(step, Done):
                 return run
@@ -175,6 +178,13 @@ class Investigator:
             await self._record(run, AbandonInvestigation(run.id, v, step.reason))
             self._finished("abandoned")
         elif isinstance(step, Finish):
+            if run.started.shadow and step.escalate:
+                # A shadow run never pages anyone: what it would escalate goes in its summary.
+                step = replace(
+                    step,
+                    summary=f"{step.summary}\n(shadow: would escalate: {step.escalate})",
+                    escalate="",
+                )
             await self._record(
                 run,
                 ConcludeInvestigation(

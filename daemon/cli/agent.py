@@ -268,3 +268,57 @@ def suggest_change(
             "(or run it in shadow first).",
             highlight=False,
         )
+
+
+@runbooks_app.command("shadow")
+def shadow_runs() -> None:
+    """Shadow runs next to the active ones: what the candidate version would have proposed."""
+    from daemon.cli.client import client, emit
+
+    data = client.request("GET", "/api/v1/runbooks/shadow")
+    if emit(data):
+        return
+    t = Table(title=f"{len(data['runs'])} shadow run(s)")
+    for col in (
+        "incident",
+        "runbook",
+        "shadow v",
+        "active v",
+        "shadow proposed",
+        "approved",
+        "agrees",
+    ):
+        t.add_column(col)
+    for r in data["runs"]:
+        approved = [f"{o['action']} ({o['status']})" for o in r["outcomes"] if o["approved"]]
+        t.add_row(
+            r["incident_id"][:8],
+            r["runbook"],
+            r["shadow_version"],
+            r["active_version"],
+            escape(", ".join(r["shadow_proposals"]) or "-"),
+            escape(", ".join(approved) or "-"),
+            "yes" if r["agrees_with_people"] else "NO",
+        )
+    out.print(t)
+
+
+@runbooks_app.command("promote")
+def promote(
+    runbook_id: Annotated[str, typer.Argument(help="Runbook id.")],
+    version: Annotated[str, typer.Option("--version", help="The shadow version to promote.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded with the event).")],
+    previous: Annotated[str, typer.Option("--previous", help="The version it replaces.")] = "",
+) -> None:
+    """Record a person's promotion of a shadow runbook version (a RunbookPromoted event).
+
+    The event records the decision; installing the file as the active runbook is still done
+    by hand (copy it into the runbooks directory and restart)."""
+    from daemon.cli.client import client
+
+    data = client.request(
+        "POST",
+        f"/api/v1/runbooks/{runbook_id}/promote",
+        json={"version": version, "reason": reason, "previous_version": previous},
+    )
+    out.print(f"promoted {data['runbook']} v{data['promoted']} (by {data['by']})", highlight=False)

@@ -40,6 +40,7 @@ from daemon.intake.formats import PayloadError, parse_postable_alerts, parse_web
 from daemon.web.actions import actions_router
 from daemon.web.console import console_router
 from daemon.web.context import ApiContext
+from daemon.web.runbooks import runbooks_router
 from daemon.web.slack import slack_router
 
 log = logging.getLogger("watchkeeper.api")
@@ -129,6 +130,7 @@ def create_app(ctx: ApiContext) -> FastAPI:  # noqa: PLR0915
     # Slack buttons; Approve/Reject go to the actions stage (daemon/approvals.py).
     app.include_router(slack_router(ctx, SlackApprovals(ing)))
     app.include_router(actions_router(ctx))
+    app.include_router(runbooks_router(ctx))
     # The review console at / (daemon/console.py).
     app.include_router(console_router(ctx))
 
