@@ -194,3 +194,26 @@ def test_a_broken_scenario_is_refused_with_the_reason(tmp_path: Path) -> None:
         load_scenario(d)
     res = CliRunner().invoke(app, ["eval", str(d)])
     assert res.exit_code == 2
+
+
+def test_the_shadow_candidate_fixes_the_restart_loop_without_regressions(
+    tmp_path: Path, deterministic: EvalReport
+) -> None:
+    # v4 of systemd-service-down (examples/shadow-runbooks) reads the restart count.
+    lib_dir = tmp_path / "runbooks"
+    lib_dir.mkdir()
+    for f in (Path(__file__).parents[2] / "runbooks").glob("*.md"):
+        (lib_dir / f.name).write_text(f.read_text())
+    candidate = Path(__file__).parents[2] / "examples" / "shadow-runbooks"
+    (lib_dir / "systemd-service-down.md").write_text(
+        (candidate / "systemd-service-down.md").read_text()
+    )
+    lib = load_runbooks(lib_dir)
+    assert not lib.problems
+    scenarios = find_scenarios([SHIPPED_SCENARIOS / "systemd-service-down"])
+    rep = asyncio.run(evaluate(scenarios, lib, promql_tools, now=datetime.now(UTC)))
+    assert rep.runbooks["systemd-service-down"] == "4"
+    assert all(s.action_correct for s in rep.scores), [(s.scenario, s.proposed) for s in rep.scores]
+    before = {s.scenario: s for s in deterministic.scores}
+    assert not before["systemd-service-down/restart-loop-bad-config"].action_correct
+    assert rep.totals.false_positives == 0
