@@ -104,3 +104,18 @@ async def test_refused_proposals_are_escalated(tmp_path: Path, llm: ScriptedLLM)
         assert run.escalated is not None
         assert "3 proposal(s) were refused" in run.escalated.reason
         assert not run.proposals
+
+
+async def test_an_escalated_run_is_flagged_to_chat(tmp_path: Path, llm: ScriptedLLM) -> None:
+    from daemon.config.notify import NotificationsConfig
+    from daemon.domain.investigation_model import InvestigationEscalated
+    from daemon.notify.reaction import NotifyReaction
+
+    llm.script = [Turn(content="done")]
+    async with harness(tmp_path, agent=cfg(llm), tools=tools()) as h:
+        [iid] = await h.start(await h.fire(DISK))
+        await h.investigator().investigate(iid)
+        [escalated] = [e for e in h.stream(iid) if isinstance(e, InvestigationEscalated)]
+        notify = NotifyReaction(h.ingestor, {}, NotificationsConfig(), h.clock)
+        assert notify.interested(escalated)
+        assert "cites no evidence" in escalated.reason
