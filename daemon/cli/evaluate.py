@@ -163,6 +163,12 @@ def eval_command(  # noqa: PLR0917 - typer maps each parameter to an option
         str, typer.Option("--base-url", help="OpenAI-compatible endpoint for --model.")
     ] = "http://127.0.0.1:11434/v1",
     api_key: Annotated[str, typer.Option("--api-key", envvar="WATCHKEEPER_EVAL_API_KEY")] = "",
+    price_prompt: Annotated[
+        float, typer.Option("--price-prompt", help="Cost per 1000 prompt tokens, for the cost.")
+    ] = 0.0,
+    price_completion: Annotated[
+        float, typer.Option("--price-completion", help="Cost per 1000 completion tokens.")
+    ] = 0.0,
     runbooks: Annotated[
         Path | None, typer.Option("--runbooks", help="Runbook directory (default: shipped).")
     ] = None,
@@ -195,7 +201,17 @@ def eval_command(  # noqa: PLR0917 - typer maps each parameter to an option
     except ScenarioError as e:
         err.print(str(e), highlight=False)
         raise typer.Exit(2) from None
-    llm = LLMConfig(base_url=base_url, model=model, max_retries=1) if model else None
+    llm = (
+        LLMConfig(
+            base_url=base_url,
+            model=model,
+            max_retries=1,
+            price_prompt_per_1k=price_prompt,
+            price_completion_per_1k=price_completion,
+        )
+        if model
+        else None
+    )
 
     def progress(s: ScenarioScore) -> None:
         if output == "table":
