@@ -133,7 +133,8 @@ def build_messages(
                 + "\n</untrusted-alert-data>\n"
                 f"Budget: {b.steps} model steps, {b.tokens} tokens, "
                 f"{format_duration_seconds(b.wall_seconds)} wall time. "
-                f"Now: {now.isoformat(timespec='seconds')}." + facts_text(run, rb, now, blob=blob)
+                f"Now: {now.isoformat(timespec='seconds')}."
+                + facts_text(run, rb, now, blob=blob, record=record)
             ),
         },
     ]

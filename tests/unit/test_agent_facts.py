@@ -38,6 +38,7 @@ def tools() -> dict[str, Any]:
             "promql_instant",
             {
                 "node_filesystem_readonly": {"value": 0, "count": 1},
+                'mountpoint=~"/|/var|/var/log"': {"value": 1e11, "count": 1},
                 f"{FREE}{{": {"value": 0.04, "count": 1},
             },
         ),
@@ -119,3 +120,53 @@ async def test_an_escalated_run_is_flagged_to_chat(tmp_path: Path, llm: Scripted
         notify = NotifyReaction(h.ingestor, {}, NotificationsConfig(), h.clock)
         assert notify.interested(escalated)
         assert "cites no evidence" in escalated.reason
+
+
+async def test_the_prompt_carries_the_runbooks_success_record(
+    tmp_path: Path, llm: ScriptedLLM
+) -> None:
+    from dataclasses import replace
+
+    from daemon.domain.action_model import (
+        ActionPlan,
+        ApproveAction,
+        DecidePolicy,
+        DispatchAction,
+        RecordOutcome,
+        RecordVerification,
+        VerifySpec,
+    )
+    from daemon.domain.policy import PolicyRules
+
+    llm.script = [Turn(tool_calls=[call("conclude", summary="s", evidence=["d-free_ratio"])])]
+    async with harness(tmp_path, agent=cfg(llm), tools=tools()) as h:
+        # An earlier incident: the deterministic path proposed, a person approved, it worked.
+        first = await h.fire(DISK)
+        [cmd] = h.reaction().starts_for(first)
+        await h.ingestor.submit([replace(cmd, mode="deterministic")])
+        run = await h.investigator().investigate(cmd.investigation_id)
+        [p] = run.proposals
+        plan = ActionPlan(
+            kind="shell",
+            action_id="vacuum_journal",
+            summary="journalctl",
+            targets=("web1",),
+            spec={},
+            verb="run",
+        )
+        verify = VerifySpec(query="x", expect="value > 0.15", window_seconds=600)
+        for c in (
+            DecidePolicy(p.proposal_id, PolicyRules(), plan, labels=DISK, verify=verify),
+            ApproveAction(p.proposal_id, "alice", "approver", "api"),
+            DispatchAction(p.proposal_id, PolicyRules(), "k1"),
+            RecordOutcome(p.proposal_id, "succeeded", "freed 30G"),
+            RecordVerification(p.proposal_id, True, "value > 0.15 held"),
+        ):
+            await h.ingestor.execute(c)
+        # Now a new incident of the same runbook, investigated by the model.
+        second = await h.fire({**DISK, "alertname": "DiskSpaceLow"})
+        [iid] = await h.start(second)
+        await h.investigator().investigate(iid)
+        user = llm.requests[0]["messages"][1]["content"]
+        assert "Success record of runbook disk-filling's actions:" in user
+        assert "- vacuum_journal: 1 of 1 verified in 30 days (1 proposed)" in user
