@@ -217,3 +217,14 @@ def test_the_shadow_candidate_fixes_the_restart_loop_without_regressions(
     before = {s.scenario: s for s in deterministic.scores}
     assert not before["systemd-service-down/restart-loop-bad-config"].action_correct
     assert rep.totals.false_positives == 0
+
+
+def test_a_history_promtool_cannot_read_is_refused_with_its_words(tmp_path: Path) -> None:
+    src = SHIPPED_SCENARIOS / "generic-triage" / "noisy-rule"
+    d = tmp_path / "broken"
+    d.mkdir()
+    (d / "scenario.yaml").write_text((src / "scenario.yaml").read_text())
+    (d / "history.om").write_text('up{job="x"} 1 1772431200\nup{job="x"} oops 1772431260\n')
+    res = CliRunner().invoke(app, ["eval", str(d)])
+    assert res.exit_code == 2
+    assert "cannot replay: promtool could not read" in res.output
