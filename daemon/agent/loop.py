@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -55,6 +55,7 @@ from daemon.domain.investigation_model import (
 from daemon.domain.targets import TargetRules, derive_target
 from daemon.engine.blobs import BlobStore
 from daemon.engine.ingest import Ingestor
+from daemon.runbooks.outcomes import success_record_text
 from daemon.runbooks.runbook import (
     MissingLabel,
     Runbook,
@@ -112,10 +113,12 @@ class Investigator:
         clock: Callable[[], datetime],
         failure_pause: Callable[[int], float] = lambda n: min(30.0, 2.0**n),
         targets: TargetRules | None = None,
+        shadow: RunbookLibrary | None = None,
     ) -> None:
         self.targets = targets or TargetRules()
         self.ingestor = ingestor
         self.runbooks = runbooks
+        self.shadow = shadow or RunbookLibrary()
         self.tools = tools
         self.model = model
         self.blobs = blobs
@@ -136,7 +139,8 @@ class Investigator:
         run = await self.load(investigation_id)
         idle = 0
         while True:
-            rb = self.runbooks.get(run.started.runbook_id)
+            library = self.shadow if run.started.shadow else self.runbooks
+            rb = library.get(run.started.runbook_id)
             step = next_step(run, rb, self._situation(run))
             if isinstance(step, Done):
                 return run
@@ -182,6 +186,13 @@ class Investigator:
             await self._record(run, AbandonInvestigation(run.id, v, step.reason))
             self._finished("abandoned")
         elif isinstance(step, Finish):
+            if run.started.shadow and step.escalate:
+                # A shadow run never pages anyone: what it would escalate goes in its summary.
+                step = replace(
+                    step,
+                    summary=f"{step.summary}\n(shadow: would escalate: {step.escalate})",
+                    escalate="",
+                )
             await self._record(
                 run,
                 ConcludeInvestigation(
@@ -430,6 +441,7 @@ class Investigator:
             recent_in_full=self.config.recent_results_in_full,
             final=step.final,
             blob=self.blobs.cached,
+            record=success_record_text(self.ingestor.world, rb.id, now),
         )
         tools = None if step.final else self.tool_definitions(rb)
         await self._record(

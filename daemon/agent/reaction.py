@@ -54,9 +54,12 @@ class AgentReaction:
         config: AgentConfig,
         investigator: Investigator,
         clock: Callable[[], datetime],
+        *,
+        shadow: RunbookLibrary | None = None,
     ) -> None:
         self.ingestor = ingestor
         self.runbooks = runbooks
+        self.shadow = shadow or RunbookLibrary()
         self.config = config
         self.investigator = investigator
         self.clock = clock
@@ -106,7 +109,8 @@ class AgentReaction:
         """Commands starting a run of every routed runbook not yet investigated.
 
         A new incident gets one run per runbook; a reopened one gets a new run of each
-        runbook whose runs all finished before it reopened.
+        runbook whose runs all finished before it reopened. A runbook with a different
+        version in the shadow library also gets a shadow run of that version.
         """
         world = self.ingestor.world
         inc = world.incidents.get(incident_id)
@@ -132,31 +136,39 @@ class AgentReaction:
             if rb is None:
                 log.warning("route names an unknown runbook runbook=%s incident=%s", rid, inc.id)
                 continue
-            mine = [r for r in runs if r.runbook_id == rid]
-            if any(not r.finished for r in mine):
-                continue
-            if mine and (reopened_at is None or any(r.started_at >= reopened_at for r in mine)):
-                continue
-            number = len(mine) + 1
-            llm = self.config.llm
-            budget = rb.budgets.budget()
-            if budget_steps is not None:
-                budget = budget.model_copy(update={"steps": min(budget.steps, budget_steps)})
-            out.append(
-                StartInvestigation(
-                    investigation_id=investigation_id_for(inc.id, rid, number),
-                    incident_id=inc.id,
-                    run=number,
-                    runbook_id=rid,
-                    runbook_version=rb.version,
-                    mode="llm" if llm else "deterministic",
-                    model=llm.model if llm else "",
-                    prompt_hash=prompt_hash(rb),
-                    budget=budget,
-                    actions=rb.specs(),
-                    context=incident_context(world, inc.id),
+            candidate = self.shadow.get(rid)
+            tries = [(rb, False)]
+            if candidate is not None and candidate.version != rb.version:
+                tries.append((candidate, True))
+            for book, shadow in tries:
+                mine = [r for r in runs if r.runbook_id == rid and r.shadow == shadow]
+                if any(not r.finished for r in mine):
+                    continue
+                if mine and (reopened_at is None or any(r.started_at >= reopened_at for r in mine)):
+                    continue
+                number = len(mine) + 1
+                llm = self.config.llm
+                budget = book.budgets.budget()
+                if budget_steps is not None:
+                    budget = budget.model_copy(update={"steps": min(budget.steps, budget_steps)})
+                out.append(
+                    StartInvestigation(
+                        investigation_id=investigation_id_for(
+                            inc.id, f"{rid}@shadow" if shadow else rid, number
+                        ),
+                        incident_id=inc.id,
+                        run=number,
+                        runbook_id=rid,
+                        runbook_version=book.version,
+                        mode="llm" if llm else "deterministic",
+                        model=llm.model if llm else "",
+                        prompt_hash=prompt_hash(book),
+                        budget=budget,
+                        actions=book.specs(),
+                        context=incident_context(world, inc.id),
+                        shadow=shadow,
+                    )
                 )
-            )
         return out
 
     # --- workers -------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from daemon.cli.actions import action_rows
 from daemon.cli.actions import register as register_actions
 from daemon.cli.agent import agent_rows, print_investigation, runbooks_app
 from daemon.cli.client import age, client, emit, err, fail, out, resolve_id
+from daemon.cli.evaluate import register as register_eval
 from daemon.cli.situations import situations_app
 from daemon.config.settings import ConfigError, load_config
 
@@ -37,6 +38,7 @@ app.add_typer(events_app, name="events")
 app.add_typer(runbooks_app, name="runbooks")
 app.add_typer(situations_app, name="situations")
 register_actions(app)  # actions list|show|approve|reject|dry-run, pause, resume
+register_eval(app)  # eval: replay recorded incidents and score the agent
 
 @app.callback()
 def _global(

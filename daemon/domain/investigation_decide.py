@@ -20,6 +20,7 @@ from daemon.domain.evolve import evolve
 from daemon.domain.investigation_model import (
     AbandonInvestigation,
     ActionProposed,
+    ActionSpec,
     BudgetExhausted,
     ConcludeInvestigation,
     ExhaustBudget,
@@ -31,6 +32,7 @@ from daemon.domain.investigation_model import (
     LLMFailed,
     LLMRequested,
     LLMResponded,
+    PromoteRunbook,
     ProposalRef,
     ProposeAction,
     RecordLLMFailure,
@@ -38,10 +40,13 @@ from daemon.domain.investigation_model import (
     RecordLLMResponse,
     RecordToolCall,
     RecordToolResult,
+    RunbookPromoted,
+    ShadowActionProposed,
     StartInvestigation,
     ToolCalled,
     ToolResulted,
     proposal_id_for,
+    runbook_stream_id,
 )
 from daemon.domain.state import World
 
@@ -92,6 +97,7 @@ def _(cmd: StartInvestigation, world: World, now: datetime) -> list[DomainEvent]
             severity=inc.severity,
             incident_opened_at=inc.opened_at,
             context=cmd.context,
+            shadow=cmd.shadow,
         )
     )
     return out.events
@@ -207,6 +213,8 @@ def _(cmd: ProposeAction, world: World, now: datetime) -> list[DomainEvent]:
             )
     pid = proposal_id_for(inv.id, cmd.call_id)
     out = _Out(world, now)
+    if inv.shadow:
+        return _shadow_proposal(out, inv, spec, cmd, pid, now=now)
     out.emit(
         ActionProposed(
             **next_of(inv, now),
@@ -238,6 +246,69 @@ def _(cmd: ProposeAction, world: World, now: datetime) -> list[DomainEvent]:
         )
     )
     return out.events
+
+
+def _shadow_proposal(
+    out: _Out, inv: Investigation, spec: ActionSpec, cmd: ProposeAction, pid: UUID, *, now: datetime
+) -> list[DomainEvent]:
+    out.emit(
+        ShadowActionProposed(
+            originator_id=inv.id,
+            originator_version=inv.version + 1,
+            timestamp=now,
+            proposal_id=pid,
+            incident_id=inv.incident_id,
+            runbook_id=inv.runbook_id,
+            runbook_version=inv.runbook_version,
+            action_id=spec.id,
+            kind=spec.kind,
+            params=cmd.params,
+            risk=spec.risk,
+            rationale=cmd.rationale,
+            evidence=cmd.evidence,
+            call_id=cmd.call_id,
+            proposed_by=cmd.proposed_by,
+        )
+    )
+    out.emit(
+        ToolResulted(
+            originator_id=inv.id,
+            originator_version=inv.version + 2,
+            timestamp=now,
+            call_id=cmd.call_id,
+            tool="propose_action",
+            status="ok",
+            observed_at=now,
+            summary=f"recorded {spec.id} as shadow proposal {pid}; shadow runs never execute",
+        )
+    )
+    return out.events
+
+
+@_decide.register
+def _(cmd: PromoteRunbook, world: World, now: datetime) -> list[DomainEvent]:
+    if cmd.role not in ("approver", "admin"):
+        raise Rejected(f"promoting a runbook needs the approver or admin role, not {cmd.role}", 403)
+    if not cmd.reason.strip():
+        raise Rejected("say why the version is promoted (reason)", 422)
+    if not cmd.version.strip():
+        raise Rejected("give the version to promote", 422)
+    book = world.investigations
+    if book.promoted.get(cmd.runbook_id) == cmd.version:
+        raise Rejected(f"runbook {cmd.runbook_id} v{cmd.version} is already promoted", 409)
+    return emit_one(
+        world,
+        RunbookPromoted(
+            originator_id=runbook_stream_id(cmd.runbook_id),
+            originator_version=book.promotion_versions.get(cmd.runbook_id, 0) + 1,
+            timestamp=now,
+            runbook_id=cmd.runbook_id,
+            version=cmd.version,
+            previous_version=cmd.previous_version,
+            by=cmd.by,
+            reason=cmd.reason,
+        ),
+    )
 
 
 @_decide.register
@@ -333,6 +404,7 @@ def _(event: InvestigationStarted, world: World) -> None:
         updated_at=event.timestamp,
         budget=event.budget,
         actions=event.actions,
+        shadow=event.shadow,
     )
 
 
@@ -386,6 +458,29 @@ def _(event: ActionProposed, world: World) -> None:
         rationale=event.rationale,
     )
     _bump(world, event, proposals=(*inv.proposals, ref))
+
+
+@evolve.register
+def _(event: ShadowActionProposed, world: World) -> None:
+    # Not an ActionEntry: the actions stage never sees a shadow proposal.
+    inv = world.investigations.active.get(event.originator_id)
+    if inv is None:
+        return
+    ref = ProposalRef(
+        proposal_id=event.proposal_id,
+        action_id=event.action_id,
+        kind=event.kind,
+        risk=event.risk,
+        params=event.params,
+        rationale=event.rationale,
+    )
+    _bump(world, event, proposals=(*inv.proposals, ref))
+
+
+@evolve.register
+def _(event: RunbookPromoted, world: World) -> None:
+    world.investigations.promoted[event.runbook_id] = event.version
+    world.investigations.promotion_versions[event.runbook_id] = event.originator_version
 
 
 @evolve.register

@@ -101,6 +101,8 @@ TYPES: tuple[EventType, ...] = (
     EventType("ToolCalled", inv.ToolCalled),
     EventType("ToolResulted", inv.ToolResulted),
     EventType("ActionProposed", inv.ActionProposed, version=2),
+    EventType("ShadowActionProposed", inv.ShadowActionProposed),
+    EventType("RunbookPromoted", inv.RunbookPromoted),
     EventType("InvestigationConcluded", inv.InvestigationConcluded),
     EventType("InvestigationEscalated", inv.InvestigationEscalated),
     EventType("InvestigationAbandoned", inv.InvestigationAbandoned),

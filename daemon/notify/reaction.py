@@ -81,6 +81,7 @@ FOLLOW_UPS = {
     "ActionExecuted": "action_executed",
     "ActionFailed": "action_failed",
     "InvestigationConcluded": "concluded",
+    "InvestigationEscalated": "escalated",
 }
 
 

@@ -6,6 +6,7 @@ from itertools import islice
 from typing import Any
 
 from daemon.domain.state import World
+from daemon.runbooks.outcomes import runbook_outcomes
 from daemon.runbooks.tools import (
     AlertContextArgs,
     PastIncidentsArgs,
@@ -179,6 +180,28 @@ class PastIncidents:
                     ),
                     "reopened": inc.reopen_count,
                 }
+        outcomes = runbook_outcomes(
+            world, ctx.runbook_id, labels=ctx.labels, exclude_incident=ctx.incident_id
+        )
+        for inc_id, outs in outcomes.items():
+            entry = found.setdefault(inc_id, {"incident_id": str(inc_id)})
+            entry["actions"] = [
+                {
+                    "action": o.action_id,
+                    "params": o.params,
+                    "status": o.status,
+                    "approved": o.approved,
+                    "decided_by": o.decided_by,
+                    "reason": o.reason[:200],
+                    "ran": o.ran,
+                    "verified": o.verified,
+                    "came_back_within_a_day": o.came_back,
+                    "runbook_version": o.runbook_version,
+                }
+                for o in outs
+            ]
+            entry["outcome"] = " | ".join(o.line() for o in outs)
+            entry.setdefault("investigated_at", outs[0].proposed_at.isoformat())
         rows = sorted(
             found.values(),
             key=lambda r: str(r.get("opened_at") or r.get("investigated_at") or ""),
@@ -194,12 +217,19 @@ class PastIncidents:
         lines = [
             f"{r.get('opened_at', r.get('investigated_at', '?'))[:16]} {r.get('title', '')} "
             f"{r.get('state', '')}: {r.get('probable_cause') or r.get('summary', '')[:120]}"
+            + (f" [actions: {r['outcome']}]" if r.get("outcome") else "")
             for r in rows
         ]
+        acted = [a for r in rows for a in r.get("actions", [])]
         return ToolResult(
             status="ok",
             observed_at=ctx.now,
             summary=f"{len(rows)} earlier incident(s): " + " | ".join(lines),
-            facts={"count": len(rows)},
+            facts={
+                "count": len(rows),
+                "actions": len(acted),
+                "verified": sum(1 for a in acted if a["verified"] is True),
+                "came_back": sum(1 for a in acted if a["came_back_within_a_day"] is True),
+            },
             data=rows,
         )

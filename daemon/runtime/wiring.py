@@ -154,11 +154,15 @@ def build_agent(
     tools = build_tools(settings, hosts=hosts)
     model = OpenAIChat(cfg.llm, resolve_secret(cfg.llm.api_key)) if cfg.llm else None
     blobs = BlobStore(ingestor.log, ingestor.writer)
+    shadow = load_runbooks(cfg.shadow_runbooks_dir) if cfg.shadow_runbooks_dir else None
+    for problem in shadow.problems if shadow else []:
+        _log.error("shadow runbook skipped: %s", problem)
     investigator = Investigator(
         ingestor, runbooks, tools=tools, model=model, blobs=blobs, config=cfg, clock=clock,
         targets=settings.targets.rules(),
+        shadow=shadow,
     )
-    return AgentReaction(ingestor, runbooks, cfg, investigator, clock)
+    return AgentReaction(ingestor, runbooks, cfg, investigator, clock, shadow=shadow)
 
 
 def build_tools(

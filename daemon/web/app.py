@@ -45,6 +45,7 @@ from daemon.web.console import Console
 from daemon.web.console import router as console_router
 from daemon.web.context import ApiContext, Ctx
 from daemon.web.limits import BodyLimit, Scope
+from daemon.web.runbooks import router as runbooks_router
 from daemon.web.situations import router as situations_router
 from daemon.web.slack import slack_router
 
@@ -136,6 +137,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(slack_router(ctx, SlackApprovals(ctx.ingestor)))
     app.include_router(actions_router)
     app.include_router(situations_router)
+    app.include_router(runbooks_router)
     # The review console at / (daemon/web/console.py).
     app.state.console = Console(ctx)
     app.include_router(console_router)
