@@ -7,6 +7,8 @@ come from other threads: the library's connection pools make that safe.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -69,8 +71,23 @@ class Recorded:
     event: DomainEvent
 
 
-def environment_for(url: str, *, schema: str | None = None) -> dict[str, str]:
+@dataclass(frozen=True, slots=True)
+class StoreTimeouts:
+    """Bounds on every store call, so the writer thread never waits forever.
+
+    `connect`: a new connection, and a wait for a free one in the pool (PostgreSQL) or for
+    the database lock (SQLite); `statement`: one statement on the server (PostgreSQL).
+    """
+
+    connect: float = 5.0
+    statement: float = 30.0
+
+
+def environment_for(
+    url: str, *, schema: str | None = None, timeouts: StoreTimeouts | None = None
+) -> dict[str, str]:
     """Translate `store:` (a path, sqlite:///path, or postgresql://...) into eventsourcing env."""
+    t = timeouts or StoreTimeouts()
     if url.startswith(("postgresql://", "postgres://")):
         u = urlparse(url)
         env = {
@@ -80,8 +97,13 @@ def environment_for(url: str, *, schema: str | None = None) -> dict[str, str]:
             "POSTGRES_PORT": str(u.port or 5432),
             "POSTGRES_USER": unquote(u.username or "postgres"),
             "POSTGRES_PASSWORD": unquote(u.password or ""),
-            "POSTGRES_CONNECT_TIMEOUT": "5",
+            # The wait for a connection from the pool (psycopg_pool's `timeout`).
+            "POSTGRES_CONNECT_TIMEOUT": str(max(1, round(t.connect))),
             "POSTGRES_POOL_SIZE": "4",
+            # A lock held by another writer, or a session stuck inside a transaction (its
+            # client gone), must not hold our commits for longer than a statement may take.
+            "POSTGRES_LOCK_TIMEOUT": str(max(1, round(t.statement))),
+            "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": str(max(1, round(t.statement))),
         }
         params = dict(p.split("=", 1) for p in u.query.split("&") if "=" in p)
         if schema or params.get("schema"):
@@ -93,28 +115,90 @@ def environment_for(url: str, *, schema: str | None = None) -> dict[str, str]:
     return {
         "PERSISTENCE_MODULE": "eventsourcing.sqlite",
         "SQLITE_DBNAME": path,
-        "SQLITE_LOCK_TIMEOUT": "10",
+        "SQLITE_LOCK_TIMEOUT": str(max(1, round(t.connect))),
+    }
+
+
+def _libpq_bounds(t: StoreTimeouts) -> dict[str, Any]:
+    """Connection parameters that bound what eventsourcing's env cannot (libpq, server side).
+
+    Without `connect_timeout` psycopg waits up to 130 s for a host that does not answer;
+    keepalives and `tcp_user_timeout` notice a peer that vanished without a reset (a
+    failover, a dropped route) instead of waiting on the socket for the kernel's minutes.
+    """
+    ms = int(t.statement * 1000)
+    return {
+        "connect_timeout": max(1, round(t.connect)),
+        "options": f"-c statement_timeout={ms}",
+        "keepalives": 1,
+        "keepalives_idle": 5,
+        "keepalives_interval": 2,
+        "keepalives_count": 3,
+        "tcp_user_timeout": ms,
     }
 
 
 class EventLog:
     """Append events atomically (with an optional source position), read them back in order."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, timeouts: StoreTimeouts | None = None) -> None:
         self.url = url
+        self.timeouts = timeouts or StoreTimeouts()
         self.is_postgres = url.startswith(("postgresql://", "postgres://"))
-        self.factory: InfrastructureFactory[Any] = InfrastructureFactory.construct(
-            environment_for(url)
-        )
-        self.recorder: ProcessRecorder = self.factory.process_recorder()
-        self.checkpoints: AggregateRecorder = self.factory.aggregate_recorder("snapshots")
-        self.mapper = PydanticMapper(transcoder=self.factory.transcoder())
+        self._open()
         # Bytes of event state appended by this process (writer thread), for checkpointing.
         self.bytes_appended = 0
+
+    def _open(self) -> None:
+        factory: InfrastructureFactory[Any] = InfrastructureFactory.construct(
+            environment_for(self.url, timeouts=self.timeouts)
+        )
+        if self.is_postgres:
+            # The pool opens lazily: bound its connections before the first one is made.
+            factory.datastore.pool.kwargs.update(_libpq_bounds(self.timeouts))  # type: ignore[attr-defined]
+        try:
+            recorder: ProcessRecorder = factory.process_recorder()
+            checkpoints: AggregateRecorder = factory.aggregate_recorder("snapshots")
+        except BaseException:
+            _close_quietly(factory)
+            raise
+        self.factory, self.recorder, self.checkpoints = factory, recorder, checkpoints
+        self.mapper = PydanticMapper(transcoder=factory.transcoder())
 
     def close(self) -> None:
         """Close the connection pool."""
         self.factory.close()
+
+    def reconnect(self) -> None:
+        """Replace the connection pool with a fresh one (PostgreSQL), then check the store.
+
+        psycopg_pool retries lost connections with a backoff that grows to minutes, so a
+        pool that lived through a long outage may not reconnect for minutes after the
+        server is back; a new pool connects at once. Raises if the store does not answer.
+        The old pool is closed in the background: closing waits for its workers.
+        """
+        if self.is_postgres:
+            old = self.factory
+            self._open()
+            threading.Thread(
+                target=_close_quietly, args=(old,), name="wk-old-pool", daemon=True
+            ).start()
+        self.probe()
+
+    def probe(self) -> None:
+        """Raise unless the store answers a write now (a no-op row, not an event)."""
+        ds = self.factory.datastore  # type: ignore[attr-defined]
+        if self.is_postgres:
+            with ds.transaction(commit=False) as c:
+                c.execute("SELECT 1")
+            return
+        # SQLite answers reads on a full disk or a read-only file system: only a write tells.
+        with ds.transaction(commit=True) as c:
+            c.execute(
+                "CREATE TABLE IF NOT EXISTS watchkeeper_probe "
+                "(id INTEGER PRIMARY KEY, at REAL NOT NULL)"
+            )
+            c.execute("INSERT OR REPLACE INTO watchkeeper_probe VALUES (1, ?)", (time.time(),))
 
     # --- writes (writer thread only) -----------------------------------------------------
 
@@ -203,3 +287,10 @@ class EventLog:
     def position(self, name: str) -> int | None:
         """The recorded position of a source (e.g. kafka:topic:partition), or None."""
         return self.recorder.max_tracking_id(name)
+
+
+def _close_quietly(factory: InfrastructureFactory[Any]) -> None:
+    try:
+        factory.close()
+    except Exception as e:  # a pool that lost its server may fail to close cleanly
+        log.debug("closing a replaced store connection pool: %s", e)

@@ -7,7 +7,6 @@ run their loops as named tasks of a `TaskGroup` that lives as long as the source
 from __future__ import annotations
 
 import asyncio
-import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine, Sequence
 from types import TracebackType
@@ -18,6 +17,7 @@ from eventsourcing.persistence import Tracking
 from daemon.domain.commands import Command
 from daemon.domain.events import DomainEvent
 from daemon.domain.state import World
+from daemon.engine.outage import Backoff
 from daemon.engine.store import StoreUnavailable
 from daemon.intake.source import SourceHealth
 
@@ -46,32 +46,6 @@ def describe(e: BaseException) -> str:
     if not text:
         return name
     return text if text.startswith(name) else f"{name}: {text}"
-
-
-class Backoff:
-    """Exponential backoff with jitter: each delay is drawn from [d/2, d], d doubling to `cap`.
-
-    Half the delay is fixed so a flapping broker is not hammered; the random half spreads
-    many clients (or many daemons) apart after a broker restart.
-    """
-
-    def __init__(
-        self, first: float, cap: float, rand: Callable[[], float] = random.random
-    ) -> None:
-        self.first = first
-        self.cap = cap
-        self.rand = rand
-        self.attempt = 0
-
-    def next(self) -> float:
-        """The next delay in seconds."""
-        d = min(self.cap, self.first * 2.0**self.attempt)
-        self.attempt = min(self.attempt + 1, 62)
-        return d / 2 + self.rand() * d / 2
-
-    def reset(self) -> None:
-        """Connected again: start from the shortest delay next time."""
-        self.attempt = 0
 
 
 class SourceTasks(ABC):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Annotated, Any
@@ -155,7 +156,11 @@ def create_app(ctx: ApiContext) -> FastAPI:  # noqa: PLR0915
 
     @app.exception_handler(StoreUnavailable)
     async def _store(_: Request, exc: StoreUnavailable) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "5"})
+        # Nothing was committed: senders (Prometheus, Alertmanager) retry on a 5xx.
+        retry = max(1, math.ceil(ctx.settings.tuning.reconnect_max_backoff.total_seconds()))
+        return JSONResponse(
+            {"error": str(exc)}, status_code=503, headers={"Retry-After": str(retry)}
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -396,9 +401,13 @@ def create_app(ctx: ApiContext) -> FastAPI:  # noqa: PLR0915
 
     @app.get("/readyz")
     async def readyz() -> PlainTextResponse:
-        if ing.ready:
-            return PlainTextResponse("ready\n")
-        return PlainTextResponse("starting: rebuilding state from the event log\n", status_code=503)
+        if not ing.ready:
+            return PlainTextResponse(
+                "starting: rebuilding state from the event log\n", status_code=503
+            )
+        if not ing.store.up:
+            return PlainTextResponse(f"not ready: {ing.store.problem()}\n", status_code=503)
+        return PlainTextResponse("ready\n")
 
     @app.get("/metrics")
     async def metrics() -> Response:
