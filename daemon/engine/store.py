@@ -6,17 +6,19 @@ come from other threads: the library's connection pools make that safe.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 from uuid import UUID
 
+import psycopg
 from eventsourcing.persistence import (
     AggregateRecorder,
     InfrastructureFactory,
@@ -31,6 +33,7 @@ from daemon.domain import registry
 from daemon.domain.events import DomainEvent
 
 log = logging.getLogger("watchkeeper.store")
+T = TypeVar("T")
 
 # The stream holding world checkpoints (state folded up to a notification id).
 CHECKPOINT_ID = UUID("00000000-0000-4000-8000-00000000c0de")
@@ -178,6 +181,11 @@ class EventLog:
         The old pool is closed in the background: closing waits for its workers.
         """
         if self.is_postgres:
+            # One direct connection first: refused at once while the server is down, where a
+            # new pool would wait its whole timeout for connections that never come.
+            kwargs = dict(self.factory.datastore.pool.kwargs)  # type: ignore[attr-defined]
+            with psycopg.connect(**kwargs) as conn:
+                conn.execute("SELECT 1")
             old = self.factory
             self._open()
             threading.Thread(
@@ -208,9 +216,9 @@ class EventLog:
         """Commit events (and the tracking position, if any) in one transaction."""
         stored = [self.mapper.to_stored_event(e) for e in events]
         if not stored and tracking is not None:
-            self.recorder.insert_tracking(tracking)
+            _once(self.recorder.insert_tracking)(tracking)
             return []
-        ids = self.recorder.insert_events(stored, tracking=tracking)
+        ids = _once(self.recorder.insert_events)(stored, tracking=tracking)
         self.bytes_appended += sum(len(s.state) for s in stored)
         return list(ids or [])
 
@@ -220,10 +228,10 @@ class EventLog:
 
     def save_compressed_checkpoint(self, position: int, blob: bytes) -> None:
         """Store a checkpoint already compressed with zlib (see `daemon.snapshot`)."""
-        self.checkpoints.insert_events(
+        _once(self.checkpoints.insert_events)(
             [StoredEvent(CHECKPOINT_ID, position, CHECKPOINT_TOPIC, blob)]
         )
-        older = self.checkpoints.select_events(CHECKPOINT_ID, desc=True, limit=3)
+        older = _once(self.checkpoints.select_events)(CHECKPOINT_ID, desc=True, limit=3)
         if len(older) > 2:
             self._delete_checkpoints_upto(older[-1].originator_version)
 
@@ -246,7 +254,7 @@ class EventLog:
 
     def load_checkpoint(self) -> tuple[int, bytes] | None:
         """The newest checkpoint as (position, state), or None."""
-        rows = self.checkpoints.select_events(CHECKPOINT_ID, desc=True, limit=1)
+        rows = _once(self.checkpoints.select_events)(CHECKPOINT_ID, desc=True, limit=1)
         if not rows:
             return None
         if rows[0].topic not in registry.CHECKPOINT_FORMATS:
@@ -259,7 +267,7 @@ class EventLog:
 
     def read(self, after: int = 0, limit: int = 1000) -> list[Recorded]:
         """Events with notification id > after, oldest first."""
-        notes = self.recorder.select_notifications(
+        notes = _once(self.recorder.select_notifications)(
             start=after, limit=limit, inclusive_of_start=False
         )
         return [Recorded(n.id, self.mapper.to_domain_event(n)) for n in notes]
@@ -268,7 +276,7 @@ class EventLog:
         self, after: int = 0, limit: int = 1000
     ) -> list[tuple[int, str, bytes, UUID, int]]:
         """Undecoded notifications: (id, topic, json, originator, version) for export/paging."""
-        notes = self.recorder.select_notifications(
+        notes = _once(self.recorder.select_notifications)(
             start=after, limit=limit, inclusive_of_start=False
         )
         return [
@@ -278,15 +286,29 @@ class EventLog:
 
     def stream(self, originator_id: UUID) -> list[DomainEvent]:
         """All events of one stream (an incident's timeline), oldest first."""
-        return [self.mapper.to_domain_event(s) for s in self.recorder.select_events(originator_id)]
+        stored = _once(self.recorder.select_events)(originator_id)
+        return [self.mapper.to_domain_event(s) for s in stored]
 
     def max_id(self) -> int:
         """The newest notification id (0 for an empty log)."""
-        return self.recorder.max_notification_id() or 0
+        return _once(self.recorder.max_notification_id)() or 0
 
     def position(self, name: str) -> int | None:
         """The recorded position of a source (e.g. kafka:topic:partition), or None."""
-        return self.recorder.max_tracking_id(name)
+        return _once(self.recorder.max_tracking_id)(name)
+
+
+def _once(method: Callable[..., T]) -> Callable[..., T]:
+    """A recorder method without eventsourcing's own retry loop.
+
+    Its PostgreSQL recorders retry a connection error ten times, each after waiting up to
+    the pool timeout: one call on a store that is down took 50 s and held the writer. The
+    Ingestor has its own recovery (probe with backoff), so each call here tries once.
+    """
+    inner = getattr(getattr(method, "__func__", None), "__wrapped__", None)
+    if inner is None:
+        return method
+    return functools.partial(inner, method.__self__)  # type: ignore[attr-defined]
 
 
 def _close_quietly(factory: InfrastructureFactory[Any]) -> None:

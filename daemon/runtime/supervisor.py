@@ -22,7 +22,7 @@ from daemon.domain import Rejected
 from daemon.engine.ingest import Ingestor
 from daemon.engine.metrics import Metrics
 from daemon.engine.reactor import Reactor
-from daemon.engine.store import EventLog
+from daemon.engine.store import EventLog, StoreUnavailable
 from daemon.engine.timers import TimerService
 from daemon.intake.source import Source
 from daemon.intake.status import SourceCollector, rules_command
@@ -293,6 +293,8 @@ class Supervisor:
             await asyncio.sleep(interval)
             try:
                 await self.ingestor.tick()  # what it records is logged by log_event
+            except StoreUnavailable:
+                pass  # the outage is logged once by the ingestor; time passes again after
             except Exception:
                 log.exception("tick failed")
             self._maybe_tidy()
