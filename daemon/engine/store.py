@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
 import time
 import zlib
@@ -38,6 +39,8 @@ T = TypeVar("T")
 # The stream holding world checkpoints (state folded up to a notification id).
 CHECKPOINT_ID = UUID("00000000-0000-4000-8000-00000000c0de")
 CHECKPOINT_TOPIC = registry.CHECKPOINT_FORMAT
+# Free bytes the SQLite store's file system needs before a probe calls the store usable.
+SQLITE_MIN_FREE = 1024 * 1024
 # zlib level for checkpoints: the fastest; a world's JSON still shrinks several times.
 CHECKPOINT_LEVEL = 1
 
@@ -112,7 +115,7 @@ def environment_for(
         if schema or params.get("schema"):
             env["POSTGRES_SCHEMA"] = schema or params["schema"]
         return env
-    path = url.removeprefix("sqlite:///").removeprefix("sqlite://")
+    path = _sqlite_path(url)
     if path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     return {
@@ -120,6 +123,10 @@ def environment_for(
         "SQLITE_DBNAME": path,
         "SQLITE_LOCK_TIMEOUT": str(max(1, round(t.connect))),
     }
+
+
+def _sqlite_path(url: str) -> str:
+    return url.removeprefix("sqlite:///").removeprefix("sqlite://")
 
 
 def _libpq_bounds(t: StoreTimeouts) -> dict[str, Any]:
@@ -207,6 +214,17 @@ class EventLog:
                 "(id INTEGER PRIMARY KEY, at REAL NOT NULL)"
             )
             c.execute("INSERT OR REPLACE INTO watchkeeper_probe VALUES (1, ?)", (time.time(),))
+        # A one-row write fits in space a batch of events does not (the WAL reuses its
+        # pages): call a full disk full until there is room for batches again.
+        path = Path(_sqlite_path(self.url))
+        if str(path) != ":memory:" and "mode=memory" not in str(path):
+            st = os.statvfs(path.parent)
+            free = st.f_bavail * st.f_frsize
+            if free < SQLITE_MIN_FREE:
+                raise OSError(
+                    f"database or disk is full: {free} bytes free on {path.parent}, "
+                    f"waiting for {SQLITE_MIN_FREE}"
+                )
 
     # --- writes (writer thread only) -----------------------------------------------------
 

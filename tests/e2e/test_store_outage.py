@@ -15,6 +15,7 @@ outage runs the same path as a 3-minute one; the 3-minute one is kept, marked sl
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -61,9 +62,14 @@ def pages(stub: ChatStub) -> list[str]:
 
 @dataclass
 class Intake:
-    """Posts one new alert after another until stopped; remembers every answer."""
+    """Posts new alerts, one request after another, until stopped; remembers every answer.
+
+    Request n carries alerts `i{n}-0` … `i{n}-{per_request - 1}`.
+    """
 
     url: str
+    per_request: int = 1
+    padding: int = 0  # bytes of annotation per alert, to fill a disk
     answers: list[tuple[int, float, float, int, str]] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -73,11 +79,15 @@ class Intake:
             while not self.stop.is_set():
                 n += 1
                 begun = time.monotonic()
+                alerts = [
+                    {
+                        "labels": {"alertname": "Load", "instance": f"i{n}-{k}"},
+                        "annotations": {"detail": "x" * self.padding},
+                    }
+                    for k in range(self.per_request)
+                ]
                 try:
-                    r = client.post(
-                        f"{self.url}/api/v2/alerts",
-                        json=[{"labels": {"alertname": "Load", "instance": f"i{n}"}}],
-                    )
+                    r = client.post(f"{self.url}/api/v2/alerts", json=alerts)
                     status, retry = r.status_code, r.headers.get("retry-after", "")
                 except httpx.HTTPError as e:
                     status, retry = 0, type(e).__name__
@@ -212,7 +222,7 @@ def _outage(pg: PostgresControl, stub: ChatStub, tmp_path: Path, outage: float) 
         # No 2xx for anything sent and answered while the store was down.
         lies = [a for a in answers if a[3] == 200 and a[1] > stopped and a[2] < back]
         assert not lies, lies
-        accepted = {f"i{a[0]}" for a in answers if a[3] == 200}
+        accepted = {f"i{a[0]}-0" for a in answers if a[3] == 200}
         assert any(a[1] > back for a in answers if a[3] == 200), "no intake after recovery"
         missing = accepted - _alert_instances(wk)
         assert not missing, f"acknowledged but not in an incident: {sorted(missing)}"
@@ -248,3 +258,93 @@ def test_postgres_down_3_minutes_recovers_within_seconds(
     pg: PostgresControl, stub: ChatStub, tmp_path: Path
 ) -> None:
     _outage(pg, stub, tmp_path, outage=180)
+
+
+# --- SQLite on a disk that fills up ----------------------------------------------------
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MB tmpfs: a file system that fills up."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a size-limited tmpfs needs root")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
+        capture_output=True, text=True, check=False,
+    )
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a size-limited tmpfs here: {r.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, check=False)
+
+
+def _free(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def test_sqlite_disk_full_refuses_reports_and_recovers_when_space_returns(
+    small_fs: Path, tmp_path: Path
+) -> None:
+    wk = Watchkeeper(tmp_path / "wk", f"sqlite:///{small_fs / 'events.db'}")
+    wk.start()
+    # Leave a little room: a few dozen requests fill it.
+    filler = small_fs / "filler"
+    filler.write_bytes(b"\0" * max(0, _free(small_fs) - 400_000))
+    intake, ready = Intake(wk.url, per_request=10, padding=2000), Readiness(wk.url)
+    threads = [threading.Thread(target=intake.run), threading.Thread(target=ready.run)]
+    try:
+        for t in threads:
+            t.start()
+        wait_for(
+            lambda: httpx.get(f"{wk.url}/readyz", timeout=5).status_code == 503,
+            timeout=60, what="/readyz 503 once the disk is full",
+        )
+        full = time.monotonic()
+        health = httpx.get(f"{wk.url}/healthz", timeout=5).json()
+        assert health["store_health"]["ok"] is False, health
+        assert "full" in health["store_health"]["problem"], health
+        assert "watchkeeper_store_up 0.0" in httpx.get(f"{wk.url}/metrics", timeout=5).text
+        time.sleep(3.0)
+        assert wk.child is not None
+        assert wk.child.running, wk.log_tail()
+        freeing = time.monotonic()
+        filler.unlink()  # space returns
+        wait_for(
+            lambda: httpx.get(f"{wk.url}/readyz", timeout=5).status_code == 200,
+            timeout=10, what="/readyz 200 within 10 s of space returning",
+        )
+        recovered = time.monotonic() - freeing
+        time.sleep(2.0)
+    finally:
+        intake.stop.set()
+        ready.stop.set()
+        for t in threads:
+            if t.is_alive():
+                t.join(timeout=70)
+    try:
+        assert wk.child.running, wk.log_tail()
+        answers = intake.answers
+        assert {a[3] for a in answers} <= {200, 503}, [a for a in answers if a[3] not in (200, 503)]
+        refused = [a for a in answers if a[3] == 503]
+        assert refused
+        slowest = max(a[2] - a[1] for a in refused)
+        assert slowest <= COMMIT_TIMEOUT + 1.5, slowest
+        assert any(a[1] > freeing for a in answers if a[3] == 200), "no intake after recovery"
+        accepted = {f"i{a[0]}-{k}" for a in answers if a[3] == 200 for k in range(10)}
+        instances = _alert_instances(wk)
+        missing = accepted - instances
+        assert not missing, f"acknowledged but not in an incident: {sorted(missing)[:20]}"
+        during = [s for s in ready.samples if full < s[0] < freeing]
+        assert during
+        assert all(s[1] == 503 for s in during), [s for s in during if s[1] != 503]
+        print(  # figures for the report
+            f"sqlite disk full: recovered_after={recovered:.1f}s requests={len(answers)}"
+            f" refused={len(refused)} slowest_refusal={slowest:.2f}s"
+        )
+    finally:
+        wk.stop()
