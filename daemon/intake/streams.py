@@ -7,6 +7,7 @@ run their loops as named tasks of a `TaskGroup` that lives as long as the source
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine, Sequence
 from types import TracebackType
@@ -21,7 +22,9 @@ from daemon.engine.outage import Backoff
 from daemon.engine.store import StoreUnavailable
 from daemon.intake.source import SourceHealth
 
-__all__ = ["Backoff", "Intake", "SourceTasks", "StoreUnavailable", "describe"]
+__all__ = [
+    "Backoff", "Intake", "SourceTasks", "StoreUnavailable", "describe", "pause_for_store"
+]
 
 
 class Intake(Protocol):
@@ -38,6 +41,23 @@ class Intake(Protocol):
 
     async def position(self, name: str) -> int | None:
         """The committed position recorded under `name`, or None."""
+
+
+async def pause_for_store(intake: Intake, delay: float) -> None:
+    """Wait up to `delay` after a refused submit, ending early once a down store is back.
+
+    A source's backoff grows to a minute over a long outage; the store's own recovery
+    says when it commits again (`Ingestor.store_available`), so intake resumes within
+    half a second of that rather than at the end of the source's backoff.
+    """
+    first = min(delay, 0.5)
+    await asyncio.sleep(first)
+    available = getattr(intake, "store_available", None)
+    if available is None:
+        await asyncio.sleep(delay - first)
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(available(), delay - first)
 
 
 def describe(e: BaseException) -> str:
