@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID, uuid4
 
+from eventsourcing.persistence import PersistenceError
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -161,6 +162,11 @@ def create_app(ctx: ApiContext) -> FastAPI:  # noqa: PLR0915
         return JSONResponse(
             {"error": str(exc)}, status_code=503, headers={"Retry-After": str(retry)}
         )
+
+    @app.exception_handler(PersistenceError)
+    async def _store_read(_: Request, exc: PersistenceError) -> JSONResponse:
+        # A read from the log (timeline, events) while the store is gone: say so, not 500.
+        return await _store(_, StoreUnavailable(f"event store unavailable: {exc}"))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -180,6 +180,10 @@ def _outage(pg: PostgresControl, stub: ChatStub, tmp_path: Path, outage: float) 
         assert "watchkeeper_store_up 0.0" in metrics
         assert "watchkeeper_store_seconds_since_last_commit " in metrics
         assert "UNAVAILABLE" in _status_cli(wk.url)
+        # Reading the log while it is gone: a 503 that says so, not a 500 or a hang.
+        r = httpx.get(f"{wk.url}/api/v1/events", timeout=15)
+        assert r.status_code == 503, r.text
+        assert "event store unavailable" in r.json()["error"]
 
         time.sleep(max(0.0, outage - (time.monotonic() - stopped)))
         restarting = time.monotonic()
