@@ -155,6 +155,7 @@ class EventLog:
         self.url = url
         self.timeouts = timeouts or StoreTimeouts()
         self.is_postgres = url.startswith(("postgresql://", "postgres://"))
+        self._connect_kwargs: dict[str, Any] = {}
         self._open()
         # Bytes of event state appended by this process (writer thread), for checkpointing.
         self.bytes_appended = 0
@@ -165,7 +166,10 @@ class EventLog:
         )
         if self.is_postgres:
             # The pool opens lazily: bound its connections before the first one is made.
-            factory.datastore.pool.kwargs.update(_libpq_bounds(self.timeouts))  # type: ignore[attr-defined]
+            kwargs = factory.datastore.pool.kwargs  # type: ignore[attr-defined]
+            kwargs.update(_libpq_bounds(self.timeouts))
+            # What a recovery probe connects with: from the configuration, never from a pool.
+            self._connect_kwargs = dict(kwargs)
         try:
             recorder: ProcessRecorder = factory.process_recorder()
             checkpoints: AggregateRecorder = factory.aggregate_recorder("snapshots")
@@ -190,8 +194,7 @@ class EventLog:
         if self.is_postgres:
             # One direct connection first: refused at once while the server is down, where a
             # new pool would wait its whole timeout for connections that never come.
-            kwargs = dict(self.factory.datastore.pool.kwargs)  # type: ignore[attr-defined]
-            with psycopg.connect(**kwargs) as conn:
+            with psycopg.connect(**self._connect_kwargs) as conn:
                 conn.execute("SELECT 1")
             old = self.factory
             self._open()
