@@ -372,3 +372,30 @@ def test_sqlite_disk_full_refuses_reports_and_recovers_when_space_returns(
         )
     finally:
         wk.stop()
+
+
+def test_an_idle_daemon_notices_the_store_is_gone_and_back(
+    pg: PostgresControl, tmp_path: Path
+) -> None:
+    wk = Watchkeeper(tmp_path / "wk", pg.server.url())
+    wk.start()
+    try:
+        pg.stop()
+        # No traffic: the health loop's probe (every 5 s) is what notices.
+        wait_for(
+            lambda: httpx.get(f"{wk.url}/readyz", timeout=5).status_code == 503,
+            timeout=15, what="/readyz 503 on an idle daemon after the store went away",
+        )
+        assert "event store unavailable" in httpx.get(f"{wk.url}/readyz", timeout=5).text
+        pg.start()
+        wait_for(
+            lambda: httpx.get(f"{wk.url}/readyz", timeout=5).status_code == 200,
+            timeout=10, what="/readyz 200 within 10 s of the store coming back",
+        )
+        r = httpx.post(
+            f"{wk.url}/api/v2/alerts", json=[{"labels": {"alertname": "Idle"}}], timeout=30
+        )
+        assert r.status_code == 200
+        assert wk.incidents("open")
+    finally:
+        wk.stop()
