@@ -170,6 +170,14 @@ def _outage(
         },
     )
     wk.start()
+    try:
+        _ride_out(wk, pg, stub, outage)
+    finally:
+        wk.stop()
+    assert stub.problems() == []
+
+
+def _ride_out(wk: Watchkeeper, pg: PostgresControl, stub: ChatStub, outage: float) -> None:
     intake, ready = Intake(wk.url), Readiness(wk.url)
     threads = [threading.Thread(target=intake.run), threading.Thread(target=ready.run)]
     try:
@@ -221,46 +229,42 @@ def _outage(
         for t in threads:
             if t.is_alive():
                 t.join(timeout=70)
-    try:
-        assert wk.child is not None
-        assert wk.child.running, wk.log_tail()
-        # The escalation fires exactly once, after the store is back.
-        wait_for(lambda: len(pages(stub)) >= 2, timeout=30, what="the escalation page")
-        time.sleep(1.5)  # a second firing would show up by now
-        assert pages(stub) == ["incident_opened", "escalated"], wk.log_tail()
-        # Level 0's deadline (due at once) and level 1's: each fired exactly once.
-        fired = [e for e in wk.events() if e["type"] == "DeadlineFired"]
-        assert len(fired) == 2, fired
-        assert len({e["stream"] for e in fired}) == 2, fired
+    assert wk.child is not None
+    assert wk.child.running, wk.log_tail()
+    # The escalation fires exactly once, after the store is back.
+    wait_for(lambda: len(pages(stub)) >= 2, timeout=30, what="the escalation page")
+    time.sleep(1.5)  # a second firing would show up by now
+    assert pages(stub) == ["incident_opened", "escalated"], wk.log_tail()
+    # Level 0's deadline (due at once) and level 1's: each fired exactly once.
+    fired = [e for e in wk.events() if e["type"] == "DeadlineFired"]
+    assert len(fired) == 2, fired
+    assert len({e["stream"] for e in fired}) == 2, fired
 
-        answers = intake.answers
-        assert {a[3] for a in answers} <= {200, 503}, [a for a in answers if a[3] not in (200, 503)]
-        refused = [a for a in answers if a[3] == 503]
-        assert refused, "no request was refused while the store was down"
-        # Refused fast, with Retry-After; never a hang until the client gives up.
-        slowest = max(a[2] - a[1] for a in refused)
-        assert slowest <= COMMIT_TIMEOUT + 1.5, slowest
-        assert all(a[4].isdigit() for a in refused)
-        # No 2xx for anything sent and answered while the store was down.
-        lies = [a for a in answers if a[3] == 200 and a[1] > stopped and a[2] < back]
-        assert not lies, lies
-        accepted = {f"i{a[0]}-0" for a in answers if a[3] == 200}
-        assert any(a[1] > back for a in answers if a[3] == 200), "no intake after recovery"
-        missing = accepted - _alert_instances(wk)
-        assert not missing, f"acknowledged but not in an incident: {sorted(missing)}"
-        # /readyz said 503 all the while the store was down (once the outage was noticed).
-        during = [s for s in ready.samples if stopped + detected < s[0] < restarting]
-        assert during
-        assert all(s[1] == 503 for s in during), [s for s in during if s[1] != 503]
-        assert recovered <= 10.0
-        print(  # figures for the report
-            f"outage={outage:.0f}s detected_after={detected:.1f}s recovered_after={recovered:.1f}s"
-            f" requests={len(answers)} ok={len(accepted)} refused={len(refused)}"
-            f" slowest_refusal={slowest:.2f}s"
-        )
-    finally:
-        wk.stop()
-    assert stub.problems() == []
+    answers = intake.answers
+    assert {a[3] for a in answers} <= {200, 503}, [a for a in answers if a[3] not in (200, 503)]
+    refused = [a for a in answers if a[3] == 503]
+    assert refused, "no request was refused while the store was down"
+    # Refused fast, with Retry-After; never a hang until the client gives up.
+    slowest = max(a[2] - a[1] for a in refused)
+    assert slowest <= COMMIT_TIMEOUT + 1.5, slowest
+    assert all(a[4].isdigit() for a in refused)
+    # No 2xx for anything sent and answered while the store was down.
+    lies = [a for a in answers if a[3] == 200 and a[1] > stopped and a[2] < back]
+    assert not lies, lies
+    accepted = {f"i{a[0]}-0" for a in answers if a[3] == 200}
+    assert any(a[1] > back for a in answers if a[3] == 200), "no intake after recovery"
+    missing = accepted - _alert_instances(wk)
+    assert not missing, f"acknowledged but not in an incident: {sorted(missing)}"
+    # /readyz said 503 all the while the store was down (once the outage was noticed).
+    during = [s for s in ready.samples if stopped + detected < s[0] < restarting]
+    assert during
+    assert all(s[1] == 503 for s in during), [s for s in during if s[1] != 503]
+    assert recovered <= 10.0
+    print(  # figures for the report
+        f"outage={outage:.0f}s detected_after={detected:.1f}s recovered_after={recovered:.1f}s"
+        f" requests={len(answers)} ok={len(accepted)} refused={len(refused)}"
+        f" slowest_refusal={slowest:.2f}s"
+    )
 
 
 def test_postgres_down_10s_refuses_fast_and_recovers(
@@ -316,6 +320,40 @@ def test_sqlite_disk_full_refuses_reports_and_recovers_when_space_returns(
 ) -> None:
     wk = Watchkeeper(tmp_path / "wk", f"sqlite:///{small_fs / 'events.db'}")
     wk.start()
+    try:
+        _fill_and_free(wk, small_fs)
+    finally:
+        wk.stop()
+
+
+def test_an_idle_daemon_notices_the_store_is_gone_and_back(
+    pg: PostgresControl, tmp_path: Path
+) -> None:
+    wk = Watchkeeper(tmp_path / "wk", pg.server.url())
+    wk.start()
+    try:
+        pg.stop()
+        # No traffic: the health loop's probe (every 5 s) is what notices.
+        wait_for(
+            lambda: httpx.get(f"{wk.url}/readyz", timeout=5).status_code == 503,
+            timeout=15, what="/readyz 503 on an idle daemon after the store went away",
+        )
+        assert "event store unavailable" in httpx.get(f"{wk.url}/readyz", timeout=5).text
+        pg.start()
+        wait_for(
+            lambda: httpx.get(f"{wk.url}/readyz", timeout=5).status_code == 200,
+            timeout=10, what="/readyz 200 within 10 s of the store coming back",
+        )
+        r = httpx.post(
+            f"{wk.url}/api/v2/alerts", json=[{"labels": {"alertname": "Idle"}}], timeout=30
+        )
+        assert r.status_code == 200
+        assert wk.incidents("open")
+    finally:
+        wk.stop()
+
+
+def _fill_and_free(wk: Watchkeeper, small_fs: Path) -> None:
     # Leave a little room: a few dozen requests fill it.
     filler = small_fs / "filler"
     filler.write_bytes(b"\0" * max(0, _free(small_fs) - 400_000))
@@ -350,52 +388,22 @@ def test_sqlite_disk_full_refuses_reports_and_recovers_when_space_returns(
         for t in threads:
             if t.is_alive():
                 t.join(timeout=70)
-    try:
-        assert wk.child.running, wk.log_tail()
-        answers = intake.answers
-        assert {a[3] for a in answers} <= {200, 503}, [a for a in answers if a[3] not in (200, 503)]
-        refused = [a for a in answers if a[3] == 503]
-        assert refused
-        slowest = max(a[2] - a[1] for a in refused)
-        assert slowest <= COMMIT_TIMEOUT + 1.5, slowest
-        assert any(a[1] > freeing for a in answers if a[3] == 200), "no intake after recovery"
-        accepted = {f"i{a[0]}-{k}" for a in answers if a[3] == 200 for k in range(10)}
-        instances = _alert_instances(wk)
-        missing = accepted - instances
-        assert not missing, f"acknowledged but not in an incident: {sorted(missing)[:20]}"
-        during = [s for s in ready.samples if full < s[0] < freeing]
-        assert during
-        assert all(s[1] == 503 for s in during), [s for s in during if s[1] != 503]
-        print(  # figures for the report
-            f"sqlite disk full: recovered_after={recovered:.1f}s requests={len(answers)}"
-            f" refused={len(refused)} slowest_refusal={slowest:.2f}s"
-        )
-    finally:
-        wk.stop()
-
-
-def test_an_idle_daemon_notices_the_store_is_gone_and_back(
-    pg: PostgresControl, tmp_path: Path
-) -> None:
-    wk = Watchkeeper(tmp_path / "wk", pg.server.url())
-    wk.start()
-    try:
-        pg.stop()
-        # No traffic: the health loop's probe (every 5 s) is what notices.
-        wait_for(
-            lambda: httpx.get(f"{wk.url}/readyz", timeout=5).status_code == 503,
-            timeout=15, what="/readyz 503 on an idle daemon after the store went away",
-        )
-        assert "event store unavailable" in httpx.get(f"{wk.url}/readyz", timeout=5).text
-        pg.start()
-        wait_for(
-            lambda: httpx.get(f"{wk.url}/readyz", timeout=5).status_code == 200,
-            timeout=10, what="/readyz 200 within 10 s of the store coming back",
-        )
-        r = httpx.post(
-            f"{wk.url}/api/v2/alerts", json=[{"labels": {"alertname": "Idle"}}], timeout=30
-        )
-        assert r.status_code == 200
-        assert wk.incidents("open")
-    finally:
-        wk.stop()
+    assert wk.child.running, wk.log_tail()
+    answers = intake.answers
+    assert {a[3] for a in answers} <= {200, 503}, [a for a in answers if a[3] not in (200, 503)]
+    refused = [a for a in answers if a[3] == 503]
+    assert refused
+    slowest = max(a[2] - a[1] for a in refused)
+    assert slowest <= COMMIT_TIMEOUT + 1.5, slowest
+    assert any(a[1] > freeing for a in answers if a[3] == 200), "no intake after recovery"
+    accepted = {f"i{a[0]}-{k}" for a in answers if a[3] == 200 for k in range(10)}
+    instances = _alert_instances(wk)
+    missing = accepted - instances
+    assert not missing, f"acknowledged but not in an incident: {sorted(missing)[:20]}"
+    during = [s for s in ready.samples if full < s[0] < freeing]
+    assert during
+    assert all(s[1] == 503 for s in during), [s for s in during if s[1] != 503]
+    print(  # figures for the report
+        f"sqlite disk full: recovered_after={recovered:.1f}s requests={len(answers)}"
+        f" refused={len(refused)} slowest_refusal={slowest:.2f}s"
+    )

@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 from eventsourcing.persistence import OperationalError, Tracking
+from pydantic import ValidationError
 
+from daemon.config.settings import Settings
 from daemon.domain import Alert, GroupingPolicy, ReceiveAlert, fingerprint
 from daemon.domain.events import DomainEvent
 from daemon.engine.ingest import Ingestor
@@ -203,3 +205,14 @@ def test_store_health_counts_an_outage_once_and_reports_its_length() -> None:
     assert h.recovered() == 4.0
     assert h.up
     assert h.outages == 1
+
+
+@pytest.mark.parametrize(
+    "knob",
+    ["commit_timeout", "store_connect_timeout", "store_statement_timeout",
+     "reconnect_backoff", "reconnect_max_backoff"],
+)
+def test_outage_knobs_must_be_positive(knob: str) -> None:
+    with pytest.raises(ValidationError, match="must be longer than 0s"):
+        Settings.model_validate({"tuning": {knob: "0s"}})
+    assert Settings.model_validate({"tuning": {knob: "2s"}}).tuning.model_dump()[knob]
