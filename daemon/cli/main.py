@@ -402,7 +402,7 @@ def status() -> None:
     t = Table(title="watchkeeper", show_header=False)
     t.add_row("healthy", str(data["healthy"]))
     t.add_row("writer", data["writer"])
-    t.add_row("store", data["store"])
+    t.add_row("store", escape(store_line(data)))
     t.add_row("log position", str(data["position"]))
     t.add_row("incidents", ", ".join(f"{k}={v}" for k, v in data["incidents"].items()) or "none")
     t.add_row("alerts firing", str(data["alerts_firing"]))
@@ -419,6 +419,16 @@ def status() -> None:
     out.print(t)
     if data.get("sources"):
         out.print(sources_table(data["sources"]))
+
+
+def store_line(data: dict[str, Any]) -> str:
+    """`postgresql: ok, last commit 3s ago` or the reason the store is unavailable."""
+    sh = data.get("store_health") or {}
+    since = sh.get("seconds_since_commit")
+    last = f"last commit {since:.0f}s ago" if since is not None else ""
+    if sh.get("ok", True):
+        return f"{data['store']}: ok" + (f", {last}" if last else "")
+    return f"{data['store']}: UNAVAILABLE, {sh.get('problem')}; {last}; intake refused (503)"
 
 
 def sources_table(sources: dict[str, Any]) -> Table:

@@ -151,6 +151,26 @@ class StoreTuning(Section):
     # How often the daemon runs a full garbage collection and hands freed heap memory back to
     # the OS (glibc malloc_trim), in daemon time; 0 turns it off. See daemon/memory.py.
     memory_interval: Duration = timedelta(minutes=10)
+    # Store outages (README "When the event store goes away"). How long a request waits
+    # for its commit before it is answered 503 with Retry-After.
+    commit_timeout: Duration = timedelta(seconds=5)
+    # Bounds on each store call: connecting (and waiting for a pooled connection or the
+    # SQLite lock), and one statement on the PostgreSQL server.
+    store_connect_timeout: Duration = timedelta(seconds=5)
+    store_statement_timeout: Duration = timedelta(seconds=30)
+    # While the store is down: the first probe after this, doubling up to the maximum.
+    reconnect_backoff: Duration = timedelta(milliseconds=500)
+    reconnect_max_backoff: Duration = timedelta(seconds=5)
+
+    @field_validator(
+        "commit_timeout", "store_connect_timeout", "store_statement_timeout",
+        "reconnect_backoff", "reconnect_max_backoff",
+    )
+    @classmethod
+    def _positive(cls, v: timedelta) -> timedelta:
+        if v.total_seconds() <= 0:
+            raise ValueError("must be longer than 0s")
+        return v
 
 
 class Settings(BaseSettings):

@@ -22,7 +22,7 @@ from daemon.domain import Rejected
 from daemon.engine.ingest import Ingestor
 from daemon.engine.metrics import Metrics
 from daemon.engine.reactor import Reactor
-from daemon.engine.store import EventLog
+from daemon.engine.store import EventLog, StoreUnavailable
 from daemon.engine.timers import TimerService
 from daemon.intake.source import Source
 from daemon.intake.status import SourceCollector, rules_command
@@ -30,7 +30,13 @@ from daemon.notify.pipeline import notification_status
 from daemon.runtime import memory
 from daemon.runtime.logs import setup_logging
 from daemon.runtime.sdnotify import SystemdNotifier
-from daemon.runtime.wiring import build_ingestor, build_reactions, build_sources, reload_hosts
+from daemon.runtime.wiring import (
+    build_ingestor,
+    build_reactions,
+    build_sources,
+    reload_hosts,
+    store_timeouts,
+)
 from daemon.web.app import create_app
 from daemon.web.context import ApiContext
 
@@ -153,10 +159,14 @@ class Supervisor:
             silences = sum(1 for s in world.silences.values() if s.state(now) == "active")
         writer_age = time.monotonic() - self.writer_ok_at
         writer_ok = writer_age < 30
+        store_up = bool(ing and ing.store.up)
         return {
+            # Healthy: the process works (its writer answers), even while the store is down;
+            # ready: it can take traffic, which needs the store.
             "healthy": bool(ing and ing.ready and writer_ok),
-            "ready": bool(ing and ing.ready),
+            "ready": bool(ing and ing.ready and store_up),
             "writer": "ok" if writer_ok else f"no answer for {writer_age:.0f}s",
+            "store_health": ing.store.view() if ing else {"ok": False},
             "position": world.position if world else 0,
             "incidents": counts,
             "alerts_firing": firing,
@@ -179,6 +189,8 @@ class Supervisor:
         actions = self.ingestor.world.actions if self.ingestor else None
         waiting = len(actions.pending()) if actions else 0
         paused = ", execution PAUSED" if actions and actions.paused else ""
+        if self.ingestor is not None and not self.ingestor.store.up:
+            return f"{self.ingestor.store.problem()}; refusing intake"
         return (
             f"{inc.get('open', 0)} open incidents, {inc.get('acknowledged', 0)} acknowledged, "
             f"{waiting} awaiting approval, {h['alerts_firing']} alerts firing, {src}{paused}"
@@ -190,7 +202,7 @@ class Supervisor:
         """Start everything, serve until asked to stop, then drain and exit."""
         s = self.settings
         sock = bind(s.http.host, s.http.port)
-        store = await asyncio.to_thread(EventLog, s.store)
+        store = await asyncio.to_thread(EventLog, s.store, store_timeouts(s))
         self.notifier.send("STATUS=rebuilding state from the event log")
         ing = build_ingestor(s, store, self.clock)
         ing.write_latency_observer = self.metrics.store_write.observe
@@ -274,6 +286,8 @@ class Supervisor:
             await asyncio.sleep(interval)
             try:
                 await self.ingestor.tick()  # what it records is logged by log_event
+            except StoreUnavailable:
+                pass  # the outage is logged once by the ingestor; time passes again after
             except Exception:
                 log.exception("tick failed")
             self._maybe_tidy()
@@ -306,6 +320,9 @@ class Supervisor:
                 alive = False
             if alive:
                 self.writer_ok_at = time.monotonic()
+                if self.ingestor.store.seconds_since_commit() >= interval:
+                    # Idle: only a probe can tell the store went away (`/readyz`).
+                    await self.ingestor.check_store()
                 # Pinging only after the writer answered: a wedged writer stops the pings
                 # and systemd restarts us.
                 if self.notifier.watchdog_interval:
@@ -323,6 +340,8 @@ class Supervisor:
             "position": h["position"],
             "event_counts": h["event_counts"],
             "notifications": h["notifications"],
+            "store_up": h["store_health"].get("ok", False),
+            "store_seconds_since_commit": h["store_health"].get("seconds_since_commit", 0.0),
         }
 
     async def _configure_rules(self, s: Settings, *, resuming: bool) -> None:

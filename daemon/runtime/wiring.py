@@ -15,7 +15,7 @@ from daemon.config.secrets import resolve_secret
 from daemon.config.settings import Settings
 from daemon.engine.ingest import Ingestor
 from daemon.engine.reactor import Reaction
-from daemon.engine.store import EventLog
+from daemon.engine.store import EventLog, StoreTimeouts
 from daemon.intake.source import Source
 from daemon.intake.streams import Backoff
 from daemon.notify.pipeline import ChatNotifier
@@ -35,6 +35,19 @@ def build_ingestor(settings: Settings, log: EventLog, clock: Callable[[], dateti
         checkpoint_every=settings.tuning.checkpoint_every,
         dead_letters_kept=settings.tuning.dead_letters_kept,
         checkpoint_in_child=settings.tuning.checkpoint_in_child,
+        commit_timeout=settings.tuning.commit_timeout.total_seconds(),
+        recovery=Backoff(
+            settings.tuning.reconnect_backoff.total_seconds(),
+            settings.tuning.reconnect_max_backoff.total_seconds(),
+        ),
+    )
+
+
+def store_timeouts(settings: Settings) -> StoreTimeouts:
+    """Bounds on every store call, from `tuning`."""
+    return StoreTimeouts(
+        connect=settings.tuning.store_connect_timeout.total_seconds(),
+        statement=settings.tuning.store_statement_timeout.total_seconds(),
     )
 
 

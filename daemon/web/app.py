@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID, uuid4
 
+from eventsourcing.persistence import PersistenceError
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -148,6 +150,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.add_exception_handler(AuthError, _auth)  # type: ignore[arg-type]
     app.add_exception_handler(Rejected, _rejected)  # type: ignore[arg-type]
     app.add_exception_handler(StoreUnavailable, _store)  # type: ignore[arg-type]
+    app.add_exception_handler(PersistenceError, _store_read)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
 
     async def body_refused(scope: Scope, head: bytes, size: int) -> None:
@@ -201,8 +204,16 @@ async def _rejected(_: Request, exc: Rejected) -> JSONResponse:
     return JSONResponse({"error": exc.reason}, status_code=exc.status)
 
 
-async def _store(_: Request, exc: StoreUnavailable) -> JSONResponse:
-    return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "5"})
+async def _store(request: Request, exc: StoreUnavailable) -> JSONResponse:
+    # Nothing was committed: senders (Prometheus, Alertmanager) retry on a 5xx.
+    ctx: ApiContext = request.app.state.ctx
+    retry = max(1, math.ceil(ctx.settings.tuning.reconnect_max_backoff.total_seconds()))
+    return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": str(retry)})
+
+
+async def _store_read(request: Request, exc: PersistenceError) -> JSONResponse:
+    # A read from the log (timeline, events) while the store is gone: say so, not 500.
+    return await _store(request, StoreUnavailable(f"event store unavailable: {exc}"))
 
 
 async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -420,9 +431,11 @@ async def healthz(request: Request, ctx: Ctx) -> JSONResponse:
 
 @router.get("/readyz")
 async def readyz(ctx: Ctx) -> PlainTextResponse:
-    if ctx.ingestor.ready:
-        return PlainTextResponse("ready\n")
-    return PlainTextResponse("starting: rebuilding state from the event log\n", status_code=503)
+    if not ctx.ingestor.ready:
+        return PlainTextResponse("starting: rebuilding state from the event log\n", status_code=503)
+    if not ctx.ingestor.store.up:
+        return PlainTextResponse(f"not ready: {ctx.ingestor.store.problem()}\n", status_code=503)
+    return PlainTextResponse("ready\n")
 
 
 @router.get("/metrics")
