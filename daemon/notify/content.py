@@ -153,7 +153,7 @@ def incident_message(
             Button(action="ack", label="Acknowledge", value=str(inc.id), style="primary")
         )
     for p in proposals:
-        if p.status in ("pending", "approval_requested", "awaiting_approval"):
+        if p.status == "pending_approval":
             value = json.dumps({"incident": str(inc.id), "proposal": p.action_id})
             buttons.append(
                 Button(action="approve", label=f"Approve {p.kind}", value=value, style="primary")
