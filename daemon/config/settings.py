@@ -98,6 +98,7 @@ class GroupingConfig(Section):
     group_by: list[str] = ["alertname"]
     resolve_timeout: Duration = timedelta(minutes=5)
     reopen_window: Duration = timedelta(minutes=30)
+    resolve_grace: Duration = timedelta(minutes=5)
 
     @field_validator("group_by", mode="before")
     @classmethod
@@ -115,6 +116,7 @@ class GroupingConfig(Section):
             group_by=tuple(self.group_by),
             resolve_timeout=self.resolve_timeout,
             reopen_window=self.reopen_window,
+            resolve_grace=self.resolve_grace,
         )
 
 

@@ -341,6 +341,28 @@ async def test_incident_detail_has_the_full_timeline(daemon: Daemon) -> None:
     assert detail["timeline"][-1]["type"] == "IncidentClosed"
 
 
+async def test_a_resolve_while_the_alert_fires_reopens_when_it_keeps_firing(
+    daemon: Daemon,
+) -> None:
+    # As Prometheus sends it: the same startsAt on every evaluation while it fires.
+    firing = {**alert("DiskFull"), "startsAt": T0.isoformat()}
+    await daemon.post_alerts(firing)
+    [inc] = await daemon.incidents()
+    url = f"/api/v1/incidents/{inc['id']}"
+    r = await daemon.http.post(f"{url}/resolve", json={"comment": "looks fine"})
+    assert r.json()["state"] == "resolved"
+    # Inside the grace period a re-send is only a renewal.
+    daemon.clock.advance(timedelta(minutes=2))
+    assert (await daemon.post_alerts(firing)).status_code == 200
+    assert (await daemon.http.get(url)).json()["state"] == "resolved"
+    daemon.clock.advance(timedelta(minutes=3))
+    assert (await daemon.post_alerts(firing)).status_code == 200
+    detail = (await daemon.http.get(url)).json()
+    assert (detail["state"], detail["reopen_count"]) == ("open", 1)
+    assert detail["timeline"][-1]["type"] == "IncidentReopened"
+    assert "still firing 5m after local resolved it" in detail["timeline"][-1]["data"]["reason"]
+
+
 async def test_unknown_and_malformed_incident_ids(daemon: Daemon) -> None:
     missing = uuid4()
     r = await daemon.http.get(f"/api/v1/incidents/{missing}")
