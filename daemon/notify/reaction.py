@@ -51,6 +51,7 @@ from daemon.domain.timer_model import (
 )
 from daemon.engine.ingest import Ingestor
 from daemon.notify.content import digest, incident_message, summary_message
+from daemon.notify.followups import FOLLOW_UPS, follow_up_note, incident_of
 from daemon.notify.pipeline import (
     Dedup,
     Deliver,
@@ -70,17 +71,6 @@ _LIFECYCLE = frozenset(
 )
 ESCALATION = "escalation"
 SUMMARY = "notify-summary"
-# Events of later stages, recognised by name so this module does not depend on theirs.
-FOLLOW_UPS = {
-    "ActionProposed": "action_proposed",
-    "ApprovalRequested": "approval_requested",
-    "ApprovalReminded": "approval_requested",
-    "ActionEscalated": "escalated",
-    "ActionSucceeded": "action_executed",
-    "ActionExecuted": "action_executed",
-    "ActionFailed": "action_failed",
-    "InvestigationConcluded": "concluded",
-}
 
 
 class NotifyReaction:
@@ -103,6 +93,8 @@ class NotifyReaction:
         self.policies: Sequence[EscalationPolicy] = config.escalation_policies()
         self.console_url = console_url or config.console_url
         self.storm = config.storm
+        # Buttons only when a Slack app (its signing secret) is there to answer them.
+        self.interactive = bool(config.slack_app.signing_secret)
         retry = RetryPolicy(
             attempts=config.retry.attempts,
             backoff=config.retry.backoff.total_seconds(),
@@ -234,9 +226,7 @@ class NotifyReaction:
             )
         )
         esc = {"policy": policy.name, "level": level, "round": round_}
-        msg = incident_message(
-            world, inc, kind, self.clock(), console_url=self.console_url, note=note, escalation=esc
-        )
+        msg = self._message(world, inc, kind, note, esc)
         key = f"esc:{chain}:{level}:{round_}"
         detail = f"policy {policy.name} level {level + 1}" + (f" repeat {round_}" if round_ else "")
         outcomes = await self.pipeline.run_all(
@@ -269,43 +259,59 @@ class NotifyReaction:
         )
 
     async def _follow_up(
-        self, position: int, incident_id: UUID, kind: str, note: str, *, key: str
+        self,
+        position: int,
+        incident_id: UUID,
+        kind: str,
+        note: str,
+        *,
+        key: str,
+        fresh: bool = False,
     ) -> list[Command]:
         world = self._world()
         inc = world.incidents.get(incident_id)
         threads = world.notifications.threads_of(incident_id)
         if inc is None or not threads:
             return []
-        msg = incident_message(
-            world, inc, kind, self.clock(), console_url=self.console_url, note=note
-        )
+        msg = self._message(world, inc, kind, note)
         notices = [
-            self._notice(t.channel, incident_id, msg, key, needs_thread=True)
+            self._notice(t.channel, incident_id, msg, key, needs_thread=True, fresh=fresh)
             for t in threads
             if t.channel in self.notifiers
         ]
         return self._records(position, await self.pipeline.run_all(notices))
 
+    def _message(
+        self,
+        world: World,
+        inc: Incident,
+        kind: str,
+        note: str = "",
+        escalation: dict[str, Any] | None = None,
+    ) -> Message:
+        return incident_message(
+            world,
+            inc,
+            kind,
+            self.clock(),
+            console_url=self.console_url,
+            note=note,
+            escalation=escalation,
+            interactive=self.interactive,
+        )
+
     async def _follow_up_of_later_stage(
         self, position: int, event: DomainEvent, kind: str
     ) -> list[Command]:
-        inc_id: Any = getattr(event, "incident_id", None)
+        world = self._world()
+        inc_id = incident_of(event, world)
         if inc_id is None:
-            invs: Any = getattr(self._world(), "investigations", None)
-            inv = invs.get(event.originator_id) if hasattr(invs, "get") else None
-            inc_id = getattr(inv, "incident_id", None)
-        if not isinstance(inc_id, UUID):
             return []
-        note = {
-            "action_proposed": f"Agent proposed {getattr(event, 'kind', 'an action')}",
-            "concluded": "Investigation concluded"
-            + (
-                f": {getattr(event, 'probable_cause', '')}"
-                if getattr(event, "probable_cause", "")
-                else ""
-            ),
-        }.get(kind, str(getattr(event, "reason", "")) or kind.replace("_", " ").capitalize())
-        return await self._follow_up(position, inc_id, kind, note, key=f"{kind}:{position}")
+        note = follow_up_note(event, world)
+        # Each of these is news even when the message itself looks the same (a reminder).
+        return await self._follow_up(
+            position, inc_id, kind, note, key=f"{kind}:{position}", fresh=True
+        )
 
     # --- storm summaries -----------------------------------------------------------------
 
@@ -342,12 +348,13 @@ class NotifyReaction:
         *,
         needs_thread: bool = False,
         detail: str = "",
+        fresh: bool = False,
     ) -> Notice:
         return Notice(
             channel=channel,
             message=msg,
             key=key,
-            digest=digest(msg),
+            digest=digest(msg) + (f":{key}" if fresh else ""),
             thread=self._world().notifications.thread(incident_id, channel),
             needs_thread=needs_thread,
             detail=detail,

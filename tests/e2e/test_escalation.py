@@ -509,3 +509,53 @@ def test_daemon_stopped_across_a_deadline_fires_it_exactly_once_after_restart(
     finally:
         wk.stop()
     assert stub.problems() == []
+
+
+async def test_action_follow_ups_say_what_happened_in_the_thread(rig: Rig, stub: ChatStub) -> None:
+    from daemon.domain.action_model import ActionPlan, DecidePolicy, RejectAction
+    from daemon.domain.investigation_model import (
+        ActionSpec,
+        Budget,
+        ProposeAction,
+        StartInvestigation,
+        investigation_id_for,
+    )
+    from daemon.domain.policy import PolicyRules
+
+    inc = await rig.fire()
+    await rig.settle()
+    inv = investigation_id_for(inc, "disk", 1)
+    spec = ActionSpec(id="rotate_logs", kind="systemd", risk="low", params_schema={})
+    await rig.ing.submit(
+        [StartInvestigation(inv, inc, 1, "disk", "1", "deterministic", "", "h", Budget(), (spec,))]
+    )
+    v = rig.ing.world.investigations.active[inv].version
+    [proposed, *_] = await rig.ing.submit([ProposeAction(inv, v, "c1", "rotate_logs", {}, "full")])
+    pid = proposed.proposal_id  # type: ignore[attr-defined]
+    plan = ActionPlan(
+        kind="systemd",
+        action_id="rotate_logs",
+        summary="systemctl start logrotate.service",
+        targets=("logrotate.service",),
+        spec={},
+    )
+    labels = {"instance": "web1"}
+    await rig.ing.submit([DecidePolicy(pid, PolicyRules(), plan, labels=labels)])
+    rig.clock.advance(minutes=1)
+    await rig.ing.submit([RejectAction(pid, "bea", "approver", "api", "not now")])
+    await rig.settle()
+    bodies = [r.body for r in stub.at(stub.SLACK_API)]
+    replies = [b["text"] for b in bodies if "thread_ts" in b]
+    act = "rotate_logs on web1 (`systemctl start logrotate.service`)"
+    assert replies == [
+        "Agent proposed rotate_logs (systemd), risk low: full",
+        f"Approval requested for {act}: needs 1 approval(s); 30m left (expires 12:30 UTC)",
+        f"bea (approver) rejected {act} via api; it will not run: not now",
+    ]
+    updates = [b for b in bodies if "ts" in b]
+    # Nobody acknowledged: the header still says Firing, and names the instance.
+    assert {u["blocks"][0]["text"]["text"] for u in updates} == {
+        "🔥 Firing: [CRITICAL] DiskFull on web1"
+    }
+    # No Slack app is configured here, so no message carries buttons nobody could answer.
+    assert all(b["type"] != "actions" for body in bodies for b in body.get("blocks", []))

@@ -45,6 +45,13 @@ WEBHOOK_EVENTS = {
     "action_failed",
     "resolved",
     "investigation_concluded",
+    "investigation_escalated",
+    "action_approved",
+    "action_rejected",
+    "approval_expired",
+    "action_cancelled",
+    "action_verified",
+    "action_rolled_back",
     "notifications_held",
 }
 _HEX = re.compile(r"^#[0-9A-Fa-f]{6}$")
