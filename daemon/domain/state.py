@@ -47,6 +47,10 @@ class Incident(BaseModel):
     severity: str = "none"
     title: str = ""
     reopen_count: int = 0
+    # Worked by people (daemon/domain/incident_work.py): owner, escalation pause, notes.
+    assignee: str = ""
+    snoozed_until: datetime | None = None
+    notes: int = 0
 
     @property
     def is_active(self) -> bool:

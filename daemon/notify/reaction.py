@@ -213,6 +213,20 @@ class NotifyReaction:
         if why:
             log.info("escalation stopped incident=%s: %s", inc.id, why)
             return []
+        snoozed = inc.snoozed_until
+        if snoozed is not None and snoozed > self.clock():
+            # Snoozed: the same step waits until the snooze ends (a deadline of its own).
+            log.info("escalation snoozed incident=%s until=%s", inc.id, snoozed.isoformat())
+            wait = SetDeadline(
+                deadline_id=deadline_id(
+                    ESCALATION, inc.id, chain, level, round_, "snoozed", snoozed.isoformat()
+                ),
+                kind=ESCALATION,
+                due_at=snoozed,
+                subjects=(inc.id,),
+                payload=dict(event.payload),
+            )
+            return [wait]
         channels = policy.levels[level].channels
         first = (level, round_) == (0, 0)
         kind = ("reopened" if inc.reopen_count else "opened") if first else "escalated"

@@ -559,3 +559,23 @@ async def test_action_follow_ups_say_what_happened_in_the_thread(rig: Rig, stub:
     }
     # No Slack app is configured here, so no message carries buttons nobody could answer.
     assert all(b["type"] != "actions" for body in bodies for b in body.get("blocks", []))
+
+
+async def test_a_snoozed_incident_escalates_only_when_the_snooze_ends(
+    rig: Rig, stub: ChatStub
+) -> None:
+    from daemon.domain.incident_work import SnoozeIncident
+
+    inc = await rig.fire()
+    await rig.settle()
+    await rig.ing.submit([SnoozeIncident(inc, "alice", T0 + timedelta(minutes=15), "deploy")])
+    rig.clock.advance(minutes=10)  # level 2 is due now, but the incident is snoozed
+    await rig.settle()
+    assert stub.at(stub.TEAMS) == []
+    rig.clock.advance(minutes=4, seconds=59)
+    await rig.settle()
+    assert stub.at(stub.TEAMS) == []
+    rig.clock.advance(seconds=1)
+    await rig.settle()
+    assert len(stub.at(stub.TEAMS)) == 1
+    assert len(stub.at(stub.WEBHOOK)) == 1
