@@ -18,6 +18,8 @@ from daemon.cli.actions import action_rows
 from daemon.cli.actions import register as register_actions
 from daemon.cli.agent import agent_rows, print_investigation, runbooks_app
 from daemon.cli.client import age, client, emit, err, fail, out
+from daemon.cli.incidents import print_story, resolve_incident_id
+from daemon.cli.incidents import register as register_incident_work
 from daemon.config.settings import ConfigError, load_config
 
 app = typer.Typer(
@@ -35,6 +37,7 @@ app.add_typer(silence_app, name="silence")
 app.add_typer(events_app, name="events")
 app.add_typer(runbooks_app, name="runbooks")
 register_actions(app)  # actions list|show|approve|reject|dry-run, pause, resume
+register_incident_work(app, incidents_app)  # note, assign, take, unack, snooze, reopen, ...
 
 @app.callback()
 def _global(
@@ -106,18 +109,7 @@ def config_check(file: Annotated[Path, typer.Argument(help="YAML config file.")]
 # --- incidents -------------------------------------------------------------------------
 
 
-def _resolve_incident_id(prefix: str) -> str:
-    if len(prefix) == 36:
-        return prefix
-    data = client.request(
-        "GET", "/api/v1/incidents", params={"state": ["open", "acknowledged", "resolved", "closed"]}
-    )
-    hits = [i["id"] for i in data["incidents"] if i["id"].startswith(prefix)]
-    if not hits:
-        fail(f"no incident id starts with {prefix!r}; see `watchkeeper incidents list`")
-    if len(hits) > 1:
-        fail(f"{prefix!r} matches {len(hits)} incidents; give more characters")
-    return str(hits[0])
+_resolve_incident_id = resolve_incident_id
 
 
 @incidents_app.callback(invoke_without_command=True)
@@ -194,6 +186,7 @@ def incidents_show(
         tl.add_row(str(e["version"]), e["at"], e["type"], str(detail))
     out.print(tl)
     print_investigation(data.get("investigation"))
+    print_story(data)
 
 
 @app.command()

@@ -40,6 +40,7 @@ from daemon.intake.formats import PayloadError, parse_postable_alerts, parse_web
 from daemon.web.actions import actions_router
 from daemon.web.console import console_router
 from daemon.web.context import ApiContext
+from daemon.web.incidents import incidents_router, story_of
 from daemon.web.slack import slack_router
 
 log = logging.getLogger("watchkeeper.api")
@@ -129,6 +130,7 @@ def create_app(ctx: ApiContext) -> FastAPI:  # noqa: PLR0915
     # Slack buttons; Approve/Reject go to the actions stage (daemon/approvals.py).
     app.include_router(slack_router(ctx, SlackApprovals(ing)))
     app.include_router(actions_router(ctx))
+    app.include_router(incidents_router(ctx))  # note, assign, snooze, reopen, story, export
     # The review console at / (daemon/console.py).
     app.include_router(console_router(ctx))
 
@@ -300,6 +302,8 @@ def create_app(ctx: ApiContext) -> FastAPI:  # noqa: PLR0915
         view, timeline = await load_incident(incident_id)
         view["timeline"] = [event_view(None, e) for e in timeline]
         view["investigation"] = investigation_view(ing.world, incident_id)
+        # The whole story: agent steps, actions, notifications, people (daemon/web/story.py).
+        view.update({k: v for k, v in (await story_of(ctx, incident_id)).items() if k not in view})
         return view
 
     @app.post("/api/v1/incidents/{incident_id}/ack")

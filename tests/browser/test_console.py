@@ -179,7 +179,7 @@ def test_approve_in_the_browser_and_see_the_action_run(
                 "Tool alert_context [ok]",
                 "(observed at",
                 "Proposed restart_app",
-                "Policy (review): approve",
+                "Policy (review): needs approval",
                 "Approved by alice (approver) via console [1/1]",
                 "Drift check passed",
                 "Dispatched (key",

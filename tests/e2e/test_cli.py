@@ -264,3 +264,34 @@ def test_console_script(wk: Watchkeeper) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["healthy"] is True
+
+
+def test_working_an_incident_from_the_cli_and_exporting_it(wk: Watchkeeper) -> None:
+    inc = fire(wk, "CliDiskFull")
+    prefix = inc["id"][:8]
+    assert f"noted on {inc['id']}" in ok(cli(wk, "note", prefix, "cleaning /var/log"))
+    assert f"took {inc['id']}" in ok(cli(wk, "take", prefix))
+    assert "snoozed" in ok(cli(wk, "snooze", prefix, "--for", "20m", "-r", "deploy"))
+    assert "critical:" in ok(cli(wk, "severity", prefix, "critical"))
+    refused = cli(wk, "unack", prefix)
+    assert refused.exit_code == 1
+    assert "only an acknowledged one can be unacknowledged" in refused.stderr
+    shown = ok(cli(wk, "incidents", "show", prefix))
+    assert "owner ops" in shown
+    assert "escalation snoozed until" in shown
+    md = ok(cli(wk, "incidents", "export", prefix, "--format", "markdown"))
+    assert md.startswith("# CliDiskFull (open)")
+    assert "Note by ops via cli" in md
+    assert "- People: ops" in md
+    data = json.loads(ok(cli(wk, "incidents", "export", prefix, "--format", "json")))
+    kinds = [row["kind"] for row in data["story"]]
+    assert kinds[-4:] == [
+        "IncidentNoted",
+        "IncidentAssigned",
+        "IncidentSnoozed",
+        "IncidentSeverityChanged",
+    ]
+    assert all(
+        row["text"].endswith("via cli") for row in data["story"][-4:] if "via" in row["text"]
+    )
+    assert cli(wk, "incidents", "export", prefix, "--format", "pdf").exit_code == 1

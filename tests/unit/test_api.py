@@ -650,3 +650,91 @@ async def test_loopback_ingestion_needs_no_token_by_default(tmp_path: Path) -> N
     async with running(tmp_path, settings) as d:
         assert (await d.post_alerts(alert("DiskFull"))).status_code == 200
         assert (await d.http.get("/api/v1/incidents")).status_code == 401
+
+
+# --- working an incident: verbs, the whole story, the postmortem export ------------------
+
+
+async def test_incident_verbs_are_events_with_who_and_where(daemon: Daemon) -> None:
+    await daemon.post_alerts(alert("DiskFull", severity="warning"))
+    [inc] = await daemon.incidents()
+    url = f"/api/v1/incidents/{inc['id']}"
+    steps: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+        ("ack", {}, {"state": "acknowledged"}),
+        ("note", {"text": "disk at 95%, cleaning /var/log", "via": "cli"}, {"notes": 1}),
+        ("take", {}, {"assignee": "local"}),
+        ("assign", {"assignee": "bob"}, {"assignee": "bob"}),
+        ("unack", {"reason": "handing over"}, {"state": "open", "acknowledged_by": ""}),
+        ("snooze", {"for": "30m"}, {"snoozed_until": "2026-11-28T23:57:06Z"}),
+        ("severity", {"severity": "critical", "reason": "users see it"}, {"severity": "critical"}),
+        ("resolve", {}, {"state": "resolved"}),
+        ("reopen", {"reason": "not fixed"}, {"state": "open", "reopen_count": 1}),
+    ]
+    for verb, body, expect in steps:
+        r = await daemon.http.post(f"{url}/{verb}", json=body)
+        assert r.status_code == 200, (verb, r.text)
+        assert {k: r.json()[k] for k in expect} == expect, verb
+    # Refusals say why.
+    r = await daemon.http.post(f"{url}/severity", json={"severity": "urgent"})
+    assert (r.status_code, r.json()["error"]) == (
+        422,
+        "severity must be one of critical, error, warning, info, none",
+    )
+    r = await daemon.http.post(f"{url}/snooze", json={})
+    assert r.status_code == 422
+    assert "either `until`" in r.json()["error"]
+    r = await daemon.http.post(f"{url}/note", json={"text": ""})
+    assert r.status_code == 422
+    detail = (await daemon.http.get(url)).json()
+    kinds = [e["type"] for e in detail["timeline"]]
+    assert kinds[-8:] == [
+        "IncidentNoted",
+        "IncidentAssigned",
+        "IncidentAssigned",
+        "IncidentUnacknowledged",
+        "IncidentSnoozed",
+        "IncidentSeverityChanged",
+        "IncidentResolved",
+        "IncidentReopened",
+    ]
+    noted = next(e for e in detail["timeline"] if e["type"] == "IncidentNoted")
+    assert noted["data"] == {
+        "by": "local",
+        "channel": "cli",
+        "text": "disk at 95%, cleaning /var/log",
+    }
+    assert noted["at"] == "2026-11-28T23:27:06Z"
+    texts = [row["text"] for row in detail["story"]]
+    assert "Note by local via cli" in texts
+    assert "Severity warning → critical by local via api" in texts
+    assert detail["people"] == ["local"]
+    assert detail["figures"]["time_to_acknowledge"] == 0.0
+    # The log holds them under their registered names.
+    stored = names(read_log(daemon.store))
+    assert {"IncidentNoted", "IncidentSnoozed", "IncidentSeverityChanged"} <= set(stored)
+
+
+async def test_postmortem_export_as_markdown_and_json(daemon: Daemon) -> None:
+    await daemon.post_alerts(alert("DiskFull", instance="db1"))
+    [inc] = await daemon.incidents()
+    url = f"/api/v1/incidents/{inc['id']}"
+    daemon.clock.advance(timedelta(minutes=3))
+    await daemon.http.post(f"{url}/ack")
+    await daemon.http.post(f"{url}/note", json={"text": "rotated | the logs"})
+    daemon.clock.advance(timedelta(minutes=7))
+    await daemon.http.post(f"{url}/resolve")
+    r = await daemon.http.get(f"{url}/export", params={"format": "markdown"})
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/markdown")
+    md = r.text
+    assert md.startswith("# DiskFull (resolved)\n")
+    assert "- Time to acknowledge: 3m" in md
+    assert "- Time to resolve: 10m" in md
+    assert "- People: local" in md
+    assert "| Note by local via api | rotated \\| the logs |" in md
+    r = await daemon.http.get(f"{url}/export", params={"format": "json"})
+    data = r.json()
+    assert data["figures"]["time_to_resolve"] == 600.0
+    assert data["id"] == inc["id"]
+    r = await daemon.http.get(f"{url}/export", params={"format": "pdf"})
+    assert r.status_code == 422
