@@ -39,8 +39,10 @@ from daemon.engine.store import StoreUnavailable
 from daemon.intake.formats import PayloadError, parse_postable_alerts, parse_webhook
 from daemon.web.actions import actions_router
 from daemon.web.console import console_router
+from daemon.web.console_work import console_work_router
 from daemon.web.context import ApiContext
 from daemon.web.incidents import incidents_router, story_of
+from daemon.web.sessions import Sessions
 from daemon.web.slack import slack_router
 
 log = logging.getLogger("watchkeeper.api")
@@ -132,7 +134,9 @@ def create_app(ctx: ApiContext) -> FastAPI:  # noqa: PLR0915
     app.include_router(actions_router(ctx))
     app.include_router(incidents_router(ctx))  # note, assign, snooze, reopen, story, export
     # The review console at / (daemon/console.py).
-    app.include_router(console_router(ctx))
+    sessions = Sessions()  # one login for the console's pages and its incident forms
+    app.include_router(console_router(ctx, sessions))
+    app.include_router(console_work_router(ctx, sessions))  # ack, note, snooze…, live updates
 
     @app.exception_handler(_Problem)
     async def _problem(_: Request, exc: _Problem) -> JSONResponse:

@@ -28,6 +28,7 @@ from daemon.config.auth import AuthError, Identity, is_loopback
 from daemon.domain import Rejected
 from daemon.domain.durations import format_duration
 from daemon.domain.state import SEVERITY_RANK, Incident
+from daemon.web.console_work import select_rows
 from daemon.web.sessions import (
     COOKIE,
     LOGIN_COOKIE,
@@ -44,6 +45,7 @@ FORM_BYTES = 16_384
 HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+        "script-src 'self'; connect-src 'self'; "
         "frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
@@ -75,11 +77,13 @@ def _age(now: datetime, since: datetime) -> str:
     return format_duration(now - since)
 
 
-def console_router(ctx: ApiContext) -> APIRouter:  # noqa: PLR0915 - one closure per page
-    """The console's pages, bound to a running daemon."""
+def console_router(  # noqa: PLR0915 - one closure per page
+    ctx: ApiContext, sessions: Sessions | None = None
+) -> APIRouter:
+    """The console's pages, bound to a running daemon (sessions shared with console_work)."""
     router = APIRouter(include_in_schema=False)
     env = _env()
-    sessions = Sessions()
+    sessions = sessions or Sessions()
     ing = ctx.ingestor
 
     # --- sessions and security -----------------------------------------------------------
@@ -120,6 +124,7 @@ def console_router(ctx: ApiContext) -> APIRouter:  # noqa: PLR0915 - one closure
             execution=book_view(book),
             pending=len(book.pending()),
             path=request.url.path,
+            position=ing.world.position,  # live updates resume from here (console_work)
             **data,
         )
         return HTMLResponse(html, status_code=status, headers=HEADERS)
@@ -237,7 +242,8 @@ def console_router(ctx: ApiContext) -> APIRouter:  # noqa: PLR0915 - one closure
     async def incidents(request: Request) -> Response:
         async def render(session: Session) -> Response:
             now = ctx.clock()
-            return page(request, "incidents.html", session, rows=incident_rows(now))
+            listing = select_rows(incident_rows(now), ing.world, dict(request.query_params))
+            return page(request, "incidents.html", session, rows=listing.rows, listing=listing)
 
         return await guarded(request, render)
 

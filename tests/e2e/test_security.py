@@ -43,6 +43,15 @@ API: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/incidents/{incident_id}"): "viewer",
     ("POST", "/api/v1/incidents/{incident_id}/ack"): "responder",
     ("POST", "/api/v1/incidents/{incident_id}/resolve"): "responder",
+    ("POST", "/api/v1/incidents/{incident_id}/note"): "responder",
+    ("POST", "/api/v1/incidents/{incident_id}/assign"): "responder",
+    ("POST", "/api/v1/incidents/{incident_id}/take"): "responder",
+    ("POST", "/api/v1/incidents/{incident_id}/unack"): "responder",
+    ("POST", "/api/v1/incidents/{incident_id}/snooze"): "responder",
+    ("POST", "/api/v1/incidents/{incident_id}/reopen"): "responder",
+    ("POST", "/api/v1/incidents/{incident_id}/severity"): "responder",
+    ("GET", "/api/v1/incidents/{incident_id}/story"): "viewer",
+    ("GET", "/api/v1/incidents/{incident_id}/export"): "viewer",
     ("POST", "/api/v1/silences"): "responder",
     ("GET", "/api/v1/silences"): "viewer",
     ("DELETE", "/api/v1/silences/{silence_id}"): "responder",
@@ -63,7 +72,10 @@ CONSOLE_FORMS = {
     ("POST", "/actions/{action_id}/approve"),
     ("POST", "/actions/{action_id}/reject"),
     ("POST", "/logout"),
+    ("POST", "/incidents/{incident_id}/do/{verb}"),
 }
+# Needs a console session but answers 401 (an EventSource cannot follow a login redirect).
+CONSOLE_STREAMS = {("GET", "/console/live")}
 PUBLIC = {
     ("GET", "/healthz"),
     ("GET", "/readyz"),
@@ -71,6 +83,7 @@ PUBLIC = {
     ("GET", "/login"),
     ("POST", "/login"),
     ("GET", "/console.css"),
+    ("GET", "/console.js"),
     # Authenticated by Slack's request signature (tests/test_slack_interactions.py).
     ("POST", "/api/v1/slack/interactions"),
 }
@@ -116,12 +129,16 @@ def routes(app: FastAPI) -> set[tuple[str, str]]:
 def concrete(path: str) -> str:
     for name in ("incident_id", "action_id", "silence_id"):
         path = path.replace("{" + name + "}", SOME_ID)
-    return path
+    return path.replace("{verb}", "note")
 
 
 BODIES: dict[str, Any] = {
     "/api/v1/silences": {"matchers": ['alertname="X"'], "duration": "1h"},
     "/api/v1/actions/{action_id}/reject": {"reason": "no"},
+    "/api/v1/incidents/{incident_id}/note": {"text": "x"},
+    "/api/v1/incidents/{incident_id}/assign": {"assignee": "x"},
+    "/api/v1/incidents/{incident_id}/snooze": {"for": "1h"},
+    "/api/v1/incidents/{incident_id}/severity": {"severity": "critical"},
     "/api/v2/alerts": [{"labels": {"alertname": "X"}}],
     "/api/v1/webhook/alertmanager": {"alerts": []},
 }
@@ -134,7 +151,13 @@ async def ask(c: httpx.AsyncClient, method: str, path: str, token: str | None) -
 
 
 async def test_the_table_covers_every_route(app: FastAPI) -> None:
-    assert routes(app) == set(API) | CONSOLE_PAGES | CONSOLE_FORMS | PUBLIC
+    assert routes(app) == set(API) | CONSOLE_PAGES | CONSOLE_FORMS | CONSOLE_STREAMS | PUBLIC
+
+
+async def test_the_live_stream_needs_a_console_session(app: FastAPI) -> None:
+    async with client(app) as c:
+        r = await c.get("/console/live", headers={"Authorization": "Bearer tok-admin"})
+        assert r.status_code == 401
 
 
 @pytest.mark.parametrize(("method", "path"), sorted(API))
