@@ -20,6 +20,7 @@ from daemon.cli.agent import agent_rows, print_investigation, runbooks_app
 from daemon.cli.client import age, client, emit, err, fail, out
 from daemon.cli.incidents import print_story, resolve_incident_id
 from daemon.cli.incidents import register as register_incident_work
+from daemon.cli.stats import register as register_stats
 from daemon.config.settings import ConfigError, load_config
 
 app = typer.Typer(
@@ -38,6 +39,7 @@ app.add_typer(events_app, name="events")
 app.add_typer(runbooks_app, name="runbooks")
 register_actions(app)  # actions list|show|approve|reject|dry-run, pause, resume
 register_incident_work(app, incidents_app)  # note, assign, take, unack, snooze, reopen, ...
+register_stats(app)  # stats
 
 @app.callback()
 def _global(

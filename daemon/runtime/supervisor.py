@@ -29,6 +29,7 @@ from daemon.intake.status import SourceCollector, rules_command
 from daemon.notify.pipeline import notification_status
 from daemon.runtime import memory
 from daemon.runtime.logs import setup_logging
+from daemon.runtime.outcome_metrics import OutcomeHistograms
 from daemon.runtime.sdnotify import Notifier
 from daemon.runtime.wiring import build_ingestor, build_reactions, build_sources
 from daemon.web.app import ApiContext, create_app
@@ -206,7 +207,10 @@ class Supervisor:
         self.notifier.send("STATUS=rebuilding state from the event log")
         ing = build_ingestor(s, store, self.clock)
         ing.write_latency_observer = self.metrics.store_write.observe
-        ing.listeners.append(log_event)
+        # Log lines, and outcome histograms on /metrics (daemon/runtime/outcome_metrics.py).
+        ing.listeners.extend(
+            (log_event, OutcomeHistograms(self.metrics.registry, lambda: ing.world))
+        )
         self.ingestor = ing
         self.metrics.watch_state(self._metric_snapshot)
         self.metrics.registry.register(SourceCollector(lambda: self.sources))

@@ -44,6 +44,7 @@ from daemon.web.context import ApiContext
 from daemon.web.incidents import incidents_router, story_of
 from daemon.web.sessions import Sessions
 from daemon.web.slack import slack_router
+from daemon.web.stats import stats_router
 
 log = logging.getLogger("watchkeeper.api")
 DEAD_LETTER_BYTES = 4096
@@ -137,6 +138,7 @@ def create_app(ctx: ApiContext) -> FastAPI:  # noqa: PLR0915
     sessions = Sessions()  # one login for the console's pages and its incident forms
     app.include_router(console_router(ctx, sessions))
     app.include_router(console_work_router(ctx, sessions))  # ack, note, snooze…, live updates
+    app.include_router(stats_router(ctx, sessions))  # outcome figures: API, console page
 
     @app.exception_handler(_Problem)
     async def _problem(_: Request, exc: _Problem) -> JSONResponse:

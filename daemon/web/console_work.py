@@ -20,7 +20,7 @@ from uuid import UUID, uuid4
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
-from daemon.config.auth import Identity
+from daemon.config.auth import Identity, is_loopback
 from daemon.domain import Acknowledge, CreateSilence, Matcher, Rejected, ResolveIncident
 from daemon.domain.durations import format_duration, parse_duration
 from daemon.domain.incident_work import (
@@ -33,7 +33,7 @@ from daemon.domain.incident_work import (
 )
 from daemon.domain.matchers import matches_all
 from daemon.domain.state import World
-from daemon.web.sessions import COOKIE, Sessions
+from daemon.web.sessions import COOKIE, Session, Sessions
 
 if TYPE_CHECKING:
     from daemon.web.context import ApiContext
@@ -154,6 +154,20 @@ def silence_for(
 
 
 # --- routes ----------------------------------------------------------------------------
+
+
+def console_session(
+    request: Request, ctx: ApiContext, sessions: Sessions
+) -> tuple[Session | None, str]:
+    """The console session, or (no tokens, loopback) a fresh local one and its new id."""
+    session = sessions.get(request.cookies.get(COOKIE))
+    if session is not None:
+        return session, ""
+    peer = request.client.host if request.client else None
+    if not ctx.auth.tokens and is_loopback(peer):
+        sid, session = sessions.open(Identity("local", "admin", "console"), "")
+        return session, sid
+    return None, ""
 
 
 def console_work_router(ctx: ApiContext, sessions: Sessions) -> APIRouter:

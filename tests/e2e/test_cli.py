@@ -295,3 +295,14 @@ def test_working_an_incident_from_the_cli_and_exporting_it(wk: Watchkeeper) -> N
         row["text"].endswith("via cli") for row in data["story"][-4:] if "via" in row["text"]
     )
     assert cli(wk, "incidents", "export", prefix, "--format", "pdf").exit_code == 1
+
+
+def test_stats_from_the_cli(wk: Watchkeeper) -> None:
+    inc = fire(wk, "CliStats")
+    ok(cli(wk, "ack", inc["id"][:8]))
+    table = ok(cli(wk, "stats", "--by", "severity", "--since", "1d"))
+    assert "outcomes by severity" in table
+    data = json.loads(ok(cli(wk, "stats", "--by", "all", as_json=True)))
+    assert data["groups"]["all"]["time_to_acknowledge"]["count"] >= 1
+    bad = cli(wk, "stats", "--by", "planet")
+    assert bad.exit_code == 1

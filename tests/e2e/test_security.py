@@ -52,6 +52,7 @@ API: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/incidents/{incident_id}/severity"): "responder",
     ("GET", "/api/v1/incidents/{incident_id}/story"): "viewer",
     ("GET", "/api/v1/incidents/{incident_id}/export"): "viewer",
+    ("GET", "/api/v1/stats"): "viewer",
     ("POST", "/api/v1/silences"): "responder",
     ("GET", "/api/v1/silences"): "viewer",
     ("DELETE", "/api/v1/silences/{silence_id}"): "responder",
@@ -67,7 +68,12 @@ API: dict[tuple[str, str], str] = {
     ("POST", "/api/v2/alerts"): "responder",
     ("POST", "/api/v1/webhook/alertmanager"): "responder",
 }
-CONSOLE_PAGES = {("GET", "/"), ("GET", "/incidents/{incident_id}"), ("GET", "/approvals")}
+CONSOLE_PAGES = {
+    ("GET", "/"),
+    ("GET", "/incidents/{incident_id}"),
+    ("GET", "/approvals"),
+    ("GET", "/stats"),
+}
 CONSOLE_FORMS = {
     ("POST", "/actions/{action_id}/approve"),
     ("POST", "/actions/{action_id}/reject"),

@@ -738,3 +738,43 @@ async def test_postmortem_export_as_markdown_and_json(daemon: Daemon) -> None:
     assert data["id"] == inc["id"]
     r = await daemon.http.get(f"{url}/export", params={"format": "pdf"})
     assert r.status_code == 422
+
+
+async def test_outcome_figures_from_the_log_and_on_metrics(daemon: Daemon) -> None:
+    await daemon.post_alerts(alert("DiskFull", service="db", severity="critical"))
+    await daemon.post_alerts(alert("WebSlow", service="web", severity="warning"))
+    incs = {i["title"]: i for i in await daemon.incidents()}
+    daemon.clock.advance(timedelta(minutes=3))
+    await daemon.http.post(f"/api/v1/incidents/{incs['DiskFull']['id']}/ack")
+    daemon.clock.advance(timedelta(minutes=2))
+    await daemon.http.post(f"/api/v1/incidents/{incs['DiskFull']['id']}/resolve")
+    r = await daemon.http.get("/api/v1/stats", params={"by": "service", "since": "1h"})
+    assert r.status_code == 200, r.text
+    groups = r.json()["groups"]
+    assert set(groups) == {"db", "web"}
+    assert groups["db"]["time_to_acknowledge"] == {
+        "count": 1,
+        "mean": 180.0,
+        "p50": 180.0,
+        "p90": 180.0,
+    }
+    assert groups["db"]["time_to_resolve"]["p50"] == 300.0
+    assert groups["web"]["time_to_acknowledge"]["count"] == 0
+    # Later requests continue the fold from where it stopped.
+    await daemon.http.post(f"/api/v1/incidents/{incs['WebSlow']['id']}/ack")
+    r = await daemon.http.get("/api/v1/stats", params={"by": "severity"})
+    assert r.json()["groups"]["warning"]["time_to_acknowledge"]["p50"] == 300.0
+    r = await daemon.http.get("/api/v1/stats", params={"since": "last tuesday"})
+    assert r.status_code == 422
+    assert "neither a duration" in r.json()["error"]
+    metrics = (await daemon.http.get("/metrics")).text
+    assert 'watchkeeper_time_to_acknowledge_seconds_count{severity="critical"} 1.0' in metrics
+    assert (
+        'watchkeeper_time_to_acknowledge_seconds_bucket{le="300.0",severity="critical"} 1.0'
+        in metrics
+    )
+    assert (
+        'watchkeeper_time_to_acknowledge_seconds_bucket{le="120.0",severity="critical"} 0.0'
+        in metrics
+    )
+    assert 'watchkeeper_time_to_resolve_seconds_count{severity="critical"} 1.0' in metrics

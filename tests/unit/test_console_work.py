@@ -146,3 +146,20 @@ def test_pages_keep_the_filters() -> None:
     assert listing.link(1) == "/?severity=warning&page=1"
     assert select_rows(_rows(w), w, {"page": "nonsense"}).page == 1
     assert select_rows(_rows(w), w, {"page": "99"}).page == 2
+
+
+async def test_the_outcomes_page_plots_from_the_log(console: Console) -> None:
+    from daemon.domain import Acknowledge
+
+    await console.ing.submit([ReceiveAlert(_alert("DiskFull", service="<b>db</b>"))])
+    inc = next(iter(console.ing.world.incidents))
+    await console.ing.submit([Acknowledge(inc, "alice")])
+    page = (await console.http.get("/stats?by=service&since=1d")).text
+    assert page.count("<svg") == 3
+    assert "Time to acknowledge (p50 dark, p90 light)" in page
+    # Label values are data: escaped in the table and in the plot.
+    assert "<b>db</b>" not in page
+    assert "&lt;b&gt;db&lt;/b&gt;" in page
+    assert '<rect class="p50"' in page
+    bad = (await console.http.get("/stats?since=soon")).text
+    assert "neither a duration" in bad
