@@ -229,6 +229,8 @@ class Supervisor:
                 lifespan="off",
                 log_config=None,
                 access_log=False,
+                # X-Forwarded-For is believed from http.trusted_proxies only (web/sso.py).
+                proxy_headers=False,
                 timeout_graceful_shutdown=int(s.http.drain_timeout.total_seconds()) or 1,
             )
         )

@@ -44,6 +44,7 @@ from daemon.web.context import ApiContext
 from daemon.web.incidents import incidents_router, story_of
 from daemon.web.sessions import Sessions
 from daemon.web.slack import slack_router
+from daemon.web.sso import TrustedProxies
 from daemon.web.stats import stats_router
 
 log = logging.getLogger("watchkeeper.api")
@@ -136,6 +137,7 @@ def create_app(ctx: ApiContext) -> FastAPI:  # noqa: PLR0915
     app.include_router(incidents_router(ctx))  # note, assign, snooze, reopen, story, export
     # The review console at / (daemon/console.py).
     sessions = Sessions()  # one login for the console's pages and its incident forms
+    app.add_middleware(TrustedProxies, settings=ctx.settings)  # X-Forwarded-*, proxy SSO
     app.include_router(console_router(ctx, sessions))
     app.include_router(console_work_router(ctx, sessions))  # ack, note, snooze…, live updates
     app.include_router(stats_router(ctx, sessions))  # outcome figures: API, console page

@@ -24,7 +24,7 @@ from jinja2 import Environment, PackageLoader
 from daemon.actions.approvals import approve_action, reject_action
 from daemon.actions.views import book_view
 from daemon.agent.views import investigation_view
-from daemon.config.auth import AuthError, Identity, is_loopback
+from daemon.config.auth import SSO_IDENTITY, AuthError, Identity, is_loopback
 from daemon.domain import Rejected
 from daemon.domain.durations import format_duration
 from daemon.domain.state import SEVERITY_RANK, Incident
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from daemon.web.context import ApiContext
 
 FORM_BYTES = 16_384
+SSO_SESSION = "sso"  # the token digest of sessions opened by a trusted proxy's sign-on
 HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
@@ -102,7 +103,14 @@ def console_router(  # noqa: PLR0915 - one closure per page
         session = sessions.get(request.cookies.get(COOKIE))
         if session is None:
             return None
-        # A token removed from the config (and reloaded) ends the sessions it opened.
+        # A token removed from the config (and reloaded) ends the sessions it opened; a
+        # proxy sign-on session lasts while the proxy still names the same person.
+        if session.token_digest == SSO_SESSION:
+            sso = SSO_IDENTITY.get()
+            if isinstance(sso, Identity) and sso.name == session.identity.name:
+                return session
+            sessions.close(request.cookies.get(COOKIE))
+            return None
         known = {token_digest(t) for t in ctx.auth.tokens}
         if session.identity.name != "local" and session.token_digest not in known:
             sessions.close(request.cookies.get(COOKIE))
@@ -137,6 +145,11 @@ def console_router(  # noqa: PLR0915 - one closure per page
         """The session, or (no tokens configured, loopback) a fresh local one."""
         session = session_of(request)
         if session is not None:
+            return session
+        sso = SSO_IDENTITY.get()
+        if isinstance(sso, Identity):
+            sid, session = sessions.open(Identity(sso.name, sso.role, "console"), SSO_SESSION)
+            response_cookies.append((COOKIE, sid))
             return session
         peer = request.client.host if request.client else None
         if not ctx.auth.tokens and is_loopback(peer):
