@@ -69,22 +69,26 @@ class TrustedProxies:
         self.networks: list[Network] = [
             ipaddress.ip_network(n, strict=False) for n in settings.http.trusted_proxies
         ]
+        # Without configured proxies, X-Forwarded-For is still believed from 127.0.0.1, as
+        # uvicorn did by default, so a local proxy's remote clients are not loopback.
+        self.forwarders = self.networks or [ipaddress.ip_network("127.0.0.1/32")]
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or not self.networks:
-            await self.app(scope, receive, send)
-            return
         peer = (scope.get("client") or (None,))[0]
-        if not trusted(peer, self.networks):
+        if scope["type"] not in ("http", "websocket") or not trusted(peer, self.forwarders):
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         forwarded = headers.get("x-forwarded-for")
         if forwarded:
-            client = client_behind(forwarded, self.networks)
+            client = client_behind(forwarded, self.forwarders)
             if client:
                 scope = {**scope, "client": (client, 0)}
-        who = person(headers, self.settings) if self.settings.auth.sso.enabled else None
+        proto = headers.get("x-forwarded-proto", "").strip().lower()
+        if proto in ("http", "https"):
+            scope = {**scope, "scheme": proto}
+        sso_on = self.settings.auth.sso.enabled and trusted(peer, self.networks)
+        who = person(headers, self.settings) if sso_on else None
         token = SSO_IDENTITY.set(who)
         try:
             await self.app(scope, receive, send)

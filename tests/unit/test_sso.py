@@ -152,3 +152,30 @@ def test_forwarded_for_names_the_right_most_untrusted_hop(chain: str, client: st
     assert trusted("10.0.0.200", nets)
     assert not trusted("10.0.1.1", nets)
     assert not trusted("not-an-ip", nets)
+
+
+async def test_without_configured_proxies_a_local_proxys_clients_are_not_loopback(
+    tmp_path: Path,
+) -> None:
+    # No tokens: only loopback callers are served. A local proxy forwarding a remote
+    # client must not make that client loopback (as uvicorn's own default did).
+    settings = Settings(store=f"sqlite:///{tmp_path / 'e.db'}")
+    log = EventLog(settings.store)
+    ing = Ingestor(log, GroupingPolicy(), lambda: T0)
+    await ing.start()
+    try:
+        ctx = ApiContext(settings, ing, lambda: T0, Metrics(), Authenticator(settings), dict)
+        transport = httpx.ASGITransport(app=create_app(ctx), client=("127.0.0.1", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://wk") as c:
+            assert (await c.get("/api/v1/incidents")).status_code == 200
+            r = await c.get("/api/v1/incidents", headers={"X-Forwarded-For": "203.0.113.7"})
+            assert r.status_code == 401
+            # And no sign-on either: sso is not enabled, and no proxy is configured.
+            r = await c.get(
+                "/api/v1/incidents",
+                headers={"X-Forwarded-For": "203.0.113.7", **signed_in("admin", "leads")},
+            )
+            assert r.status_code == 401
+    finally:
+        await ing.close()
+        log.close()
