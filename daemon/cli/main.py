@@ -14,6 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from daemon.cli import contexts
 from daemon.cli.actions import action_rows
 from daemon.cli.actions import register as register_actions
 from daemon.cli.agent import agent_rows, print_investigation, runbooks_app
@@ -40,26 +41,44 @@ app.add_typer(runbooks_app, name="runbooks")
 register_actions(app)  # actions list|show|approve|reject|dry-run, pause, resume
 register_incident_work(app, incidents_app)  # note, assign, take, unack, snooze, reopen, ...
 register_stats(app)  # stats
+app.add_typer(contexts.context_app, name="context")
 
 @app.callback()
 def _global(
-    url: Annotated[str, typer.Option(envvar="WATCHKEEPER_URL", help="Daemon URL.")] = "http://127.0.0.1:9797",
+    url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="WATCHKEEPER_URL",
+            help="Daemon URL [default: the context's, else http://127.0.0.1:9797].",
+        ),
+    ] = None,
     token: Annotated[
         str | None, typer.Option(envvar="WATCHKEEPER_TOKEN", help="Bearer token.")
     ] = None,
     token_file: Annotated[
         Path | None, typer.Option(envvar="WATCHKEEPER_TOKEN_FILE", help="File holding the token.")
     ] = None,
+    context: Annotated[
+        str | None,
+        typer.Option(
+            envvar="WATCHKEEPER_CONTEXT", help="A stored CLI context (`watchkeeper context`)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    client.url = url.rstrip("/")
+    # Flags and environment first, then the chosen (or current) context, then the default.
+    stored = contexts.chosen(context) if context or not (url and (token or token_file)) else None
+    stored = stored or {}
+    client.url = (url or stored.get("url") or "http://127.0.0.1:9797").rstrip("/")
     client.json = as_json
-    client.token = token
+    client.token = token or None
     if token_file and not token:
         try:
             client.token = token_file.read_text().strip()
         except OSError as e:
             fail(f"--token-file {token_file}: {e.strerror}")
+    if client.token is None and not url:
+        client.token = stored.get("token") or None
 
 
 # --- daemon ----------------------------------------------------------------------------

@@ -267,7 +267,7 @@ def test_console_script(wk: Watchkeeper) -> None:
 
 
 def test_working_an_incident_from_the_cli_and_exporting_it(wk: Watchkeeper) -> None:
-    inc = fire(wk, "CliDiskFull")
+    inc = fire(wk, "CliWorked")
     prefix = inc["id"][:8]
     assert f"noted on {inc['id']}" in ok(cli(wk, "note", prefix, "cleaning /var/log"))
     assert f"took {inc['id']}" in ok(cli(wk, "take", prefix))
@@ -280,7 +280,7 @@ def test_working_an_incident_from_the_cli_and_exporting_it(wk: Watchkeeper) -> N
     assert "owner ops" in shown
     assert "escalation snoozed until" in shown
     md = ok(cli(wk, "incidents", "export", prefix, "--format", "markdown"))
-    assert md.startswith("# CliDiskFull (open)")
+    assert md.startswith("# CliWorked (open)")
     assert "Note by ops via cli" in md
     assert "- People: ops" in md
     data = json.loads(ok(cli(wk, "incidents", "export", prefix, "--format", "json")))
@@ -306,3 +306,45 @@ def test_stats_from_the_cli(wk: Watchkeeper) -> None:
     assert data["groups"]["all"]["time_to_acknowledge"]["count"] >= 1
     bad = cli(wk, "stats", "--by", "planet")
     assert bad.exit_code == 1
+
+
+def test_per_person_tokens_in_cli_contexts(
+    wk: Watchkeeper, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = tmp_path / "conf" / "cli.yaml"
+    monkeypatch.setenv("WATCHKEEPER_CLI_CONFIG", str(store))
+    env = {"COLUMNS": "200", "WATCHKEEPER_TOKEN": "", "WATCHKEEPER_URL": ""}
+
+    def run(*args: str, stdin: str | None = None) -> Result:
+        return runner.invoke(app, list(args), env=env, input=stdin)
+
+    # Each person stores their own token; nothing needs --url or --token afterwards.
+    (tmp_path / "tok").write_text(ADMIN + "\n")
+    ok(run("context", "set", "prod", "--url", wk.url, "--token-file", str(tmp_path / "tok")))
+    ok(
+        run(
+            "context", "set", "readonly", "--url", wk.url, "--token-stdin", "--no-use", stdin=VIEWER
+        )
+    )
+    assert oct(store.stat().st_mode & 0o777) == "0o600"
+    listed = json.loads(ok(run("--json", "context", "list")))
+    assert [(c["name"], c["current"], c["token"]) for c in listed["contexts"]] == [
+        ("prod", True, True),
+        ("readonly", False, True),
+    ]
+    assert ADMIN not in ok(run("context", "list"))
+    inc = fire(wk, "CliContexts")
+    assert "noted on" in ok(run("note", inc["id"], "as ops, from my context"))
+    # The viewer's context is refused as the viewer, by name.
+    refused = run("--context", "readonly", "note", inc["id"], "nope")
+    assert refused.exit_code == 1
+    assert "vera has role viewer" in refused.stderr
+    ok(run("context", "use", "readonly"))
+    assert run("take", inc["id"]).exit_code == 1
+    missing = run("--context", "staging", "incidents", "list")
+    assert missing.exit_code == 1
+    assert "no CLI context 'staging'" in missing.stderr
+    story = json.loads(ok(run("--context", "prod", "incidents", "export", inc["id"], "-f", "json")))
+    assert [r["text"] for r in story["story"] if r["kind"] == "IncidentNoted"] == [
+        "Note by ops via cli"
+    ]
