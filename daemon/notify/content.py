@@ -30,6 +30,7 @@ EVENT_TYPES = {
     "reopened": "incident_opened",
     "escalated": "escalated",
     "acknowledged": "acknowledged",
+    "unacknowledged": "unacknowledged",
     "resolved": "resolved",
     "action_proposed": "action_proposed",
     "approval_requested": "approval_requested",

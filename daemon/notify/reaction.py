@@ -41,6 +41,7 @@ from daemon.domain.events import (
     IncidentReopened,
     IncidentResolved,
 )
+from daemon.domain.incident_work import IncidentUnacknowledged
 from daemon.domain.notification_model import Escalate, window_frees_at
 from daemon.domain.state import Incident, World
 from daemon.domain.timer_model import (
@@ -67,7 +68,14 @@ from daemon.notify.pipeline import (
 log = logging.getLogger("watchkeeper.notify")
 # Asked on every committed event: a set lookup by exact type (events are leaf classes).
 _LIFECYCLE = frozenset(
-    {IncidentOpened, IncidentReopened, IncidentAcknowledged, IncidentResolved, IncidentClosed}
+    {
+        IncidentOpened,
+        IncidentReopened,
+        IncidentAcknowledged,
+        IncidentUnacknowledged,
+        IncidentResolved,
+        IncidentClosed,
+    }
 )
 ESCALATION = "escalation"
 SUMMARY = "notify-summary"
@@ -139,6 +147,14 @@ class NotifyReaction:
     async def _handle(self, position: int, event: DomainEvent) -> list[Command]:
         if isinstance(event, IncidentOpened | IncidentReopened):
             return self._start_chain(position, event)
+        if isinstance(event, IncidentUnacknowledged):
+            # Given back: nobody has it, so escalation starts again from its first step.
+            note = f"Unacknowledged by {event.by}" + (f": {event.reason}" if event.reason else "")
+            key = f"unacknowledged:{event.originator_version}"
+            follow = await self._follow_up(
+                position, event.originator_id, "unacknowledged", note, key=key
+            )
+            return follow + self._start_chain(position, event)
         if isinstance(event, DeadlineFired) and event.kind == ESCALATION:
             return await self._escalate(position, event)
         if isinstance(event, DeadlineFired) and event.kind == SUMMARY:

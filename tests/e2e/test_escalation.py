@@ -579,3 +579,22 @@ async def test_a_snoozed_incident_escalates_only_when_the_snooze_ends(
     await rig.settle()
     assert len(stub.at(stub.TEAMS)) == 1
     assert len(stub.at(stub.WEBHOOK)) == 1
+
+
+async def test_an_unacknowledged_incident_escalates_again(rig: Rig, stub: ChatStub) -> None:
+    from daemon.domain.incident_work import UnacknowledgeIncident
+
+    inc = await rig.fire()
+    await rig.settle()
+    await rig.ing.submit([Acknowledge(inc, "alice")])
+    await rig.settle()
+    rig.clock.advance(minutes=15)
+    await rig.settle()
+    assert stub.at(stub.TEAMS) == []  # acknowledged: the chain stopped
+    await rig.ing.submit([UnacknowledgeIncident(inc, "alice", "end of shift")])
+    await rig.settle()
+    replies = [r.body["text"] for r in stub.at(stub.SLACK_API) if "thread_ts" in r.body]
+    assert "Unacknowledged by alice: end of shift" in replies
+    rig.clock.advance(minutes=10)
+    await rig.settle()
+    assert len(stub.at(stub.TEAMS)) == 1  # nobody has it: level 2 is paged again

@@ -38,6 +38,7 @@ from typing import Any
 WEBHOOK_EVENTS = {
     "incident_opened",
     "acknowledged",
+    "unacknowledged",
     "escalated",
     "action_proposed",
     "approval_requested",
