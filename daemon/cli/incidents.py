@@ -95,6 +95,16 @@ def register(app: typer.Typer, incidents_app: typer.Typer) -> None:
         """Change an incident's severity."""
         _post(incident_id, "severity", {"severity": level, "reason": reason}, f"{level}:")
 
+    @app.command()
+    def link(
+        incident_id: IncidentArg,
+        other: Annotated[str, typer.Argument(help="The incident to link to (id or prefix).")],
+        reason: ReasonOpt = "",
+    ) -> None:
+        """Link an incident to another (same cause, duplicate, follow-up)."""
+        target = resolve_incident_id(other)
+        _post(incident_id, "link", {"other": target, "reason": reason}, f"linked to {target}:")
+
     @incidents_app.command("export")
     def export(
         incident_id: IncidentArg,

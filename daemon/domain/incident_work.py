@@ -1,7 +1,7 @@
 """What people do to an incident besides ack and resolve: note, assign, unacknowledge,
-snooze, reopen, change severity. Each is an event saying who, when and through which
-channel (api, cli, console, slack); registered with `decide`/`evolve` on import.
-"""
+snooze, reopen, change severity, link it to another. Each is an event saying who, when
+and through which channel (api, cli, console, slack); registered with `decide`/`evolve`
+on import."""
 
 from __future__ import annotations
 
@@ -66,12 +66,22 @@ class IncidentSeverityChanged(DomainEvent):
     reason: str = ""
 
 
+class IncidentLinked(DomainEvent):
+    """A person linked the incident to another one (same cause, duplicate, follow-up)."""
+
+    by: str
+    channel: str = "api"
+    other: UUID
+    reason: str = ""
+
+
 WORK_EVENTS = (
     IncidentNoted,
     IncidentAssigned,
     IncidentUnacknowledged,
     IncidentSnoozed,
     IncidentSeverityChanged,
+    IncidentLinked,
 )
 
 # --- commands --------------------------------------------------------------------------
@@ -135,6 +145,17 @@ class ChangeSeverity:
     incident_id: UUID
     by: str
     severity: str
+    reason: str = ""
+    channel: str = "api"
+
+
+@dataclass(frozen=True, slots=True)
+class LinkIncident:
+    """Link the incident to another (hot or recently closed) one."""
+
+    incident_id: UUID
+    by: str
+    other: UUID
     reason: str = ""
     channel: str = "api"
 
@@ -262,6 +283,28 @@ def _(cmd: ChangeSeverity, world: World, now: datetime) -> list[DomainEvent]:
     return out.events
 
 
+@_decide.register
+def _(cmd: LinkIncident, world: World, now: datetime) -> list[DomainEvent]:
+    inc = _hot(world, cmd.incident_id)
+    if cmd.other == inc.id:
+        raise Rejected("an incident cannot be linked to itself", 422)
+    if cmd.other not in world.incidents and cmd.other not in world.closed:
+        raise Rejected(f"no incident {cmd.other} to link to (unknown, or closed long ago)", 404)
+    if cmd.other in inc.links:
+        raise Rejected(f"already linked to {cmd.other}")
+    out = _Out(world, now)
+    out.emit(
+        IncidentLinked(
+            **_head(inc, now),  # type: ignore[arg-type]
+            by=cmd.by,
+            channel=cmd.channel,
+            other=cmd.other,
+            reason=cmd.reason,
+        )
+    )
+    return out.events
+
+
 # --- state changes ---------------------------------------------------------------------
 
 
@@ -289,3 +332,9 @@ def _(event: IncidentSnoozed, world: World) -> None:
 @evolve.register
 def _(event: IncidentSeverityChanged, world: World) -> None:
     _bump(world, event, severity=event.severity)
+
+
+@evolve.register
+def _(event: IncidentLinked, world: World) -> None:
+    inc = world.incidents[event.originator_id]
+    _bump(world, event, links=(*inc.links, event.other))

@@ -92,6 +92,7 @@ TYPES: tuple[EventType, ...] = (
     EventType("IncidentUnacknowledged", work.IncidentUnacknowledged),
     EventType("IncidentSnoozed", work.IncidentSnoozed),
     EventType("IncidentSeverityChanged", work.IncidentSeverityChanged),
+    EventType("IncidentLinked", work.IncidentLinked),
     # investigations
     EventType("InvestigationStarted", inv.InvestigationStarted),
     EventType("LLMRequested", inv.LLMRequested),

@@ -51,6 +51,7 @@ class Incident(BaseModel):
     assignee: str = ""
     snoozed_until: datetime | None = None
     notes: int = 0
+    links: tuple[UUID, ...] = ()
 
     @property
     def is_active(self) -> bool:

@@ -22,6 +22,7 @@ from daemon.domain.durations import parse_duration
 from daemon.domain.incident_work import (
     AssignIncident,
     ChangeSeverity,
+    LinkIncident,
     NoteIncident,
     ReopenIncident,
     SnoozeIncident,
@@ -71,6 +72,13 @@ class SeverityIn(_In):
     """The new severity."""
 
     severity: str = Field(max_length=20)
+    reason: str = Field(default="", max_length=2000)
+
+
+class LinkIn(_In):
+    """The incident to link to, and why."""
+
+    other: UUID
     reason: str = Field(default="", max_length=2000)
 
 
@@ -141,6 +149,12 @@ def incidents_router(ctx: ApiContext) -> APIRouter:
     async def severity(request: Request, incident_id: UUID, body: SeverityIn) -> dict[str, Any]:
         me = who(request, "responder", body.via)
         cmd = ChangeSeverity(incident_id, me.name, body.severity, body.reason, me.channel)
+        return await run(cmd, incident_id)
+
+    @router.post("/api/v1/incidents/{incident_id}/link")
+    async def link(request: Request, incident_id: UUID, body: LinkIn) -> dict[str, Any]:
+        me = who(request, "responder", body.via)
+        cmd = LinkIncident(incident_id, me.name, body.other, body.reason, me.channel)
         return await run(cmd, incident_id)
 
     @router.get("/api/v1/incidents/{incident_id}/story")

@@ -74,6 +74,9 @@ _DESCRIBE: dict[str, Describe] = {
     "IncidentSnoozed": lambda e: (
         f"Escalation snoozed until {e.until.isoformat(timespec='minutes')} by {e.by}", e.reason
     ),
+    "IncidentLinked": lambda e: (
+        f"Linked to incident {e.other} by {e.by} via {e.channel}", e.reason
+    ),
     "IncidentSeverityChanged": lambda e: (
         f"Severity {e.previous} → {e.severity} by {e.by} via {e.channel}", e.reason
     ),

@@ -50,6 +50,7 @@ API: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/incidents/{incident_id}/snooze"): "responder",
     ("POST", "/api/v1/incidents/{incident_id}/reopen"): "responder",
     ("POST", "/api/v1/incidents/{incident_id}/severity"): "responder",
+    ("POST", "/api/v1/incidents/{incident_id}/link"): "responder",
     ("GET", "/api/v1/incidents/{incident_id}/story"): "viewer",
     ("GET", "/api/v1/incidents/{incident_id}/export"): "viewer",
     ("GET", "/api/v1/stats"): "viewer",
@@ -145,6 +146,7 @@ BODIES: dict[str, Any] = {
     "/api/v1/incidents/{incident_id}/assign": {"assignee": "x"},
     "/api/v1/incidents/{incident_id}/snooze": {"for": "1h"},
     "/api/v1/incidents/{incident_id}/severity": {"severity": "critical"},
+    "/api/v1/incidents/{incident_id}/link": {"other": "5b0c3f7e-0000-4000-8000-000000000002"},
     "/api/v2/alerts": [{"labels": {"alertname": "X"}}],
     "/api/v1/webhook/alertmanager": {"alerts": []},
 }

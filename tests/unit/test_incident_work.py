@@ -24,6 +24,7 @@ from daemon.domain.events import DomainEvent
 from daemon.domain.incident_work import (
     AssignIncident,
     ChangeSeverity,
+    LinkIncident,
     NoteIncident,
     ReopenIncident,
     SnoozeIncident,
@@ -183,3 +184,21 @@ def test_a_worked_incident_rebuilds_from_its_events() -> None:
     assert rebuilt.model_dump() == world.model_dump()
     inc = world.incidents[iid]
     assert (inc.assignee, inc.notes, inc.severity, inc.state) == ("bob", 1, "critical", "open")
+
+
+def test_links_point_at_another_known_incident() -> None:
+    world = World()
+    a = _open(world)
+    decide(world, ReceiveAlert(mk("Other")), T0)
+    b = next(i for i in world.incidents if i != a)
+    [ev] = decide(world, LinkIncident(a, "bob", b, "same switch", "console"), T0 + M)
+    assert (ev.other, ev.by, ev.channel) == (b, "bob", "console")  # type: ignore[attr-defined]
+    assert world.incidents[a].links == (b,)
+    for cmd, reason in (
+        (LinkIncident(a, "bob", b), f"already linked to {b}"),
+        (LinkIncident(a, "bob", a), "cannot be linked to itself"),
+        (LinkIncident(a, "bob", UUID(int=7)), "no incident"),
+    ):
+        with pytest.raises(Rejected) as caught:
+            decide(world, cmd, T0 + 2 * M)
+        assert reason in caught.value.reason
