@@ -28,7 +28,7 @@ from daemon.config.auth import SSO_IDENTITY, AuthError, Identity, is_loopback
 from daemon.domain import Rejected
 from daemon.domain.durations import format_duration
 from daemon.domain.state import SEVERITY_RANK, Incident
-from daemon.web.console_work import select_rows
+from daemon.web.console_work import group_rows, select_rows
 from daemon.web.sessions import (
     COOKIE,
     LOGIN_COOKIE,
@@ -301,7 +301,7 @@ def console_router(  # noqa: PLR0915 - one closure per page
                 alerts=raw_alerts(incident_id),
                 investigation=investigation_view(world, incident_id),
                 actions=actions,
-                rows=timeline(streams),
+                groups=group_rows(timeline(streams)),  # agent steps, actions: collapsible
                 now=ctx.clock(),
             )
 

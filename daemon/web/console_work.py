@@ -102,6 +102,46 @@ def select_rows(rows: list[dict[str, Any]], world: World, params: dict[str, str]
     return Listing(picked[start : start + PAGE_SIZE], len(picked), page, pages, query, problem)
 
 
+# --- the timeline, grouped (pure) --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RowGroup:
+    """Consecutive timeline rows of one stream: the incident's own, or an agent run's or an
+    action's steps, shown collapsible."""
+
+    stream: str
+    rows: list[Any]
+
+    @property
+    def collapsible(self) -> bool:
+        """Agent steps and actions fold away; the incident's own rows do not."""
+        return self.stream != "incident"
+
+    @property
+    def open(self) -> bool:
+        """Actions start open (what ran matters); agent steps start closed."""
+        return self.stream.startswith("action ")
+
+    @property
+    def summary(self) -> str:
+        """`investigation disk #1: 7 steps, Tool x [ok] … Investigation concluded`."""
+        first, last = self.rows[0].text, self.rows[-1].text
+        span = first if len(self.rows) == 1 else f"{first} … {last}"
+        return f"{self.stream}: {len(self.rows)} step(s), {span}"
+
+
+def group_rows(rows: list[Any]) -> list[RowGroup]:
+    """Timeline rows (time order) cut into runs of one stream."""
+    groups: list[RowGroup] = []
+    for r in rows:
+        if groups and groups[-1].stream == r.stream:
+            groups[-1].rows.append(r)
+        else:
+            groups.append(RowGroup(r.stream, [r]))
+    return groups
+
+
 # --- commands from forms ---------------------------------------------------------------
 
 

@@ -163,3 +163,31 @@ async def test_the_outcomes_page_plots_from_the_log(console: Console) -> None:
     assert '<rect class="p50"' in page
     bad = (await console.http.get("/stats?since=soon")).text
     assert "neither a duration" in bad
+
+
+def test_the_timeline_groups_runs_of_agent_steps_and_actions() -> None:
+    from daemon.web.console_work import group_rows
+    from daemon.web.timeline import Row
+
+    def r(stream: str, text: str) -> Row:
+        return Row(at=T0, stream=stream, kind="X", text=text)
+
+    rows = [
+        r("incident", "Incident opened"),
+        r("investigation disk #1", "Tool a [ok]"),
+        r("investigation disk #1", "Investigation concluded"),
+        r("action rotate", "Policy (review): needs approval"),
+        r("incident", "Acknowledged by alice"),
+        r("action rotate", "Action succeeded"),
+    ]
+    groups = group_rows(rows)
+    assert [(g.stream, len(g.rows), g.collapsible, g.open) for g in groups] == [
+        ("incident", 1, False, False),
+        ("investigation disk #1", 2, True, False),
+        ("action rotate", 1, True, True),
+        ("incident", 1, False, False),
+        ("action rotate", 1, True, True),
+    ]
+    assert groups[1].summary == (
+        "investigation disk #1: 2 step(s), Tool a [ok] … Investigation concluded"
+    )
