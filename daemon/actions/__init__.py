@@ -1,1 +1,1 @@
-"""Acting on the world: planning, checks against the world, approvals, dispatch, verify, rollback."""
+"""Acting on the world: planning, world checks, approvals, dispatch, verify, rollback."""

@@ -23,6 +23,7 @@ from eventsourcing.persistence import Tracking
 
 from daemon.actions.checks import WorldChecks
 from daemon.actions.executor import ActionExecutor, ExecOutcome, PlanError
+from daemon.actions.hosts import HostRouter
 from daemon.actions.planning import plan_action, policy_command
 from daemon.config.actions import ActionsConfig
 from daemon.domain import Rejected
@@ -88,7 +89,9 @@ class ActionsReaction:
         *,
         clock: Callable[[], datetime],
         drain_seconds: float = 10.0,
+        hosts: HostRouter | None = None,
     ) -> None:
+        self.hosts = hosts
         self.ingestor = ingestor
         self.runbooks = runbooks
         self.executors = executors
@@ -145,7 +148,7 @@ class ActionsReaction:
             return []
         labels = common_labels(world, entry.incident_id)
         rb = self.runbooks.get(entry.runbook_id)
-        return [policy_command(entry, rb, self.executors, self.rules, labels)]
+        return [policy_command(entry, rb, self.executors, self.rules, labels, hosts=self.hosts)]
 
     async def _record(self, commands: list[Command], tracking: Tracking | None = None) -> None:
         """Submit commands one by one (a refusal skips only that one), tracking on the last."""
@@ -192,6 +195,8 @@ class ActionsReaction:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.running.clear()
+        if self.hosts is not None:
+            await self.hosts.close()
 
     # --- carrying out ----------------------------------------------------------------------
 
@@ -251,9 +256,20 @@ class ActionsReaction:
             )
         else:
             try:
-                now_plan = plan_action(rb, entry.action_id, entry.params, self.executors)
+                now_plan = plan_action(
+                    rb, entry.action_id, entry.params, self.executors,
+                    hosts=self.hosts, target=entry.target, target_source=entry.target_source,
+                )
                 if now_plan != entry.plan:
-                    problems.append(f"the plan changed since approval: now {now_plan.summary}")
+                    where = f" on {now_plan.host}" if now_plan.host else ""
+                    problems.append(
+                        f"the plan changed since approval: now {now_plan.summary}{where}"
+                    )
+                elif self.hosts is not None:
+                    # The target re-resolved to the same host: is it reachable right now?
+                    unreachable = await self.hosts.probe(now_plan)
+                    if unreachable:
+                        problems.append(f"target unreachable: {unreachable}")
             except PlanError as e:
                 problems.append(f"no longer allowed: {e}")
             labels = common_labels(world, entry.incident_id) or entry.labels

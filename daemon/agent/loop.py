@@ -36,6 +36,7 @@ from daemon.agent.steps import (
     next_step,
 )
 from daemon.config.agent import AgentConfig
+from daemon.config.problems import problems
 from daemon.domain import Command, Rejected
 from daemon.domain.events import DomainEvent
 from daemon.domain.investigation_model import (
@@ -51,6 +52,7 @@ from daemon.domain.investigation_model import (
     RecordToolResult,
     ToolStatus,
 )
+from daemon.domain.targets import TargetRules, derive_target
 from daemon.engine.blobs import BlobStore
 from daemon.engine.ingest import Ingestor
 from daemon.runbooks.runbook import (
@@ -68,9 +70,13 @@ from daemon.runbooks.tools import (
     ToolContext,
     ToolResult,
     describe,
+    run_tool,
 )
 
 log = logging.getLogger("watchkeeper.agent")
+
+# A diagnostic may take its time (a range query over days); the action checks allow less.
+TOOL_TIMEOUT = 120.0
 
 
 class StaleRun(Exception):  # noqa: N818 - a condition, handled by reloading
@@ -105,7 +111,9 @@ class Investigator:
         config: AgentConfig,
         clock: Callable[[], datetime],
         failure_pause: Callable[[int], float] = lambda n: min(30.0, 2.0**n),
+        targets: TargetRules | None = None,
     ) -> None:
+        self.targets = targets or TargetRules()
         self.ingestor = ingestor
         self.runbooks = runbooks
         self.tools = tools
@@ -309,17 +317,10 @@ class Investigator:
             labels=run.labels,
             world=self.ingestor.world,
             now=self.clock(),
+            target=self._target(run)[0],
         )
         self.stats.tool_calls += 1
-        try:
-            result = await asyncio.wait_for(tool.run(args, ctx), 120)
-        except Exception as e:  # a broken tool is a result, not a crash
-            log.exception("tool failed tool=%s investigation=%s", call.tool, run.id)
-            result = ToolResult(
-                status="error",
-                observed_at=ctx.now,
-                summary=f"{call.tool} failed: {type(e).__name__}: {e}",
-            )
+        result = await run_tool(tool, args, ctx, TOOL_TIMEOUT)
         if result.status == "error":
             self.stats.tool_failures += 1
         await self._record_result(run, call, result)
@@ -373,11 +374,13 @@ class Investigator:
                 call.step,
             ),
         )
+        target, source = self._target(run)
         try:
             await self._record(
                 run,
                 ProposeAction(
-                    run.id, run.version, call.call_id, action_id, params, rationale, evidence, by
+                    run.id, run.version, call.call_id, action_id, params, rationale, evidence, by,
+                    target=target, target_source=source,
                 ),
             )
         except Rejected as e:
@@ -388,6 +391,11 @@ class Investigator:
             return
         self.stats.proposals += 1
         log.info("action proposed investigation=%s action=%s", run.id, action_id)
+
+    def _target(self, run: InvestigationRun) -> tuple[str, str]:
+        """The host this investigation is about, and how it was found (labels or runbook)."""
+        rb = self.runbooks.get(run.started.runbook_id)
+        return derive_target(run.labels, self.targets, rb.target if rb else None)
 
     # --- the model -----------------------------------------------------------------------
 
@@ -463,7 +471,4 @@ class Investigator:
 
 
 def _errors(e: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'arguments'}: {err['msg']}"
-        for err in e.errors(include_url=False)
-    )[:1000]
+    return "; ".join(problems(e.errors(include_url=False), empty="arguments"))[:1000]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
@@ -62,6 +63,18 @@ def fail(message: str, code: int = 1) -> NoReturn:
     # The message is data (server replies, paths, regexes): never markup, never wrapped.
     err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def resolve_id(prefix: str, ids: Callable[[], Iterable[str]], noun: str, command: str) -> str:
+    """The one full id starting with `prefix` among `ids()` (asked only for a short prefix)."""
+    if len(prefix) == 36:
+        return prefix
+    hits = [i for i in ids() if i.startswith(prefix)]
+    if not hits:
+        fail(f"no {noun} id starts with {prefix!r}; see `watchkeeper {command}`")
+    if len(hits) > 1:
+        fail(f"{prefix!r} matches {len(hits)} {noun}s; give more characters")
+    return str(hits[0])
 
 
 def emit(data: Any) -> bool:

@@ -10,22 +10,23 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from daemon.cli.client import client, emit, fail, out
+from daemon.cli.client import client, emit, fail, out, resolve_id
 
 
 def resolve_incident_id(prefix: str) -> str:
-    """The full id of the one incident whose id starts with `prefix`."""
-    if len(prefix) == 36:
-        return prefix
-    data = client.request(
-        "GET", "/api/v1/incidents", params={"state": ["open", "acknowledged", "resolved", "closed"]}
-    )
-    hits = [i["id"] for i in data["incidents"] if i["id"].startswith(prefix)]
-    if not hits:
-        fail(f"no incident id starts with {prefix!r}; see `watchkeeper incidents list`")
-    if len(hits) > 1:
-        fail(f"{prefix!r} matches {len(hits)} incidents; give more characters")
-    return str(hits[0])
+    """The full id of the one incident whose id starts with `prefix` (every page looked at)."""
+
+    def ids() -> list[str]:
+        params: dict[str, Any] = {"state": ["open", "acknowledged", "resolved", "closed"]}
+        found: list[str] = []
+        while True:  # every page: the list is paginated
+            data = client.request("GET", "/api/v1/incidents", params={**params, "limit": 1000})
+            found += [i["id"] for i in data["incidents"]]
+            if not data.get("next"):
+                return found
+            params["cursor"] = data["next"]
+
+    return resolve_id(prefix, ids, "incident", "incidents list")
 
 
 IncidentArg = Annotated[str, typer.Argument(help="Incident id or unique prefix.")]

@@ -130,6 +130,7 @@ def config_check(file: Annotated[Path, typer.Argument(help="YAML config file.")]
 # --- incidents -------------------------------------------------------------------------
 
 
+# Shared with the incident-work commands (daemon/cli/incidents.py), which page through.
 _resolve_incident_id = resolve_incident_id
 
 
@@ -137,7 +138,7 @@ _resolve_incident_id = resolve_incident_id
 def incidents_default(ctx: typer.Context) -> None:
     """List incidents (same as `incidents list`)."""
     if ctx.invoked_subcommand is None:
-        incidents_list(state=None, match=None)
+        incidents_list(state=None, match=None, limit=None, cursor=None)
 
 
 @incidents_app.command("list")
@@ -150,17 +151,28 @@ def incidents_list(
         list[str] | None,
         typer.Option("--match", "-m", help='Label matcher, e.g. severity="critical"'),
     ] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="Page size (default: limits.page_size)")
+    ] = None,
+    cursor: Annotated[
+        str | None, typer.Option("--cursor", help="Next page: the cursor the last page printed")
+    ] = None,
 ) -> None:
-    """List incidents, newest first."""
+    """List incidents, newest first, one page at a time."""
     params: dict[str, Any] = {}
     if state:
         params["state"] = state
     if match:
         params["match"] = match
+    if limit:
+        params["limit"] = limit
+    if cursor:
+        params["cursor"] = cursor
     data = client.request("GET", "/api/v1/incidents", params=params)
     if emit(data):
         return
-    t = Table(title=f"{len(data['incidents'])} incident(s)")
+    more = f"; next page: --cursor '{data['next']}'" if data.get("next") else ""
+    t = Table(title=f"{len(data['incidents'])} incident(s){more}")
     for col in ("id", "state", "severity", "title", "group", "firing", "age"):
         t.add_column(col)
     for i in data["incidents"]:
@@ -216,10 +228,7 @@ def ack(
     comment: Annotated[str, typer.Option("--comment", "-c")] = "",
 ) -> None:
     """Acknowledge an incident."""
-    iid = _resolve_incident_id(incident_id)
-    data = client.request("POST", f"/api/v1/incidents/{iid}/ack", json={"comment": comment})
-    if not emit(data):
-        out.print(f"acknowledged {iid} ({data['title']})", highlight=False)
+    _change_incident(incident_id, "ack", comment, "acknowledged")
 
 
 @app.command()
@@ -228,10 +237,14 @@ def resolve(
     comment: Annotated[str, typer.Option("--comment", "-c")] = "",
 ) -> None:
     """Resolve an incident by hand."""
+    _change_incident(incident_id, "resolve", comment, "resolved")
+
+
+def _change_incident(incident_id: str, verb: str, comment: str, done: str) -> None:
     iid = _resolve_incident_id(incident_id)
-    data = client.request("POST", f"/api/v1/incidents/{iid}/resolve", json={"comment": comment})
+    data = client.request("POST", f"/api/v1/incidents/{iid}/{verb}", json={"comment": comment})
     if not emit(data):
-        out.print(f"resolved {iid} ({data['title']})", highlight=False)
+        out.print(f"{done} {iid} ({data['title']})", highlight=False)
 
 
 # --- silences --------------------------------------------------------------------------
@@ -244,12 +257,15 @@ def silence_add(
     ],
     duration: Annotated[str, typer.Option("--duration", "-d", help="How long, e.g. 2h")] = "1h",
     comment: Annotated[str, typer.Option("--comment", "-c")] = "",
+    force: Annotated[
+        bool, typer.Option("--force", help="Allow a silence that matches every alert (admin)")
+    ] = False,
 ) -> None:
     """Create a silence."""
     data = client.request(
         "POST",
         "/api/v1/silences",
-        json={"matchers": matchers, "duration": duration, "comment": comment},
+        json={"matchers": matchers, "duration": duration, "comment": comment, "force": force},
     )
     if not emit(data):
         out.print(f"silence {data['silenceID']} created for {duration}", highlight=False)

@@ -22,8 +22,16 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from daemon.config.actions import ActionsConfig
 from daemon.config.agent import AgentConfig
+from daemon.config.inventory import (
+    HostIdentityConfig,
+    InventoryConfig,
+    InventoryError,
+    TargetsConfig,
+)
+from daemon.config.limits import LimitsConfig
 from daemon.config.notify import NotificationsConfig
-from daemon.config.secrets import resolve_secret
+from daemon.config.problems import problems
+from daemon.config.secrets import unresolved
 from daemon.config.sources import RuleConfig, SourcesConfig, rule_name_problems
 from daemon.config.types import Duration, Section
 from daemon.domain.state import GroupingPolicy
@@ -192,11 +200,15 @@ class Settings(BaseSettings):
     grouping: GroupingConfig = GroupingConfig()
     logging: LoggingConfig = LoggingConfig()
     tuning: StoreTuning = StoreTuning()
+    limits: LimitsConfig = LimitsConfig()
     notifications: NotificationsConfig = NotificationsConfig()
     sources: SourcesConfig = SourcesConfig()
     rules: list[RuleConfig] = []
     agent: AgentConfig = AgentConfig()
     actions: ActionsConfig = ActionsConfig()
+    host: HostIdentityConfig = HostIdentityConfig()
+    targets: TargetsConfig = TargetsConfig()
+    inventory: InventoryConfig = InventoryConfig()
 
     @field_validator("store")
     @classmethod
@@ -217,49 +229,37 @@ class Settings(BaseSettings):
         # The environment overrides the file (the file arrives as init kwargs).
         return env_settings, init_settings
 
+    def secret_refs(self) -> list[tuple[str, str]]:
+        """Every secret reference by its path in the file, but those under `notifications`
+        (that section checks its own while it is validated)."""
+        refs = [(f"auth.tokens[{i}].token", t.token) for i, t in enumerate(self.auth.tokens)]
+        if self.auth.ingest_token:
+            refs.append(("auth.ingest_token", self.auth.ingest_token))
+        refs += (self.agent.secret_refs() | self.actions.secret_refs()).items()
+        refs += self.sources.secret_refs().items()
+        if self.inventory.ssh.key:
+            refs.append(("inventory.ssh.key", self.inventory.ssh.key))
+        return refs
+
     def secrets_problems(self) -> list[str]:
         """Check that every secret reference resolves; return `path: reason` lines."""
-        problems = []
-        for i, t in enumerate(self.auth.tokens):
-            try:
-                resolve_secret(t.token)
-            except ValueError as e:
-                problems.append(f"auth.tokens[{i}].token: {e}")
-        if self.auth.ingest_token:
-            try:
-                resolve_secret(self.auth.ingest_token)
-            except ValueError as e:
-                problems.append(f"auth.ingest_token: {e}")
-        for path, ref in (self.agent.secret_refs() | self.actions.secret_refs()).items():
-            try:
-                resolve_secret(ref)
-            except ValueError as e:
-                problems.append(f"{path}: {e}")
-        problems += self.sources.secrets_problems(resolve_secret)
+        problems = unresolved(self.secret_refs())
+        # Not secrets, but files read now so a bad one is refused (also on SIGHUP).
+        try:
+            self.inventory.load()
+        except InventoryError as e:
+            problems.append(f"inventory.file: {e}")
+        kh = self.inventory.ssh.known_hosts
+        if kh and not Path(kh).is_file():
+            problems.append(f"inventory.ssh.known_hosts: {kh} is not a readable file")
         # Not a secret, but like secrets it is checked across sections after validation.
         problems += rule_name_problems(self.rules, self.sources)
         return problems
 
 
-def _loc(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
-def _message(err: Any) -> str:
-    kind, msg = err["type"], err["msg"]
-    if kind == "extra_forbidden":
-        return "unknown setting; remove it or check its spelling"
-    if kind == "missing":
-        return "required setting is missing"
-    return re.sub(r"^(Value error|Assertion failed), ", "", msg)
-
-
 def format_errors(exc: ValidationError) -> list[str]:
     """Every validation error as `path.in.file: what is wrong`."""
-    return [f"{_loc(tuple(e['loc']))}: {_message(e)}" for e in exc.errors()]
+    return problems(exc.errors(), empty="(top level)", noun="setting")
 
 
 def load_config(path: str | Path | None) -> Settings:

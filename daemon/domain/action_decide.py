@@ -24,6 +24,7 @@ from daemon.domain.action_model import (
     ActionEscalated,
     ActionFailed,
     ActionOutcomeUnknown,
+    ActionPlan,
     ActionRejected,
     ActionRequestRefused,
     ActionSucceeded,
@@ -58,7 +59,7 @@ from daemon.domain.action_model import (
 from daemon.domain.commands import Rejected
 from daemon.domain.decide import _decide, _Out
 from daemon.domain.durations import format_duration
-from daemon.domain.events import DomainEvent
+from daemon.domain.events import DomainEvent, first_of, next_of, stamp
 from daemon.domain.evolve import evolve
 from daemon.domain.policy import Dispatch, Proposal, Verdict, blocking, evaluate
 from daemon.domain.state import World
@@ -91,9 +92,7 @@ def _cancel_deadlines(out: _Out, action_id: UUID, reason: str) -> None:
     for d in out.world.deadlines.about(action_id):
         out.emit(
             DeadlineCancelled(
-                originator_id=d.id,
-                originator_version=d.version + 1,
-                timestamp=out.now,
+                **next_of(d, out.now),
                 kind=d.kind,
                 subjects=d.subjects,
                 reason=reason,
@@ -104,13 +103,19 @@ def _cancel_deadlines(out: _Out, action_id: UUID, reason: str) -> None:
 def _escalate(out: _Out, entry: ActionEntry, reason: str) -> None:
     out.emit(
         ActionEscalated(
-            originator_id=entry.id,
-            originator_version=_v(out.world, entry.id),
-            timestamp=out.now,
+            **stamp(entry.id, _v(out.world, entry.id), out.now),
             incident_id=entry.incident_id,
             reason=reason,
         )
     )
+
+
+def where(plan: ActionPlan) -> str:
+    """What runs and where, for an approver: `systemctl restart nginx.service on web-3 (ssh)`."""
+    if not plan.host:
+        return plan.summary
+    how = f" ({plan.transport})" if plan.transport else ""
+    return f"{plan.summary} on {plan.host}{how}"
 
 
 def proposal_of(entry: ActionEntry, labels: dict[str, str] | None = None) -> Proposal:
@@ -124,6 +129,7 @@ def proposal_of(entry: ActionEntry, labels: dict[str, str] | None = None) -> Pro
         targets=plan.targets if plan else (),
         labels=entry.labels if labels is None else labels,
         verb=plan.verb if plan else "",
+        host=plan.host if plan else "",
     )
 
 
@@ -201,7 +207,7 @@ def _(cmd: DecidePolicy, world: World, now: datetime) -> list[DomainEvent]:
     if entry.status != "proposed":
         raise Rejected(f"policy already decided on action {entry.id} ({entry.status})")
     rules = cmd.rules
-    mode = rules.mode_for(entry.runbook_id)
+    mode = rules.mode_for(entry.runbook_id, cmd.labels)
     if cmd.plan is None or cmd.plan_error:
         verdict = Verdict(
             outcome="refuse",
@@ -218,9 +224,7 @@ def _(cmd: DecidePolicy, world: World, now: datetime) -> list[DomainEvent]:
     out = _Out(world, now)
     out.emit(
         PolicyDecided(
-            originator_id=entry.id,
-            originator_version=entry.version + 1,
-            timestamp=now,
+            **next_of(entry, now),
             incident_id=entry.incident_id,
             outcome=verdict.outcome,
             mode=verdict.mode,
@@ -240,21 +244,17 @@ def _(cmd: DecidePolicy, world: World, now: datetime) -> list[DomainEvent]:
     expires = now + rules.approval_timeout
     out.emit(
         ApprovalRequested(
-            originator_id=entry.id,
-            originator_version=_v(world, entry.id),
-            timestamp=now,
+            **stamp(entry.id, _v(world, entry.id), now),
             incident_id=entry.incident_id,
             expires_at=expires,
             approvals_required=verdict.approvals_required,
-            summary=cmd.plan.summary if cmd.plan else entry.action_id,
+            summary=where(cmd.plan) if cmd.plan else entry.action_id,
         )
     )
     subjects = (entry.id, entry.incident_id)
     out.emit(
         DeadlineSet(
-            originator_id=deadline_id(APPROVAL_DEADLINE, entry.id),
-            originator_version=1,
-            timestamp=now,
+            **first_of(deadline_id(APPROVAL_DEADLINE, entry.id), now),
             kind=APPROVAL_DEADLINE,
             due_at=expires,
             subjects=subjects,
@@ -263,9 +263,7 @@ def _(cmd: DecidePolicy, world: World, now: datetime) -> list[DomainEvent]:
     if timedelta(0) < rules.reminder_before < rules.approval_timeout:
         out.emit(
             DeadlineSet(
-                originator_id=deadline_id(REMINDER_DEADLINE, entry.id),
-                originator_version=1,
-                timestamp=now,
+                **first_of(deadline_id(REMINDER_DEADLINE, entry.id), now),
                 kind=REMINDER_DEADLINE,
                 due_at=expires - rules.reminder_before,
                 subjects=subjects,
@@ -297,9 +295,7 @@ def _(cmd: ApproveAction, world: World, now: datetime) -> list[DomainEvent]:
     count = len(entry.approvals) + 1
     out.emit(
         ActionApproved(
-            originator_id=entry.id,
-            originator_version=entry.version + 1,
-            timestamp=now,
+            **next_of(entry, now),
             incident_id=entry.incident_id,
             by=cmd.by,
             role=cmd.role,
@@ -326,9 +322,7 @@ def _(cmd: RejectAction, world: World, now: datetime) -> list[DomainEvent]:
     out = _Out(world, now)
     out.emit(
         ActionRejected(
-            originator_id=entry.id,
-            originator_version=entry.version + 1,
-            timestamp=now,
+            **next_of(entry, now),
             incident_id=entry.incident_id,
             by=cmd.by,
             role=cmd.role,
@@ -345,9 +339,7 @@ def _(cmd: RecordRefusal, world: World, now: datetime) -> list[DomainEvent]:
     out = _Out(world, now)
     out.emit(
         ActionRequestRefused(
-            originator_id=cmd.record_id,
-            originator_version=1,
-            timestamp=now,
+            **first_of(cmd.record_id, now),
             action=cmd.action,
             request=cmd.request,
             by=cmd.by,
@@ -369,9 +361,7 @@ def _(cmd: ExpireApproval, world: World, now: datetime) -> list[DomainEvent]:
     out = _Out(world, now)
     out.emit(
         ApprovalExpired(
-            originator_id=entry.id,
-            originator_version=entry.version + 1,
-            timestamp=now,
+            **next_of(entry, now),
             incident_id=entry.incident_id,
             expires_at=entry.expires_at,
         )
@@ -397,9 +387,7 @@ def _(cmd: RemindApproval, world: World, now: datetime) -> list[DomainEvent]:
     out = _Out(world, now)
     out.emit(
         ApprovalReminded(
-            originator_id=entry.id,
-            originator_version=entry.version + 1,
-            timestamp=now,
+            **next_of(entry, now),
             incident_id=entry.incident_id,
             expires_at=entry.expires_at,
             reason=(
@@ -419,9 +407,7 @@ def _(cmd: CancelAction, world: World, now: datetime) -> list[DomainEvent]:
     out = _Out(world, now)
     out.emit(
         ActionCancelled(
-            originator_id=entry.id,
-            originator_version=entry.version + 1,
-            timestamp=now,
+            **next_of(entry, now),
             incident_id=entry.incident_id,
             reason=cmd.reason,
         )
@@ -453,9 +439,7 @@ def _(cmd: DispatchAction, world: World, now: datetime) -> list[DomainEvent]:
     out = _Out(world, now)
     out.emit(
         DriftChecked(
-            originator_id=entry.id,
-            originator_version=entry.version + 1,
-            timestamp=now,
+            **next_of(entry, now),
             passed=not problems,
             checks=(*lines, *(f"✗ {p}" for p in problems)),
         )
@@ -463,9 +447,7 @@ def _(cmd: DispatchAction, world: World, now: datetime) -> list[DomainEvent]:
     if problems:
         out.emit(
             ActionCancelled(
-                originator_id=entry.id,
-                originator_version=_v(world, entry.id),
-                timestamp=now,
+                **stamp(entry.id, _v(world, entry.id), now),
                 incident_id=entry.incident_id,
                 reason="drift check: " + "; ".join(problems),
             )
@@ -473,9 +455,7 @@ def _(cmd: DispatchAction, world: World, now: datetime) -> list[DomainEvent]:
         return out.events
     out.emit(
         ActionDispatched(
-            originator_id=entry.id,
-            originator_version=_v(world, entry.id),
-            timestamp=now,
+            **stamp(entry.id, _v(world, entry.id), now),
             incident_id=entry.incident_id,
             idempotency_key=cmd.idempotency_key,
             plan=entry.plan,
@@ -533,9 +513,7 @@ def _(cmd: RecordVerification, world: World, now: datetime) -> list[DomainEvent]
     if cmd.passed:
         out.emit(
             VerificationPassed(
-                originator_id=entry.id,
-                originator_version=entry.version + 1,
-                timestamp=now,
+                **next_of(entry, now),
                 detail=cmd.detail,
                 observed_at=now,
             )
@@ -543,9 +521,7 @@ def _(cmd: RecordVerification, world: World, now: datetime) -> list[DomainEvent]
         return out.events
     out.emit(
         VerificationFailed(
-            originator_id=entry.id,
-            originator_version=entry.version + 1,
-            timestamp=now,
+            **next_of(entry, now),
             reason=cmd.detail,
         )
     )
@@ -567,9 +543,7 @@ def _(cmd: DispatchRollback, world: World, now: datetime) -> list[DomainEvent]:
     out = _Out(world, now)
     out.emit(
         RollbackDispatched(
-            originator_id=entry.id,
-            originator_version=entry.version + 1,
-            timestamp=now,
+            **next_of(entry, now),
             incident_id=entry.incident_id,
             idempotency_key=cmd.idempotency_key,
             plan=entry.rollback_plan,
@@ -599,9 +573,7 @@ def _(cmd: PauseExecution, world: World, now: datetime) -> list[DomainEvent]:
     out = _Out(world, now)
     out.emit(
         ExecutionPaused(
-            originator_id=KILL_SWITCH,
-            originator_version=book.switch_version + 1,
-            timestamp=now,
+            **stamp(KILL_SWITCH, book.switch_version + 1, now),
             by=cmd.by,
             reason=cmd.reason,
         )
@@ -619,9 +591,7 @@ def _(cmd: ResumeExecution, world: World, now: datetime) -> list[DomainEvent]:
     out = _Out(world, now)
     out.emit(
         ExecutionResumed(
-            originator_id=KILL_SWITCH,
-            originator_version=book.switch_version + 1,
-            timestamp=now,
+            **stamp(KILL_SWITCH, book.switch_version + 1, now),
             by=cmd.by,
         )
     )
@@ -757,6 +727,7 @@ def _(event: ActionDispatched, world: World) -> None:
                 kind=event.plan.kind,
                 target=target,
                 at=event.timestamp,
+                host=event.plan.host,
             )
         )
     if len(book.dispatches) > book.dispatches_kept:

@@ -40,6 +40,9 @@ from daemon.domain.events import (
     SilenceCreated,
     SilenceEnded,
     SilencePurged,
+    first_of,
+    next_of,
+    stamp,
 )
 from daemon.domain.evolve import evolve
 from daemon.domain.state import Incident, World
@@ -104,9 +107,7 @@ def _fire(out: _Out, alert: Alert) -> None:
     if silences:
         out.emit(
             AlertSilenced(
-                originator_id=silenced_stream_id(alert, world.silenced_episodes + 1),
-                originator_version=1,
-                timestamp=now,
+                **first_of(silenced_stream_id(alert, world.silenced_episodes + 1), now),
                 alert=alert,
                 silence_ids=silences,
             )
@@ -123,9 +124,7 @@ def _fire(out: _Out, alert: Alert) -> None:
         inc_id = incident_id_for(key, now)
         out.emit(
             IncidentOpened(
-                originator_id=inc_id,
-                originator_version=1,
-                timestamp=now,
+                **first_of(inc_id, now),
                 group_key=key,
                 group_labels=world.policy.group_labels(alert.labels),
             )
@@ -133,18 +132,14 @@ def _fire(out: _Out, alert: Alert) -> None:
     elif inc.state == "resolved":
         out.emit(
             IncidentReopened(
-                originator_id=inc.id,
-                originator_version=inc.version + 1,
-                timestamp=now,
+                **next_of(inc, now),
                 reason=f"{alert.name or alert.fingerprint} fired again within the reopen window",
             )
         )
     inc = world.incidents[inc_id]  # type: ignore[index]
     out.emit(
         AlertFired(
-            originator_id=inc.id,
-            originator_version=inc.version + 1,
-            timestamp=now,
+            **next_of(inc, now),
             alert=alert,
         )
     )
@@ -207,9 +202,7 @@ def _close(out: _Out, inc: Incident) -> None:
     window = out.world.policy.reopen_window
     out.emit(
         IncidentClosed(
-            originator_id=inc.id,
-            originator_version=inc.version + 1,
-            timestamp=out.now,
+            **next_of(inc, out.now),
             reason=f"resolved for {format_duration(window)} without reopening",
         )
     )
@@ -225,9 +218,7 @@ def _resolve_alert(out: _Out, fingerprint: str, at: datetime, reason: str) -> No
     )
     out.emit(
         AlertResolved(
-            originator_id=st.stream_id,
-            originator_version=version,
-            timestamp=now,
+            **stamp(st.stream_id, version, now),
             fingerprint=fingerprint,
             resolved_at=min(at, now),
             reason=reason,
@@ -239,9 +230,7 @@ def _resolve_alert(out: _Out, fingerprint: str, at: datetime, reason: str) -> No
     if inc.firing == 0 and inc.is_active:
         out.emit(
             IncidentResolved(
-                originator_id=inc.id,
-                originator_version=inc.version + 1,
-                timestamp=now,
+                **next_of(inc, now),
                 reason="all alerts resolved",
             )
         )
@@ -279,9 +268,7 @@ def _(cmd: ReceiveAlert, world: World, now: datetime) -> list[DomainEvent]:
         )
         out.emit(
             AlertUpdated(
-                originator_id=current.stream_id,
-                originator_version=version,
-                timestamp=now,
+                **stamp(current.stream_id, version, now),
                 fingerprint=alert.fingerprint,
                 annotations=alert.annotations,
             )
@@ -296,16 +283,12 @@ def _(cmd: Tick, world: World, now: datetime) -> list[DomainEvent]:
         if s.ended_at is None and now >= s.ends_at:
             out.emit(
                 SilenceEnded(
-                    originator_id=s.id,
-                    originator_version=s.version + 1,
-                    timestamp=now,
+                    **next_of(s, now),
                     reason="expired",
                 )
             )
         elif s.ended_at is not None and now >= s.ended_at + world.policy.silence_retention:
-            out.emit(
-                SilencePurged(originator_id=s.id, originator_version=s.version + 1, timestamp=now)
-            )
+            out.emit(SilencePurged(**next_of(s, now)))
     # Leases due now, from the heap (this runs every second and the hot set can hold
     # tens of thousands of alerts): a renewed lease goes back in at its new end.
     expired: dict[str, datetime] = {}
@@ -350,9 +333,7 @@ def _(cmd: Acknowledge, world: World, now: datetime) -> list[DomainEvent]:
     out = _Out(world, now)
     out.emit(
         IncidentAcknowledged(
-            originator_id=inc.id,
-            originator_version=inc.version + 1,
-            timestamp=now,
+            **next_of(inc, now),
             by=cmd.by,
             comment=cmd.comment,
         )
@@ -371,9 +352,7 @@ def _(cmd: ResolveIncident, world: World, now: datetime) -> list[DomainEvent]:
     reason = f"resolved by {cmd.by}" + (f": {cmd.comment}" if cmd.comment else "")
     out.emit(
         IncidentResolved(
-            originator_id=inc.id,
-            originator_version=inc.version + 1,
-            timestamp=now,
+            **next_of(inc, now),
             by=cmd.by,
             reason=reason,
         )
@@ -400,9 +379,7 @@ def _(cmd: CreateSilence, world: World, now: datetime) -> list[DomainEvent]:
     out = _Out(world, now)
     out.emit(
         SilenceCreated(
-            originator_id=cmd.silence_id,
-            originator_version=1,
-            timestamp=now,
+            **first_of(cmd.silence_id, now),
             matchers=cmd.matchers,
             starts_at=cmd.starts_at,
             ends_at=cmd.ends_at,
@@ -423,9 +400,7 @@ def _(cmd: EndSilence, world: World, now: datetime) -> list[DomainEvent]:
     out = _Out(world, now)
     out.emit(
         SilenceEnded(
-            originator_id=s.id,
-            originator_version=s.version + 1,
-            timestamp=now,
+            **next_of(s, now),
             by=cmd.by,
             reason=f"removed by {cmd.by}",
         )
@@ -437,9 +412,7 @@ def _(cmd: EndSilence, world: World, now: datetime) -> list[DomainEvent]:
 def _(cmd: RecordDeadLetter, world: World, now: datetime) -> list[DomainEvent]:
     return [
         DeadLetterRecorded(
-            originator_id=cmd.record_id,
-            originator_version=1,
-            timestamp=now,
+            **first_of(cmd.record_id, now),
             source=cmd.source,
             reason=cmd.reason,
             payload=cmd.payload,

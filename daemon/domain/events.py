@@ -4,6 +4,7 @@ aggregate7 example): an originator stream, a version within it, and when it happ
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Protocol, TypedDict
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
@@ -20,6 +21,39 @@ class DomainEvent(BaseModel):
     originator_id: UUID
     originator_version: int
     timestamp: datetime
+
+
+class Stamp(TypedDict):
+    """The fields every event starts with, spread into it: `Event(**next_of(inc, now), ...)`."""
+
+    originator_id: UUID
+    originator_version: int
+    timestamp: datetime
+
+
+class Stream(Protocol):
+    """An aggregate as a stream: its id and the version of its latest event."""
+
+    @property
+    def id(self) -> UUID: ...
+
+    @property
+    def version(self) -> int: ...
+
+
+def stamp(stream_id: UUID, version: int, now: datetime) -> Stamp:
+    """The stamp of the event at `version` in the stream `stream_id`, happening `now`."""
+    return Stamp(originator_id=stream_id, originator_version=version, timestamp=now)
+
+
+def first_of(stream_id: UUID, now: datetime) -> Stamp:
+    """The stamp of the event that starts the stream `stream_id`."""
+    return stamp(stream_id, 1, now)
+
+
+def next_of(aggregate: Stream, now: datetime) -> Stamp:
+    """The stamp of the event that follows `aggregate`'s latest one."""
+    return stamp(aggregate.id, aggregate.version + 1, now)
 
 
 # --- incidents -------------------------------------------------------------------------

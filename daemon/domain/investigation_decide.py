@@ -15,7 +15,7 @@ from jsonschema import Draft202012Validator
 
 from daemon.domain.commands import Rejected
 from daemon.domain.decide import _decide, _Out, emit_one
-from daemon.domain.events import DomainEvent
+from daemon.domain.events import DomainEvent, first_of, next_of, stamp
 from daemon.domain.evolve import evolve
 from daemon.domain.investigation_model import (
     AbandonInvestigation,
@@ -79,9 +79,7 @@ def _(cmd: StartInvestigation, world: World, now: datetime) -> list[DomainEvent]
     out = _Out(world, now)
     out.emit(
         InvestigationStarted(
-            originator_id=cmd.investigation_id,
-            originator_version=1,
-            timestamp=now,
+            **first_of(cmd.investigation_id, now),
             incident_id=cmd.incident_id,
             run=cmd.run,
             runbook_id=cmd.runbook_id,
@@ -107,9 +105,7 @@ def _(cmd: RecordLLMRequest, world: World, now: datetime) -> list[DomainEvent]:
     return emit_one(
         world,
         LLMRequested(
-            originator_id=inv.id,
-            originator_version=inv.version + 1,
-            timestamp=now,
+            **next_of(inv, now),
             step=cmd.step,
             final=cmd.final,
             prompt_hash=cmd.prompt_hash,
@@ -127,9 +123,7 @@ def _(cmd: RecordLLMResponse, world: World, now: datetime) -> list[DomainEvent]:
     return emit_one(
         world,
         LLMResponded(
-            originator_id=inv.id,
-            originator_version=inv.version + 1,
-            timestamp=now,
+            **next_of(inv, now),
             step=cmd.step,
             message=cmd.message,
             tool_calls=cmd.tool_calls,
@@ -150,9 +144,7 @@ def _(cmd: RecordLLMFailure, world: World, now: datetime) -> list[DomainEvent]:
     return emit_one(
         world,
         LLMFailed(
-            originator_id=inv.id,
-            originator_version=inv.version + 1,
-            timestamp=now,
+            **next_of(inv, now),
             step=cmd.step,
             error=cmd.error[:2000],
         ),
@@ -165,9 +157,7 @@ def _(cmd: RecordToolCall, world: World, now: datetime) -> list[DomainEvent]:
     return emit_one(
         world,
         ToolCalled(
-            originator_id=inv.id,
-            originator_version=inv.version + 1,
-            timestamp=now,
+            **next_of(inv, now),
             call_id=cmd.call_id,
             tool=cmd.tool,
             arguments=cmd.arguments,
@@ -182,9 +172,7 @@ def _(cmd: RecordToolResult, world: World, now: datetime) -> list[DomainEvent]:
     return emit_one(
         world,
         ToolResulted(
-            originator_id=inv.id,
-            originator_version=inv.version + 1,
-            timestamp=now,
+            **next_of(inv, now),
             call_id=cmd.call_id,
             tool=cmd.tool,
             status=cmd.status,
@@ -221,9 +209,7 @@ def _(cmd: ProposeAction, world: World, now: datetime) -> list[DomainEvent]:
     out = _Out(world, now)
     out.emit(
         ActionProposed(
-            originator_id=inv.id,
-            originator_version=inv.version + 1,
-            timestamp=now,
+            **next_of(inv, now),
             proposal_id=pid,
             incident_id=inv.incident_id,
             runbook_id=inv.runbook_id,
@@ -237,13 +223,13 @@ def _(cmd: ProposeAction, world: World, now: datetime) -> list[DomainEvent]:
             rollback=spec.rollback,
             call_id=cmd.call_id,
             proposed_by=cmd.proposed_by,
+            target=cmd.target,
+            target_source=cmd.target_source,
         )
     )
     out.emit(
         ToolResulted(
-            originator_id=inv.id,
-            originator_version=inv.version + 2,
-            timestamp=now,
+            **stamp(inv.id, inv.version + 2, now),
             call_id=cmd.call_id,
             tool="propose_action",
             status="ok",
@@ -262,9 +248,7 @@ def _(cmd: ExhaustBudget, world: World, now: datetime) -> list[DomainEvent]:
     return emit_one(
         world,
         BudgetExhausted(
-            originator_id=inv.id,
-            originator_version=inv.version + 1,
-            timestamp=now,
+            **next_of(inv, now),
             limit=cmd.limit,
             detail=cmd.detail,
         ),
@@ -277,9 +261,7 @@ def _(cmd: ConcludeInvestigation, world: World, now: datetime) -> list[DomainEve
     out = _Out(world, now)
     out.emit(
         InvestigationConcluded(
-            originator_id=inv.id,
-            originator_version=inv.version + 1,
-            timestamp=now,
+            **next_of(inv, now),
             summary=cmd.summary,
             probable_cause=cmd.probable_cause,
             evidence=cmd.evidence,
@@ -290,9 +272,7 @@ def _(cmd: ConcludeInvestigation, world: World, now: datetime) -> list[DomainEve
     if cmd.escalate:
         out.emit(
             InvestigationEscalated(
-                originator_id=inv.id,
-                originator_version=inv.version + 2,
-                timestamp=now,
+                **stamp(inv.id, inv.version + 2, now),
                 incident_id=inv.incident_id,
                 reason=cmd.escalate,
             )
@@ -306,9 +286,7 @@ def _(cmd: AbandonInvestigation, world: World, now: datetime) -> list[DomainEven
     return emit_one(
         world,
         InvestigationAbandoned(
-            originator_id=inv.id,
-            originator_version=inv.version + 1,
-            timestamp=now,
+            **next_of(inv, now),
             reason=cmd.reason,
         ),
     )

@@ -200,6 +200,10 @@ class ActionProposed(DomainEvent):
     rollback: str = ""
     call_id: str
     proposed_by: str
+    # The host the action is about (version 2): derived from the alert's labels or set by
+    # the runbook; "" when nothing named one (then it means this host), and how it was found.
+    target: str = ""
+    target_source: str = ""
 
 
 class BudgetExhausted(DomainEvent):
@@ -416,6 +420,8 @@ class ProposeAction:
     rationale: str
     evidence: tuple[EvidenceRef, ...] = ()
     proposed_by: str = "agent"
+    target: str = ""
+    target_source: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,6 +70,11 @@ def _dead_letter_v1_to_v2(state: dict[str, Any]) -> dict[str, Any]:
     return {**state, "truncated": int(state.get("size", 0)) > kept}
 
 
+def _action_proposed_v1_to_v2(state: dict[str, Any]) -> dict[str, Any]:
+    """v2 names the target host; v1 proposals were all run on this host."""
+    return {**state, "target": "", "target_source": "proposed before targets existed"}
+
+
 # Every stored event type. Names are forever: never rename or reuse one.
 TYPES: tuple[EventType, ...] = (
     # incidents, silences, intake
@@ -100,7 +105,7 @@ TYPES: tuple[EventType, ...] = (
     EventType("LLMFailed", inv.LLMFailed),
     EventType("ToolCalled", inv.ToolCalled),
     EventType("ToolResulted", inv.ToolResulted),
-    EventType("ActionProposed", inv.ActionProposed),
+    EventType("ActionProposed", inv.ActionProposed, version=2),
     EventType("InvestigationConcluded", inv.InvestigationConcluded),
     EventType("InvestigationEscalated", inv.InvestigationEscalated),
     EventType("InvestigationAbandoned", inv.InvestigationAbandoned),
@@ -150,6 +155,7 @@ TYPES: tuple[EventType, ...] = (
 # (name, stored version) -> the same event one version later, as a JSON object.
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("DeadLetterRecorded", 1): _dead_letter_v1_to_v2,
+    ("ActionProposed", 1): _action_proposed_v1_to_v2,
 }
 
 BY_NAME: dict[str, EventType] = {t.name: t for t in TYPES}

@@ -11,8 +11,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, field_validator
 
+from daemon.config.problems import problems
 from daemon.domain.alert_model import Alert, fingerprint
+from daemon.domain.limits import DEFAULT_LIMITS, AlertLimits, alert_problems
 
+_FAR_FUTURE = timedelta(days=36_525)
 _ZERO_YEAR = 1  # Go's zero time, 0001-01-01T00:00:00Z, means "not set"
 
 
@@ -79,23 +82,8 @@ def _set(t: datetime | None) -> datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
-def _loc(prefix: str, loc: tuple[int | str, ...]) -> str:
-    out = prefix
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "body"
-
-
 def _errors(prefix: str, exc: ValidationError) -> PayloadError:
-    problems = []
-    for e in exc.errors(include_url=False):
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "missing":
-            msg = "required field is missing"
-        elif e["type"] == "json_invalid":
-            msg = f"malformed JSON ({e.get('ctx', {}).get('error', 'invalid')})"
-        problems.append(f"{_loc(prefix, tuple(e['loc']))}: {msg}")
-    return PayloadError(problems[:20])
+    return PayloadError(problems(exc.errors(include_url=False), prefix=prefix, noun="field")[:20])
 
 
 def _normalize(
@@ -106,9 +94,21 @@ def _normalize(
     source: str,
     where: str | int,
     fp: str = "",
+    limits: AlertLimits = DEFAULT_LIMITS,
 ) -> Alert:
+    at = f"alerts[{where}]" if isinstance(where, int) else where
+    problems = alert_problems(a.labels, a.annotations, limits)
+    if problems:
+        raise PayloadError([f"{at}.{p}" for p in problems])
     starts = _set(a.startsAt) or now
     ends = _set(a.endsAt)
+    if starts > now + _FAR_FUTURE:
+        # Clock skew is tolerated; a start near year 9999 overflows every sum taken with it.
+        raise PayloadError([f"{at}.startsAt: more than 100 years ahead of now"])
+    ceiling = now + limits.max_lease
+    if ends is not None and ends > ceiling:
+        # A lease no longer than the ceiling: a live sender renews it, a dead one ends.
+        ends = max(ceiling, starts)
     # isinstance, not getattr with a default: a missing attribute on a pydantic model costs
     # an exception per alert on the hot path.
     status: Literal["firing", "resolved"] = a.status if isinstance(a, WebhookAlert) else "firing"
@@ -116,8 +116,6 @@ def _normalize(
         # Alertmanager semantics: an alert without endsAt holds a lease of resolve_timeout.
         ends = now + resolve_timeout
     if ends is not None and ends < starts:
-        # `where` is an index into `alerts` or a name: formatted only when it is needed.
-        at = f"alerts[{where}]" if isinstance(where, int) else where
         raise PayloadError([f"{at}.endsAt: is before startsAt"])
     if status == "firing" and ends is not None and ends <= now:
         status = "resolved"
@@ -134,7 +132,12 @@ def _normalize(
 
 
 def parse_postable_alerts(
-    body: bytes | str, *, now: datetime, resolve_timeout: timedelta, source: str = "api_v2"
+    body: bytes | str,
+    *,
+    now: datetime,
+    resolve_timeout: timedelta,
+    source: str = "api_v2",
+    limits: AlertLimits = DEFAULT_LIMITS,
 ) -> list[Alert]:
     """Parse a `POST /api/v2/alerts` body (a JSON array of postable alerts)."""
     try:
@@ -142,7 +145,9 @@ def parse_postable_alerts(
     except ValidationError as e:
         raise _errors("alerts", e) from None
     return [
-        _normalize(a, now=now, resolve_timeout=resolve_timeout, source=source, where=i)
+        _normalize(
+            a, now=now, resolve_timeout=resolve_timeout, source=source, where=i, limits=limits
+        )
         for i, a in enumerate(items)
     ]
 
@@ -158,7 +163,13 @@ def parse_postable_alert(
     return _normalize(a, now=now, resolve_timeout=resolve_timeout, source=source, where="alert")
 
 
-def parse_webhook(body: bytes | str, *, now: datetime, source: str = "alertmanager") -> list[Alert]:
+def parse_webhook(
+    body: bytes | str,
+    *,
+    now: datetime,
+    source: str = "alertmanager",
+    limits: AlertLimits = DEFAULT_LIMITS,
+) -> list[Alert]:
     """Parse an Alertmanager webhook (v4). Firing alerts carry no lease: Alertmanager resolves."""
     try:
         payload = _WEBHOOK.validate_json(body)
@@ -169,7 +180,15 @@ def parse_webhook(body: bytes | str, *, now: datetime, source: str = "alertmanag
             [f"version: expected webhook payload version 4, got {payload.version!r}"]
         )
     return [
-        _normalize(a, now=now, resolve_timeout=None, source=source, where=i, fp=a.fingerprint)
+        _normalize(
+            a,
+            now=now,
+            resolve_timeout=None,
+            source=source,
+            where=i,
+            fp=a.fingerprint,
+            limits=limits,
+        )
         for i, a in enumerate(payload.alerts)
     ]
 

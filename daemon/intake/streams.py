@@ -15,6 +15,7 @@ from typing import Any, Protocol, Self
 
 from eventsourcing.persistence import Tracking
 
+from daemon.domain.backoff import backoff_delay
 from daemon.domain.commands import Command
 from daemon.domain.events import DomainEvent
 from daemon.domain.state import World
@@ -49,11 +50,7 @@ def describe(e: BaseException) -> str:
 
 
 class Backoff:
-    """Exponential backoff with jitter: each delay is drawn from [d/2, d], d doubling to `cap`.
-
-    Half the delay is fixed so a flapping broker is not hammered; the random half spreads
-    many clients (or many daemons) apart after a broker restart.
-    """
+    """A reconnect loop's backoff: `backoff_delay` over the failures since it last connected."""
 
     def __init__(
         self, first: float, cap: float, rand: Callable[[], float] = random.random
@@ -65,9 +62,9 @@ class Backoff:
 
     def next(self) -> float:
         """The next delay in seconds."""
-        d = min(self.cap, self.first * 2.0**self.attempt)
-        self.attempt = min(self.attempt + 1, 62)
-        return d / 2 + self.rand() * d / 2
+        delay = backoff_delay(self.first, self.cap, self.attempt, self.rand)
+        self.attempt += 1
+        return delay
 
     def reset(self) -> None:
         """Connected again: start from the shortest delay next time."""

@@ -94,11 +94,17 @@ def _findings(world: object, incident_id: UUID) -> tuple[str, str, list[Proposal
             runs_text = kind + "(" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")"
             entry = book.get(p.proposal_id) if hasattr(book, "get") else None
             plan = getattr(entry, "plan", None)
+            host = str(getattr(plan, "host", "") or getattr(entry, "target", "") or "")
+            if host:
+                runs_text += f" on {host}"
+            planned = str(getattr(plan, "summary", "") or "")
+            if planned and host:
+                planned += f" on {host}"
             proposals.append(
                 Proposal(
                     action_id=str(getattr(p, "proposal_id", "") or getattr(p, "action_id", "")),
                     kind=str(getattr(p, "action_id", kind)),
-                    runs=str(getattr(plan, "summary", "") or runs_text),
+                    runs=planned or runs_text,
                     risk=str(getattr(p, "risk", "")),
                     status=str(getattr(entry, "status", "") or getattr(p, "status", "proposed")),
                     rationale=str(getattr(p, "rationale", "")),

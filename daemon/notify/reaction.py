@@ -54,11 +54,11 @@ from daemon.engine.ingest import Ingestor
 from daemon.notify.content import digest, incident_message, summary_message
 from daemon.notify.followups import FOLLOW_UPS, follow_up_note, incident_of
 from daemon.notify.pipeline import (
+    ChatNotifier,
     Dedup,
     Deliver,
     Message,
     Notice,
-    Notifier,
     Outcome,
     Pipeline,
     RetryPolicy,
@@ -89,7 +89,7 @@ class NotifyReaction:
     def __init__(
         self,
         ingestor: Ingestor,
-        notifiers: Mapping[str, Notifier],
+        notifiers: Mapping[str, ChatNotifier],
         config: NotificationsConfig,
         clock: Callable[[], datetime],
         *,

@@ -16,7 +16,7 @@ from typing import Any
 import uvicorn
 
 from daemon.config.auth import Authenticator
-from daemon.config.secrets import resolve_secret
+from daemon.config.secrets import resolved
 from daemon.config.settings import ConfigError, Settings, load_config
 from daemon.domain import Rejected
 from daemon.engine.ingest import Ingestor
@@ -30,9 +30,10 @@ from daemon.notify.pipeline import notification_status
 from daemon.runtime import memory
 from daemon.runtime.logs import setup_logging
 from daemon.runtime.outcome_metrics import OutcomeHistograms
-from daemon.runtime.sdnotify import Notifier
-from daemon.runtime.wiring import build_ingestor, build_reactions, build_sources
-from daemon.web.app import ApiContext, create_app
+from daemon.runtime.sdnotify import SystemdNotifier
+from daemon.runtime.wiring import build_ingestor, build_reactions, build_sources, reload_hosts
+from daemon.web.app import create_app
+from daemon.web.context import ApiContext
 
 log = logging.getLogger("watchkeeper.runtime")
 
@@ -83,22 +84,9 @@ class QuietServer(uvicorn.Server):
 
 def all_secrets(settings: Settings) -> list[str]:
     """Every resolvable secret value, so logs can scrub them."""
-    out = []
-    refs = [t.token for t in settings.auth.tokens]
-    if settings.auth.ingest_token:
-        refs.append(settings.auth.ingest_token)
-    for ref in refs:
-        with contextlib.suppress(ValueError):
-            out.append(resolve_secret(ref))
+    out = resolved(settings.secret_refs()) + resolved(settings.notifications.secret_refs())
     if "@" in settings.store and ":" in settings.store.split("@")[0]:
         out.append(settings.store.split("@")[0].rsplit(":", 1)[1])
-    out.extend(settings.notifications.secret_values())
-    for ref in (settings.agent.secret_refs() | settings.actions.secret_refs()).values():
-        with contextlib.suppress(ValueError):
-            out.append(resolve_secret(ref))
-    for ref in settings.sources.secret_refs().values():
-        with contextlib.suppress(ValueError):
-            out.append(resolve_secret(ref))
     return out
 
 
@@ -126,7 +114,7 @@ class Supervisor:
         config_path: str | Path | None = None,
         *,
         clock: Callable[[], datetime] = utcnow,
-        notifier: Notifier | None = None,
+        notifier: SystemdNotifier | None = None,
         owns_process: bool = False,
     ) -> None:
         self.settings = settings
@@ -138,7 +126,7 @@ class Supervisor:
         self.tidied_at: datetime | None = None
         self.config_path = config_path
         self.clock = clock
-        self.notifier = notifier or Notifier()
+        self.notifier = notifier or SystemdNotifier()
         self.metrics = Metrics()
         self.started = time.monotonic()
         self.stop = asyncio.Event()
@@ -378,17 +366,20 @@ class Supervisor:
                 ("tuning", old.tuning, new.tuning),
                 ("notifications", old.notifications, new.notifications),
                 ("sources", old.sources, new.sources),
+                ("inventory.ssh", old.inventory.ssh, new.inventory.ssh),
             )
             if a != b
         ]
         self.settings = new
         await self._configure_rules(new, resuming=False)
+        if self.reactor is not None:
+            reload_hosts(self.reactor.reactions, new)
         setup_logging(new.logging.format, new.logging.level, all_secrets(new))
         if self.ctx is not None:
             self.ctx.settings = new
             self.ctx.auth = Authenticator(new)
         log.info(
-            "config reloaded (auth, logging, http limits applied)%s",
+            "config reloaded (auth, logging, http limits, inventory applied)%s",
             f"; restart needed for: {', '.join(needs_restart)}" if needs_restart else "",
         )
         self.notifier.send("READY=1", f"STATUS={self.status_line()}")

@@ -52,7 +52,7 @@ _HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 @dataclass(frozen=True)
 class Listing:
-    """One page of filtered incident rows and how to reach the others."""
+    """One page of filtered incident rows and how to reach the others (pages count from 0)."""
 
     rows: list[dict[str, Any]]
     total: int
@@ -61,12 +61,19 @@ class Listing:
     query: dict[str, str]
     problem: str = ""
 
+    @property
+    def more(self) -> bool:
+        """Whether a later page exists."""
+        return self.page + 1 < self.pages
+
     def link(self, page: int) -> str:
         """The URL of another page with the same filters."""
         return "/?" + urlencode({**{k: v for k, v in self.query.items() if v}, "page": page})
 
 
-def select_rows(rows: list[dict[str, Any]], world: World, params: dict[str, str]) -> Listing:
+def select_rows(
+    rows: list[dict[str, Any]], world: World, params: dict[str, str], size: int = PAGE_SIZE
+) -> Listing:
     """Filter rows by state, severity, label matchers, assignee and text; cut one page."""
     query = {k: params.get(k, "").strip() for k in ("state", "severity", "match", "assignee", "q")}
     problem = ""
@@ -93,13 +100,14 @@ def select_rows(rows: list[dict[str, Any]], world: World, params: dict[str, str]
         ):
             continue
         picked.append(r)
-    pages = max(1, -(-len(picked) // PAGE_SIZE))
+    size = max(1, size)
+    pages = max(1, -(-len(picked) // size))
     try:
-        page = min(max(1, int(params.get("page", "1") or 1)), pages)
+        page = min(max(0, int(params.get("page", "0") or 0)), pages - 1)
     except ValueError:
-        page = 1
-    start = (page - 1) * PAGE_SIZE
-    return Listing(picked[start : start + PAGE_SIZE], len(picked), page, pages, query, problem)
+        page = 0
+    start = page * size
+    return Listing(picked[start : start + size], len(picked), page, pages, query, problem)
 
 
 # --- the timeline, grouped (pure) --------------------------------------------------------

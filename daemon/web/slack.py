@@ -52,6 +52,18 @@ def signature_problem(
     secret: str, body: bytes, timestamp: str | None, signature: str | None, now: float
 ) -> str | None:
     """Why a request is not a genuine, fresh Slack request, or None if it is."""
+    problem = header_problem(timestamp, signature, now)
+    if problem or not timestamp or not signature:
+        return problem
+    base = b"v0:" + timestamp.encode() + b":" + body
+    expected = "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected.encode(), signature.encode()):
+        return "X-Slack-Signature does not match the signing secret"
+    return None
+
+
+def header_problem(timestamp: str | None, signature: str | None, now: float) -> str | None:
+    """What is wrong with the signature headers alone (checked before the body is read)."""
     if not timestamp or not signature:
         return "missing X-Slack-Request-Timestamp or X-Slack-Signature header"
     try:
@@ -60,10 +72,6 @@ def signature_problem(
         return "X-Slack-Request-Timestamp is not a Unix time"
     if abs(now - ts) > REPLAY_WINDOW_SECONDS:
         return "request timestamp is more than 5 minutes from now (possible replay); refused"
-    base = b"v0:" + timestamp.encode() + b":" + body
-    expected = "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected.encode(), signature.encode()):
-        return "X-Slack-Signature does not match the signing secret"
     return None
 
 
@@ -73,36 +81,47 @@ def _action(action_id: str) -> str:
     return parts[1] if len(parts) >= 2 and parts[0] == "wk" else ""
 
 
-def slack_router(ctx: ApiContext, approvals: ApprovalDecider | None = None) -> APIRouter:
-    """The interactions endpoint, bound to a running daemon."""
-    router = APIRouter()
-    replies: set[asyncio.Task[None]] = set()
+class Interactions:
+    """Slack's interactivity endpoint for one daemon, and the replies it is still sending."""
 
-    def tell(response_url: str, text: str) -> None:
+    def __init__(self, ctx: ApiContext, approvals: ApprovalDecider | None = None) -> None:
+        self.ctx = ctx
+        self.approvals = approvals
+        self.replies: set[asyncio.Task[None]] = set()
+
+    def tell(self, response_url: str, text: str) -> None:
         """Answer the person in Slack (ephemeral), without holding up our 3-second reply."""
         if urlparse(response_url).scheme not in ("http", "https"):
             return
         task = asyncio.create_task(_post_reply(response_url, text), name="slack-reply")
-        replies.add(task)
-        task.add_done_callback(replies.discard)
+        self.replies.add(task)
+        task.add_done_callback(self.replies.discard)
 
-    def refuse(status: int, reason: str, response_url: str = "") -> JSONResponse:
+    def refuse(self, status: int, reason: str, response_url: str = "") -> JSONResponse:
+        """Refuse with the reason, told to the person in Slack too when we know where."""
         log.info("slack interaction refused status=%d reason=%s", status, reason)
         if response_url:
-            tell(response_url, reason)
+            self.tell(response_url, reason)
         return JSONResponse({"error": reason}, status_code=status)
 
-    @router.post("/api/v1/slack/interactions")
-    async def interactions(request: Request) -> JSONResponse:
+    async def interactions(self, request: Request) -> JSONResponse:
+        """A button pressed in Slack: check the signature and the person, then act."""
+        ctx, approvals = self.ctx, self.approvals
         app_cfg = ctx.settings.notifications.slack_app
         if not app_cfg.signing_secret:
-            return refuse(
+            return self.refuse(
                 404,
                 "Slack interactivity is not configured (notifications.slack_app.signing_secret)",
             )
+        # Headers first: a request that cannot be genuine is refused before its body is read.
+        problem = header_problem(
+            request.headers.get("x-slack-request-timestamp"),
+            request.headers.get("x-slack-signature"),
+            ctx.clock().timestamp(),
+        )
+        if problem:
+            return self.refuse(401, problem)
         body = await request.body()
-        if len(body) > ctx.settings.http.max_body_bytes:
-            return refuse(413, "request body too large")
         problem = signature_problem(
             resolve_secret(app_cfg.signing_secret),
             body,
@@ -111,19 +130,19 @@ def slack_router(ctx: ApiContext, approvals: ApprovalDecider | None = None) -> A
             ctx.clock().timestamp(),
         )
         if problem:
-            return refuse(401, problem)
+            return self.refuse(401, problem)
         try:
             payload: dict[str, Any] = json.loads(parse_qs(body.decode())["payload"][0])
             user_id = str(payload["user"]["id"])
             action = payload["actions"][0]
         except (KeyError, IndexError, TypeError, ValueError, UnicodeDecodeError):
-            return refuse(
+            return self.refuse(
                 400, "expected a form field `payload` holding a block_actions JSON document"
             )
         response_url = str(payload.get("response_url", ""))
         user = app_cfg.users.get(user_id)
         if user is None:
-            return refuse(
+            return self.refuse(
                 403,
                 f"Slack user {user_id} is not mapped to a watchkeeper identity; ask an admin to "
                 "add it under notifications.slack_app.users",
@@ -132,9 +151,9 @@ def slack_router(ctx: ApiContext, approvals: ApprovalDecider | None = None) -> A
         ident = Identity(user.name, user.role, channel="slack")
         kind = _action(str(action.get("action_id", "")))
         if kind not in ACTIONS:
-            return refuse(400, f"unknown action {action.get('action_id')!r}", response_url)
+            return self.refuse(400, f"unknown action {action.get('action_id')!r}", response_url)
         if not ident.can(ACTIONS[kind]):
-            return refuse(
+            return self.refuse(
                 403,
                 f"{ident.name} has role {ident.role}; {kind} needs role {ACTIONS[kind]} or higher",
                 response_url,
@@ -145,7 +164,7 @@ def slack_router(ctx: ApiContext, approvals: ApprovalDecider | None = None) -> A
                 text = await _acknowledge(ctx, value, ident)
             else:
                 if approvals is None:
-                    return refuse(
+                    return self.refuse(
                         501,
                         "approving actions from Slack is not available: this watchkeeper has no "
                         "approval workflow connected",
@@ -159,15 +178,21 @@ def slack_router(ctx: ApiContext, approvals: ApprovalDecider | None = None) -> A
                     by=ident,
                 )
         except Rejected as e:
-            return refuse(e.status, e.reason, response_url)
+            return self.refuse(e.status, e.reason, response_url)
         except (ValueError, KeyError, TypeError):
-            return refuse(
+            return self.refuse(
                 400, f"button value {value[:100]!r} is not one watchkeeper sent", response_url
             )
         log.info("slack interaction action=%s by=%s slack_user=%s", kind, ident.name, user_id)
-        tell(response_url, text)
+        self.tell(response_url, text)
         return JSONResponse({"ok": True, "result": text})
 
+
+def slack_router(ctx: ApiContext, approvals: ApprovalDecider | None = None) -> APIRouter:
+    """The interactions endpoint, bound to a running daemon."""
+    router = APIRouter()
+    endpoint = Interactions(ctx, approvals).interactions
+    router.add_api_route("/api/v1/slack/interactions", endpoint, methods=["POST"])
     return router
 
 

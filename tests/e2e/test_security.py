@@ -23,7 +23,8 @@ from daemon.domain import GroupingPolicy
 from daemon.engine.ingest import Ingestor
 from daemon.engine.metrics import Metrics
 from daemon.engine.store import EventLog
-from daemon.web.app import ApiContext, create_app
+from daemon.web.app import create_app
+from daemon.web.context import ApiContext
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 TOKENS = {

@@ -149,7 +149,7 @@ def test_append_and_read_back_in_order(event_log: EventLog) -> None:
     assert event_log.stream(a) == [first[0], second[0]]
     raw = event_log.read_raw(0, 100)
     assert [row[0] for row in raw] == ids1 + ids2
-    assert raw[0][1].endswith(":IncidentOpened")
+    assert raw[0][1] == "IncidentOpened"  # the stored name from the registry, not a Python path
 
 
 def test_tracking_position_commits_with_events(event_log: EventLog) -> None:

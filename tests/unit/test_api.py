@@ -21,7 +21,7 @@ from realstack import free_port
 
 from daemon.config.settings import load_config
 from daemon.engine.store import EventLog
-from daemon.runtime.sdnotify import Notifier
+from daemon.runtime.sdnotify import SystemdNotifier
 from daemon.runtime.supervisor import Supervisor
 
 SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "samples"
@@ -91,7 +91,7 @@ async def running(
     path = tmp_path / "watchkeeper.yaml"
     path.write_text(yaml.safe_dump(config))
     clock = Clock(T0)
-    sup = Supervisor(load_config(path), path, clock=clock, notifier=Notifier({}))
+    sup = Supervisor(load_config(path), path, clock=clock, notifier=SystemdNotifier({}))
     task = asyncio.create_task(sup.run(), name="supervisor")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     base = f"http://{config['http']['listen']}"
@@ -426,10 +426,11 @@ async def test_silences_create_list_delete_and_effect(daemon: Daemon) -> None:
     assert listed[sid]["created_by"] == "local"
     assert listed[sid]["ends_at"] == (T0 + timedelta(hours=2)).isoformat()
     other = listed[r.json()["silenceID"]]
+    # The caller as authenticated (here the loopback user), not the createdBy it claims.
     assert (other["state"], other["matchers"], other["created_by"]) == (
         "pending",
         ['instance=~"web.*"'],
-        "alice",
+        "local",
     )
 
     # A silenced alert is recorded but opens nothing.

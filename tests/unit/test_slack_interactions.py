@@ -27,7 +27,8 @@ from daemon.domain import Alert, GroupingPolicy, ReceiveAlert, Rejected, fingerp
 from daemon.engine.ingest import Ingestor
 from daemon.engine.metrics import Metrics
 from daemon.engine.store import EventLog
-from daemon.web.app import ApiContext, create_app
+from daemon.web.app import create_app
+from daemon.web.context import ApiContext
 from daemon.web.slack import signature_problem, slack_router
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
