@@ -19,7 +19,6 @@ err = Console(stderr=True)
 class Client:
     """Where the daemon is, how to authenticate, and how to print replies."""
 
-
     def __init__(self) -> None:
         self.url = "http://127.0.0.1:9797"
         self.token: str | None = None
@@ -27,6 +26,15 @@ class Client:
         self.timeout = 10.0
 
     def request(self, method: str, path: str, **kw: Any) -> Any:
+        """The daemon's JSON answer (exits with the daemon's reason on an error)."""
+        r = self._send(method, path, **kw)
+        return r.json() if r.content else {}
+
+    def request_text(self, method: str, path: str, **kw: Any) -> str:
+        """The daemon's answer as text (an export)."""
+        return self._send(method, path, **kw).text
+
+    def _send(self, method: str, path: str, **kw: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         try:
             r = httpx.request(method, self.url + path, headers=headers, timeout=self.timeout, **kw)
@@ -44,7 +52,7 @@ class Client:
             if r.status_code == 401:
                 hint = " (set WATCHKEEPER_TOKEN or --token / --token-file)"
             fail(f"{method} {path} -> {r.status_code}: {msg}{hint}")
-        return r.json() if r.content else {}
+        return r
 
 
 client = Client()

@@ -14,12 +14,16 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from daemon.cli import contexts
 from daemon.cli.actions import action_rows
 from daemon.cli.actions import register as register_actions
 from daemon.cli.agent import agent_rows, print_investigation, runbooks_app
-from daemon.cli.client import age, client, emit, err, fail, out, resolve_id
+from daemon.cli.client import age, client, emit, err, fail, out
 from daemon.cli.evaluate import register as register_eval
+from daemon.cli.incidents import print_story, resolve_incident_id
+from daemon.cli.incidents import register as register_incident_work
 from daemon.cli.situations import situations_app
+from daemon.cli.stats import register as register_stats
 from daemon.config.settings import ConfigError, load_config
 
 app = typer.Typer(
@@ -39,26 +43,46 @@ app.add_typer(runbooks_app, name="runbooks")
 app.add_typer(situations_app, name="situations")
 register_actions(app)  # actions list|show|approve|reject|dry-run, pause, resume
 register_eval(app)  # eval: replay recorded incidents and score the agent
+register_incident_work(app, incidents_app)  # note, assign, take, unack, snooze, reopen, ...
+register_stats(app)  # stats
+app.add_typer(contexts.context_app, name="context")
 
 @app.callback()
 def _global(
-    url: Annotated[str, typer.Option(envvar="WATCHKEEPER_URL", help="Daemon URL.")] = "http://127.0.0.1:9797",
+    url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="WATCHKEEPER_URL",
+            help="Daemon URL [default: the context's, else http://127.0.0.1:9797].",
+        ),
+    ] = None,
     token: Annotated[
         str | None, typer.Option(envvar="WATCHKEEPER_TOKEN", help="Bearer token.")
     ] = None,
     token_file: Annotated[
         Path | None, typer.Option(envvar="WATCHKEEPER_TOKEN_FILE", help="File holding the token.")
     ] = None,
+    context: Annotated[
+        str | None,
+        typer.Option(
+            envvar="WATCHKEEPER_CONTEXT", help="A stored CLI context (`watchkeeper context`)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    client.url = url.rstrip("/")
+    # Flags and environment first, then the chosen (or current) context, then the default.
+    stored = contexts.chosen(context) if context or not (url and (token or token_file)) else None
+    stored = stored or {}
+    client.url = (url or stored.get("url") or "http://127.0.0.1:9797").rstrip("/")
     client.json = as_json
-    client.token = token
+    client.token = token or None
     if token_file and not token:
         try:
             client.token = token_file.read_text().strip()
         except OSError as e:
             fail(f"--token-file {token_file}: {e.strerror}")
+    if client.token is None and not url:
+        client.token = stored.get("token") or None
 
 
 # --- daemon ----------------------------------------------------------------------------
@@ -110,18 +134,8 @@ def config_check(file: Annotated[Path, typer.Argument(help="YAML config file.")]
 # --- incidents -------------------------------------------------------------------------
 
 
-def _resolve_incident_id(prefix: str) -> str:
-    def ids() -> list[str]:
-        params: dict[str, Any] = {"state": ["open", "acknowledged", "resolved", "closed"]}
-        found: list[str] = []
-        while True:  # every page: the list is paginated
-            data = client.request("GET", "/api/v1/incidents", params={**params, "limit": 1000})
-            found += [i["id"] for i in data["incidents"]]
-            if not data.get("next"):
-                return found
-            params["cursor"] = data["next"]
-
-    return resolve_id(prefix, ids, "incident", "incidents list")
+# Shared with the incident-work commands (daemon/cli/incidents.py), which page through.
+_resolve_incident_id = resolve_incident_id
 
 
 @incidents_app.callback(invoke_without_command=True)
@@ -209,6 +223,7 @@ def incidents_show(
         tl.add_row(str(e["version"]), e["at"], e["type"], str(detail))
     out.print(tl)
     print_investigation(data.get("investigation"))
+    print_story(data)
 
 
 @app.command()

@@ -61,6 +61,22 @@ class HttpConfig(Section):
     ingest_auth: Literal["open", "loopback", "token"] = "loopback"
     external_url: str = ""
     drain_timeout: Duration = timedelta(seconds=10)
+    # Reverse proxies (addresses or networks) whose X-Forwarded-For and single-sign-on
+    # headers (auth.sso) are believed; from anyone else those headers are ignored.
+    trusted_proxies: list[str] = []
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        bad = []
+        for net in v:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                bad.append(net)
+        if bad:
+            raise ValueError(f"not IP addresses or networks: {', '.join(bad)}")
+        return v
 
     @field_validator("listen")
     @classmethod
@@ -94,11 +110,25 @@ class TokenConfig(Section):
     token: str = Field(min_length=1, description="literal, env:NAME, file:/path or credential:NAME")
 
 
+class SsoConfig(Section):
+    """Single sign-on by a reverse proxy (oauth2-proxy and the like) that sets who is calling."""
+
+    enabled: bool = False
+    user_header: str = "X-Forwarded-User"
+    email_header: str = "X-Forwarded-Email"
+    groups_header: str = "X-Forwarded-Groups"
+    # Group -> role; a person gets the highest role of their groups.
+    roles: dict[str, Role] = {}
+    # The role of a signed-in person in no mapped group; none: refused.
+    default_role: Role | None = None
+
+
 class AuthConfig(Section):
-    """Bearer tokens with roles; an optional token for ingestion."""
+    """Bearer tokens with roles; an optional token for ingestion; proxy single sign-on."""
 
     tokens: list[TokenConfig] = []
     ingest_token: str | None = None
+    sso: SsoConfig = SsoConfig()
 
 
 class GroupingConfig(Section):
@@ -107,6 +137,7 @@ class GroupingConfig(Section):
     group_by: list[str] = ["alertname"]
     resolve_timeout: Duration = timedelta(minutes=5)
     reopen_window: Duration = timedelta(minutes=30)
+    resolve_grace: Duration = timedelta(minutes=5)
 
     @field_validator("group_by", mode="before")
     @classmethod
@@ -124,6 +155,7 @@ class GroupingConfig(Section):
             group_by=tuple(self.group_by),
             resolve_timeout=self.resolve_timeout,
             reopen_window=self.reopen_window,
+            resolve_grace=self.resolve_grace,
         )
 
 

@@ -198,6 +198,50 @@ def _release_inhibited(out: _Out) -> None:
         _fire(out, st.alert)
 
 
+def _resolved_while_firing_reason(
+    inc: Incident,
+    world: World,
+    now: datetime,
+    alert: Alert | None = None,
+    started: datetime | None = None,
+) -> str:
+    """Why a resolved incident whose alerts never stopped firing must reopen now ("" if not).
+
+    Only a person resolves an incident with firing alerts. Its alerts reopen it when one
+    fires anew (a later startsAt: a new occurrence) or when they still fire after
+    `resolve_grace` (bounded by the reopen window, so it never closes while firing).
+    """
+    if inc.state != "resolved" or inc.firing == 0 or inc.resolved_at is None:
+        return ""
+    if alert is not None and started is not None and alert.starts_at > started:
+        return f"{alert.name or alert.fingerprint} fired again after a manual resolve"
+    grace = min(world.policy.resolve_grace, world.policy.reopen_window)
+    if now >= inc.resolved_at + grace:
+        return (
+            f"{inc.firing} alert(s) still firing {format_duration(now - inc.resolved_at)} "
+            f"after {inc.resolved_by or 'a person'} resolved it"
+        )
+    return ""
+
+
+def _reopen_if_still_firing(
+    out: _Out, incident_id: UUID | None, alert: Alert | None = None, started: datetime | None = None
+) -> None:
+    inc = out.world.incidents.get(incident_id) if incident_id is not None else None
+    if inc is None:
+        return
+    reason = _resolved_while_firing_reason(inc, out.world, out.now, alert, started)
+    if reason:
+        out.emit(
+            IncidentReopened(
+                originator_id=inc.id,
+                originator_version=inc.version + 1,
+                timestamp=out.now,
+                reason=reason,
+            )
+        )
+
+
 def _reopen_window_over(inc: Incident, world: World, now: datetime) -> bool:
     """Whether a resolved incident stayed resolved for the whole reopen window."""
     return (
@@ -262,6 +306,7 @@ def _(cmd: ReceiveAlert, world: World, now: datetime) -> list[DomainEvent]:
         _fire(out, alert)
         return out.events
     old = current.alert
+    _reopen_if_still_firing(out, current.incident_id, alert, old.starts_at)
     if alert.ends_at is not None:
         # A renewal: soft state, no event (see World.leases).
         if old.ends_at is not None and alert.ends_at > world.leases.get(
@@ -324,8 +369,10 @@ def _(cmd: Tick, world: World, now: datetime) -> list[DomainEvent]:
     if world.inhibited_firing:
         _release_inhibited(out)
     for inc in list(world.incidents.values()):
-        if _reopen_window_over(inc, world, now):
-            _close(out, inc)
+        _reopen_if_still_firing(out, inc.id)
+        current = world.incidents[inc.id]
+        if _reopen_window_over(current, world, now):
+            _close(out, current)
     for hook in TICK_HOOKS:
         out.events.extend(hook(world, now))
     return out.events

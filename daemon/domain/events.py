@@ -122,9 +122,12 @@ class IncidentResolved(DomainEvent):
 
 
 class IncidentReopened(DomainEvent):
-    """An alert fired again in a resolved incident's group within the reopen window."""
+    """An alert fired again in a resolved incident's group within the reopen window, its
+    alerts kept firing after a manual resolve, or a person reopened it (`by`)."""
 
     reason: str
+    by: str = ""
+    channel: str = ""
 
 
 class IncidentClosed(DomainEvent):

@@ -20,6 +20,7 @@ from typing import Any
 
 from daemon.domain import action_model as act
 from daemon.domain import events as ev
+from daemon.domain import incident_work as work
 from daemon.domain import investigation_model as inv
 from daemon.domain import lease
 from daemon.domain import notification_model as note
@@ -93,6 +94,13 @@ TYPES: tuple[EventType, ...] = (
     EventType("SilenceEnded", ev.SilenceEnded),
     EventType("SilencePurged", ev.SilencePurged),
     EventType("DeadLetterRecorded", ev.DeadLetterRecorded, version=2),
+    # incidents worked by people
+    EventType("IncidentNoted", work.IncidentNoted),
+    EventType("IncidentAssigned", work.IncidentAssigned),
+    EventType("IncidentUnacknowledged", work.IncidentUnacknowledged),
+    EventType("IncidentSnoozed", work.IncidentSnoozed),
+    EventType("IncidentSeverityChanged", work.IncidentSeverityChanged),
+    EventType("IncidentLinked", work.IncidentLinked),
     # investigations
     EventType("InvestigationStarted", inv.InvestigationStarted),
     EventType("LLMRequested", inv.LLMRequested),

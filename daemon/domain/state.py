@@ -49,6 +49,11 @@ class Incident(BaseModel):
     severity: str = "none"
     title: str = ""
     reopen_count: int = 0
+    # Worked by people (daemon/domain/incident_work.py): owner, escalation pause, notes.
+    assignee: str = ""
+    snoozed_until: datetime | None = None
+    notes: int = 0
+    links: tuple[UUID, ...] = ()
 
     @property
     def is_active(self) -> bool:
@@ -112,6 +117,9 @@ class GroupingPolicy(BaseModel):
     group_by: tuple[str, ...] = ("alertname",)
     resolve_timeout: timedelta = timedelta(minutes=5)
     reopen_window: timedelta = timedelta(minutes=30)
+    # A person resolved the incident while its alerts still fire: if they still fire this
+    # long after, it reopens (as PagerDuty re-triggers), so a resolve cannot hide an alert.
+    resolve_grace: timedelta = timedelta(minutes=5)
     # Ended silences stay listed this long, as in Alertmanager's data retention.
     silence_retention: timedelta = timedelta(days=5)
     # Alertmanager's inhibit rules (daemon/domain/inhibit.py).

@@ -41,6 +41,7 @@ from daemon.domain.events import (
     IncidentReopened,
     IncidentResolved,
 )
+from daemon.domain.incident_work import IncidentUnacknowledged
 from daemon.domain.notification_model import Escalate, window_frees_at
 from daemon.domain.situation_model import SituationLinked, SituationUnlinked
 from daemon.domain.state import Incident, World
@@ -52,6 +53,7 @@ from daemon.domain.timer_model import (
 )
 from daemon.engine.ingest import Ingestor
 from daemon.notify.content import digest, incident_message, summary_message
+from daemon.notify.followups import FOLLOW_UPS, follow_up_note, incident_of
 from daemon.notify.pipeline import (
     ChatNotifier,
     Dedup,
@@ -67,22 +69,17 @@ from daemon.notify.pipeline import (
 log = logging.getLogger("watchkeeper.notify")
 # Asked on every committed event: a set lookup by exact type (events are leaf classes).
 _LIFECYCLE = frozenset(
-    {IncidentOpened, IncidentReopened, IncidentAcknowledged, IncidentResolved, IncidentClosed}
+    {
+        IncidentOpened,
+        IncidentReopened,
+        IncidentAcknowledged,
+        IncidentUnacknowledged,
+        IncidentResolved,
+        IncidentClosed,
+    }
 )
 ESCALATION = "escalation"
 SUMMARY = "notify-summary"
-# Events of later stages, recognised by name so this module does not depend on theirs.
-FOLLOW_UPS = {
-    "ActionProposed": "action_proposed",
-    "ApprovalRequested": "approval_requested",
-    "ApprovalReminded": "approval_requested",
-    "ActionEscalated": "escalated",
-    "ActionSucceeded": "action_executed",
-    "ActionExecuted": "action_executed",
-    "ActionFailed": "action_failed",
-    "InvestigationConcluded": "concluded",
-    "InvestigationEscalated": "escalated",
-}
 
 
 class NotifyReaction:
@@ -105,6 +102,8 @@ class NotifyReaction:
         self.policies: Sequence[EscalationPolicy] = config.escalation_policies()
         self.console_url = console_url or config.console_url
         self.storm = config.storm
+        # Buttons only when a Slack app (its signing secret) is there to answer them.
+        self.interactive = bool(config.slack_app.signing_secret)
         retry = RetryPolicy(
             attempts=config.retry.attempts,
             backoff=config.retry.backoff.total_seconds(),
@@ -155,6 +154,14 @@ class NotifyReaction:
             return self._start_chain(position, event)
         if isinstance(event, SituationLinked | SituationUnlinked):
             return await self._situation_changed(position, event)
+        if isinstance(event, IncidentUnacknowledged):
+            # Given back: nobody has it, so escalation starts again from its first step.
+            note = f"Unacknowledged by {event.by}" + (f": {event.reason}" if event.reason else "")
+            key = f"unacknowledged:{event.originator_version}"
+            follow = await self._follow_up(
+                position, event.originator_id, "unacknowledged", note, key=key
+            )
+            return follow + self._start_chain(position, event)
         if isinstance(event, DeadlineFired) and event.kind == ESCALATION:
             return await self._escalate(position, event)
         if isinstance(event, DeadlineFired) and event.kind == SUMMARY:
@@ -236,6 +243,20 @@ class NotifyReaction:
         if why:
             log.info("escalation stopped incident=%s: %s", inc.id, why)
             return []
+        snoozed = inc.snoozed_until
+        if snoozed is not None and snoozed > self.clock():
+            # Snoozed: the same step waits until the snooze ends (a deadline of its own).
+            log.info("escalation snoozed incident=%s until=%s", inc.id, snoozed.isoformat())
+            wait = SetDeadline(
+                deadline_id=deadline_id(
+                    ESCALATION, inc.id, chain, level, round_, "snoozed", snoozed.isoformat()
+                ),
+                kind=ESCALATION,
+                due_at=snoozed,
+                subjects=(inc.id,),
+                payload=dict(event.payload),
+            )
+            return [wait]
         channels = policy.levels[level].channels
         first = (level, round_) == (0, 0)
         kind = ("reopened" if inc.reopen_count else "opened") if first else "escalated"
@@ -249,9 +270,7 @@ class NotifyReaction:
             )
         )
         esc = {"policy": policy.name, "level": level, "round": round_}
-        msg = incident_message(
-            world, inc, kind, self.clock(), console_url=self.console_url, note=note, escalation=esc
-        )
+        msg = self._message(world, inc, kind, note, esc)
         key = f"esc:{chain}:{level}:{round_}"
         detail = f"policy {policy.name} level {level + 1}" + (f" repeat {round_}" if round_ else "")
         outcomes = await self.pipeline.run_all(
@@ -284,7 +303,14 @@ class NotifyReaction:
         )
 
     async def _follow_up(
-        self, position: int, incident_id: UUID, kind: str, note: str, *, key: str
+        self,
+        position: int,
+        incident_id: UUID,
+        kind: str,
+        note: str,
+        *,
+        key: str,
+        fresh: bool = False,
     ) -> list[Command]:
         world = self._world()
         inc = world.incidents.get(incident_id)
@@ -300,36 +326,45 @@ class NotifyReaction:
             inc = world.incidents.get(thread_of)
         if inc is None or not threads:
             return []
-        msg = incident_message(
-            world, inc, kind, self.clock(), console_url=self.console_url, note=note
-        )
+        msg = self._message(world, inc, kind, note)
         notices = [
-            self._notice(t.channel, thread_of, msg, key, needs_thread=True)
+            self._notice(t.channel, thread_of, msg, key, needs_thread=True, fresh=fresh)
             for t in threads
             if t.channel in self.notifiers
         ]
         return self._records(position, await self.pipeline.run_all(notices))
 
+    def _message(
+        self,
+        world: World,
+        inc: Incident,
+        kind: str,
+        note: str = "",
+        escalation: dict[str, Any] | None = None,
+    ) -> Message:
+        return incident_message(
+            world,
+            inc,
+            kind,
+            self.clock(),
+            console_url=self.console_url,
+            note=note,
+            escalation=escalation,
+            interactive=self.interactive,
+        )
+
     async def _follow_up_of_later_stage(
         self, position: int, event: DomainEvent, kind: str
     ) -> list[Command]:
-        inc_id: Any = getattr(event, "incident_id", None)
+        world = self._world()
+        inc_id = incident_of(event, world)
         if inc_id is None:
-            invs: Any = getattr(self._world(), "investigations", None)
-            inv = invs.get(event.originator_id) if hasattr(invs, "get") else None
-            inc_id = getattr(inv, "incident_id", None)
-        if not isinstance(inc_id, UUID):
             return []
-        note = {
-            "action_proposed": f"Agent proposed {getattr(event, 'kind', 'an action')}",
-            "concluded": "Investigation concluded"
-            + (
-                f": {getattr(event, 'probable_cause', '')}"
-                if getattr(event, "probable_cause", "")
-                else ""
-            ),
-        }.get(kind, str(getattr(event, "reason", "")) or kind.replace("_", " ").capitalize())
-        return await self._follow_up(position, inc_id, kind, note, key=f"{kind}:{position}")
+        note = follow_up_note(event, world)
+        # Each of these is news even when the message itself looks the same (a reminder).
+        return await self._follow_up(
+            position, inc_id, kind, note, key=f"{kind}:{position}", fresh=True
+        )
 
     # --- situations -----------------------------------------------------------------------
 
@@ -409,12 +444,13 @@ class NotifyReaction:
         *,
         needs_thread: bool = False,
         detail: str = "",
+        fresh: bool = False,
     ) -> Notice:
         return Notice(
             channel=channel,
             message=msg,
             key=key,
-            digest=digest(msg),
+            digest=digest(msg) + (f":{key}" if fresh else ""),
             thread=self._world().notifications.thread(incident_id, channel),
             needs_thread=needs_thread,
             detail=detail,

@@ -29,6 +29,7 @@ from daemon.intake.status import SourceCollector, rules_command
 from daemon.notify.pipeline import notification_status
 from daemon.runtime import memory
 from daemon.runtime.logs import setup_logging
+from daemon.runtime.outcome_metrics import OutcomeHistograms
 from daemon.runtime.sdnotify import SystemdNotifier
 from daemon.runtime.wiring import (
     build_ingestor,
@@ -206,7 +207,10 @@ class Supervisor:
         self.notifier.send("STATUS=rebuilding state from the event log")
         ing = build_ingestor(s, store, self.clock)
         ing.write_latency_observer = self.metrics.store_write.observe
-        ing.listeners.append(log_event)
+        # Log lines, and outcome histograms on /metrics (daemon/runtime/outcome_metrics.py).
+        ing.listeners.extend(
+            (log_event, OutcomeHistograms(self.metrics.registry, lambda: ing.world))
+        )
         self.ingestor = ing
         self.metrics.watch_state(self._metric_snapshot)
         self.metrics.registry.register(SourceCollector(lambda: self.sources))
@@ -225,6 +229,8 @@ class Supervisor:
                 lifespan="off",
                 log_config=None,
                 access_log=False,
+                # X-Forwarded-For is believed from http.trusted_proxies only (web/sso.py).
+                proxy_headers=False,
                 timeout_graceful_shutdown=int(s.http.drain_timeout.total_seconds()) or 1,
             )
         )

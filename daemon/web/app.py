@@ -45,11 +45,15 @@ from daemon.intake.routes import router as intake_router
 from daemon.web.actions import router as actions_router
 from daemon.web.console import Console
 from daemon.web.console import router as console_router
+from daemon.web.console_work import console_work_router
 from daemon.web.context import ApiContext, Ctx
+from daemon.web.incidents import incidents_router, story_of
 from daemon.web.limits import BodyLimit, Scope
 from daemon.web.runbooks import router as runbooks_router
 from daemon.web.situations import router as situations_router
 from daemon.web.slack import slack_router
+from daemon.web.sso import TrustedProxies
+from daemon.web.stats import stats_router
 
 log = logging.getLogger("watchkeeper.api")
 
@@ -143,6 +147,11 @@ def create_app(ctx: ApiContext) -> FastAPI:
     # The review console at / (daemon/web/console.py).
     app.state.console = Console(ctx)
     app.include_router(console_router)
+    # Working incidents (daemon/web/incidents.py), from the console too (console_work.py),
+    # and outcome figures (stats.py); the console's forms share its sessions.
+    app.include_router(incidents_router(ctx))
+    app.include_router(console_work_router(ctx, app.state.console.sessions))
+    app.include_router(stats_router(ctx, app.state.console.sessions))
     # Alert intake: Alertmanager API v2 and webhook (daemon/intake/routes.py).
     app.include_router(intake_router)
     app.include_router(router)
@@ -170,6 +179,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
         reason = f"body of {size} bytes exceeds http.max_body_bytes ({limit})"
         await record_dead_letter(ctx, source, reason, head, size)
 
+    # X-Forwarded-For and proxy single sign-on, believed from http.trusted_proxies only.
+    app.add_middleware(TrustedProxies, settings=ctx.settings)
     # Outermost but for the error handler: no route reads more than the limit.
     app.add_middleware(
         BodyLimit, limit=lambda: ctx.settings.http.max_body_bytes, on_refused=body_refused
@@ -310,6 +321,8 @@ async def incident(request: Request, ctx: Ctx, incident_id: UUID) -> dict[str, A
     view, timeline = await load_incident(ctx, incident_id)
     view["timeline"] = [event_view(None, e) for e in timeline]
     view["investigation"] = investigation_view(ctx.ingestor.world, incident_id)
+    # The whole story: agent steps, actions, notifications, people (daemon/web/story.py).
+    view.update({k: v for k, v in (await story_of(ctx, incident_id)).items() if k not in view})
     return view
 
 

@@ -24,10 +24,11 @@ from jinja2 import Environment, PackageLoader
 from daemon.actions.approvals import approve_action, reject_action
 from daemon.actions.views import book_view
 from daemon.agent.views import investigation_view
-from daemon.config.auth import AuthError, Identity, is_loopback
+from daemon.config.auth import SSO_IDENTITY, AuthError, Identity, is_loopback
 from daemon.domain import Rejected
 from daemon.domain.durations import format_duration
 from daemon.domain.state import SEVERITY_RANK, Incident
+from daemon.web.console_work import group_rows, select_rows
 from daemon.web.context import ApiContext
 from daemon.web.sessions import (
     COOKIE,
@@ -40,9 +41,11 @@ from daemon.web.situations import situation_of
 from daemon.web.timeline import timeline
 
 FORM_BYTES = 16_384
+SSO_SESSION = "sso"  # the token digest of sessions opened by a trusted proxy's sign-on
 HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+        "script-src 'self'; connect-src 'self'; "
         "frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
@@ -101,7 +104,14 @@ class Console:
         session = self.sessions.get(request.cookies.get(COOKIE))
         if session is None:
             return None
-        # A token removed from the config (and reloaded) ends the sessions it opened.
+        # A token removed from the config (and reloaded) ends the sessions it opened; a
+        # proxy sign-on session lasts while the proxy still names the same person.
+        if session.token_digest == SSO_SESSION:
+            sso = SSO_IDENTITY.get()
+            if isinstance(sso, Identity) and sso.name == session.identity.name:
+                return session
+            self.sessions.close(request.cookies.get(COOKIE))
+            return None
         known = {token_digest(t) for t in self.ctx.auth.tokens}
         if session.identity.name != "local" and session.token_digest not in known:
             self.sessions.close(request.cookies.get(COOKIE))
@@ -125,6 +135,7 @@ class Console:
             execution=book_view(book),
             pending=len(book.pending()),
             path=request.url.path,
+            position=self.ctx.ingestor.world.position,  # live updates resume here
             **data,
         )
         return HTMLResponse(html, status_code=status, headers=HEADERS)
@@ -133,6 +144,12 @@ class Console:
         """The session, or (no tokens configured, loopback) a fresh local one."""
         session = self.session_of(request)
         if session is not None:
+            return session
+        sso = SSO_IDENTITY.get()
+        if isinstance(sso, Identity):
+            who = Identity(sso.name, sso.role, "console")
+            sid, session = self.sessions.open(who, SSO_SESSION)
+            response_cookies.append((COOKIE, sid))
             return session
         peer = request.client.host if request.client else None
         if not self.ctx.auth.tokens and is_loopback(peer):
@@ -288,12 +305,13 @@ async def incidents(
 ) -> Response:
     async def render(session: Session) -> Response:
         rows = con.incident_rows(con.ctx.clock())
-        # One page at a time: 60k incidents were a 17 MB page that held the loop.
+        # One page at a time: 60k incidents were a 17 MB page that held the loop. Filters
+        # (state, severity, labels, owner, text) are daemon/web/console_work.py's.
         size = con.ctx.settings.limits.page_size
-        shown = rows[page_no * size : (page_no + 1) * size]
+        listing = select_rows(rows, con.ctx.ingestor.world, dict(request.query_params), size)
         return con.page(
-            request, "incidents.html", session, rows=shown, page=page_no,
-            more=len(rows) > (page_no + 1) * size, total=len(rows),
+            request, "incidents.html", session, rows=listing.rows, page=listing.page,
+            more=listing.more, total=listing.total, listing=listing,
         )
 
     return await con.guarded(request, render)
@@ -333,7 +351,7 @@ async def incident(request: Request, con: Con, incident_id: UUID) -> Response:
             investigation=investigation_view(world, incident_id),
             situation=situation_of(world, incident_id),
             actions=actions,
-            rows=timeline(streams),
+            groups=group_rows(timeline(streams)),  # agent steps, actions: collapsible
             now=con.ctx.clock(),
         )
 

@@ -15,8 +15,8 @@ import pytest
 import realstack
 
 from daemon.domain import Alert, GroupingPolicy, ReceiveAlert, fingerprint
-from daemon.engine.ingest import Ingestor
 from daemon.domain.backoff import Backoff
+from daemon.engine.ingest import Ingestor
 from daemon.engine.store import EventLog, StoreUnavailable
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

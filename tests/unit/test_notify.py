@@ -251,7 +251,7 @@ def test_message_content_has_what_on_call_needs() -> None:
     msg = incident_message(
         w, inc, "opened", T0 + timedelta(minutes=7), console_url="https://wk.example/"
     )
-    assert msg.headline == "🔥 Firing: [CRITICAL] DiskFull"
+    assert msg.headline == "🔥 Firing: [CRITICAL] DiskFull on web1"
     assert msg.summary == "/var is 95% full\ndisk is filling up"
     facts = dict(msg.facts)
     assert facts["Firing for"] == "7m"

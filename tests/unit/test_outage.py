@@ -20,9 +20,9 @@ from pydantic import ValidationError
 
 from daemon.config.settings import Settings
 from daemon.domain import Alert, GroupingPolicy, ReceiveAlert, fingerprint
+from daemon.domain.backoff import Backoff
 from daemon.domain.events import DomainEvent
 from daemon.engine.ingest import Ingestor
-from daemon.domain.backoff import Backoff
 from daemon.engine.outage import StoreHealth
 from daemon.engine.reactor import Reactor
 from daemon.engine.store import EventLog, StoreUnavailable
