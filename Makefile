@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 CONFIG ?= examples/local.yaml
 # Debian packages the integration tests start (Prometheus, Alertmanager, kcat, Chromium,
 # Mosquitto, PostgreSQL server binaries for private instances, openssl for test certificates).
-SYSTEM_PACKAGES = prometheus prometheus-alertmanager kcat chromium mosquitto mosquitto-clients postgresql sqlite3 openssl
+SYSTEM_PACKAGES = prometheus prometheus-alertmanager kcat chromium mosquitto mosquitto-clients postgresql sqlite3 openssl openssh-server openssh-client sudo
 
 .PHONY: run test lint demo system-deps clean bench
 

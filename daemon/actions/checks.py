@@ -7,8 +7,6 @@ missing or fails yields no facts, and a check on no facts is false: no evidence,
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -29,9 +27,8 @@ from daemon.runbooks.tools import (
     ToolContext,
     ToolResult,
     error,
+    run_tool,
 )
-
-log = logging.getLogger("watchkeeper.actions")
 
 
 class WorldChecks:
@@ -65,12 +62,8 @@ class WorldChecks:
             parsed = tool.args.model_validate(raw)
         except (MissingLabel, ValidationError) as e:
             return error(now, f"{name}: {e}", status="refused")
-        ctx = ToolContext(entry.incident_id, entry.runbook_id, labels, world, now)
-        try:
-            return await asyncio.wait_for(tool.run(parsed, ctx), self.timeout)
-        except Exception as e:  # a broken tool is a failed check, not a crash
-            log.warning("check tool failed tool=%s action=%s: %s", name, entry.id, e)
-            return error(now, f"{name} failed: {type(e).__name__}: {e}")
+        ctx = ToolContext(entry.incident_id, entry.runbook_id, labels, world, now, entry.target)
+        return await run_tool(tool, parsed, ctx, self.timeout)
 
     async def precondition(
         self, entry: ActionEntry, rb: Runbook, labels: dict[str, str], world: World

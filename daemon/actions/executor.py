@@ -45,6 +45,8 @@ class ExecOutcome:
     detail: str
     output: str = ""
     seconds: float = 0.0
+    # The command's exit status, when it ran to the end.
+    exit_code: int | None = None
 
 
 class ActionExecutor(Protocol):

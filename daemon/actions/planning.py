@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from daemon.actions.executor import ActionExecutor, PlanError, fill_typed
+from daemon.actions.hosts import HOST_KINDS, HostRouter, TargetError
 from daemon.domain.action_model import (
     ActionEntry,
     ActionPlan,
@@ -31,8 +32,12 @@ def plan_action(
     action_id: str,
     params: dict[str, Any],
     executors: dict[str, ActionExecutor],
+    *,
+    hosts: HostRouter | None = None,
+    target: str = "",
+    target_source: str = "",
 ) -> ActionPlan:
-    """The plan for one of a runbook's actions; raise PlanError saying why there is none."""
+    """The plan for one of a runbook's actions on its target; PlanError saying why there is none."""
     if rb is None:
         raise PlanError("its runbook is not loaded")
     action = rb.action(action_id)
@@ -41,7 +46,13 @@ def plan_action(
     executor = executors.get(action.kind)
     if executor is None:
         raise PlanError(f"no {action.kind} executor is configured on this daemon")
-    return executor.plan(action, params)
+    plan = executor.plan(action, params)
+    if hosts is None:
+        return plan
+    try:
+        return hosts.place(plan, target, target_source)
+    except TargetError as e:
+        raise PlanError(str(e)) from None
 
 
 def verify_spec(rb: Runbook, labels: dict[str, str]) -> VerifySpec | None:
@@ -63,8 +74,15 @@ def policy_command(
     executors: dict[str, ActionExecutor],
     rules: PolicyRules,
     labels: dict[str, str],
+    *,
+    hosts: HostRouter | None = None,
 ) -> DecidePolicy:
     """Everything policy needs to decide on `entry`, or the reason it cannot run at all."""
+    if hosts is not None and entry.kind in HOST_KINDS:
+        # The inventory's labels win over the alert's: an alert cannot claim env="dev".
+        known = hosts.inventory.find(entry.target or hosts.this_host)
+        if known is not None:
+            labels = {**labels, **known.labels}
     common: dict[str, Any] = {"action_id": entry.id, "rules": rules, "labels": labels}
     if rb is not None and rb.version != entry.runbook_version:
         why = (
@@ -73,7 +91,10 @@ def policy_command(
         )
         return DecidePolicy(**common, plan=None, plan_error=why)
     try:
-        plan = plan_action(rb, entry.action_id, entry.params, executors)
+        plan = plan_action(
+            rb, entry.action_id, entry.params, executors,
+            hosts=hosts, target=entry.target, target_source=entry.target_source,
+        )
     except PlanError as e:
         return DecidePolicy(**common, plan=None, plan_error=str(e))
     assert rb is not None
@@ -89,7 +110,10 @@ def policy_command(
         if action.rollback.action:
             try:
                 params = fill_typed(action.rollback.params, entry.params)
-                rollback_plan = plan_action(rb, action.rollback.action, params, executors)
+                rollback_plan = plan_action(
+                    rb, action.rollback.action, params, executors,
+                    hosts=hosts, target=entry.target, target_source=entry.target_source,
+                )
             except PlanError as e:
                 note = (note + " " if note else "") + (
                     f"(rollback {action.rollback.action} cannot run here: {e})"

@@ -23,6 +23,7 @@ from eventsourcing.persistence import Tracking
 
 from daemon.actions.checks import WorldChecks
 from daemon.actions.executor import ActionExecutor, ExecOutcome, PlanError
+from daemon.actions.hosts import HostRouter
 from daemon.actions.planning import plan_action, policy_command
 from daemon.config.actions import ActionsConfig
 from daemon.domain import Rejected
@@ -30,8 +31,12 @@ from daemon.domain.action_model import (
     APPROVAL_DEADLINE,
     REMINDER_DEADLINE,
     ActionApproved,
+    ActionCancelled,
     ActionDispatched,
     ActionEntry,
+    ActionFailed,
+    ActionOutcomeUnknown,
+    ActionSucceeded,
     CancelAction,
     DispatchAction,
     DispatchRollback,
@@ -42,11 +47,15 @@ from daemon.domain.action_model import (
     RecordOutcome,
     RecordVerification,
     RemindApproval,
+    RollbackFailed,
+    RolledBack,
+    VerificationPassed,
 )
 from daemon.domain.commands import Command
 from daemon.domain.durations import format_duration
 from daemon.domain.events import DomainEvent, IncidentClosed, IncidentResolved
 from daemon.domain.investigation_model import ActionProposed
+from daemon.domain.lease import LEASE_DEADLINE, ActionLeaseWaiting
 from daemon.domain.timer_model import DeadlineFired
 from daemon.engine.ingest import Ingestor
 from daemon.engine.store import StoreUnavailable
@@ -64,6 +73,18 @@ _INTERESTING = frozenset(
         ExecutionResumed,
         IncidentResolved,
         IncidentClosed,
+    }
+)
+# An action on a host stopped holding its lease: actions waiting for the host may go.
+_LEASE_RELEASED = frozenset(
+    {
+        ActionSucceeded,
+        ActionFailed,
+        ActionOutcomeUnknown,
+        ActionCancelled,
+        VerificationPassed,
+        RolledBack,
+        RollbackFailed,
     }
 )
 UNKNOWN_AFTER_RESTART = (
@@ -88,7 +109,9 @@ class ActionsReaction:
         *,
         clock: Callable[[], datetime],
         drain_seconds: float = 10.0,
+        hosts: HostRouter | None = None,
     ) -> None:
+        self.hosts = hosts
         self.ingestor = ingestor
         self.runbooks = runbooks
         self.executors = executors
@@ -106,8 +129,8 @@ class ActionsReaction:
     def interested(self, event: DomainEvent) -> bool:
         """Proposals, decisions that let an action run, our deadlines, incidents ending."""
         if isinstance(event, DeadlineFired):
-            return event.kind in (APPROVAL_DEADLINE, REMINDER_DEADLINE)
-        return type(event) in _INTERESTING
+            return event.kind in (APPROVAL_DEADLINE, REMINDER_DEADLINE, LEASE_DEADLINE)
+        return type(event) in _INTERESTING or type(event) in _LEASE_RELEASED
 
     async def react(self, position: int, event: DomainEvent) -> None:
         """Record what the event asks for (with our position), or start an approved action."""
@@ -115,6 +138,12 @@ class ActionsReaction:
         if isinstance(event, ActionProposed):
             await self._record(self._policy(event), tracking)
             self._start(event.proposal_id)
+        elif isinstance(event, DeadlineFired) and event.kind == LEASE_DEADLINE:
+            # Waited long enough for a busy host: the dispatch decides to give up.
+            for waiting_id in event.subjects:
+                self._start(waiting_id)
+        elif type(event) in _LEASE_RELEASED:
+            self._start_waiting()
         elif isinstance(event, DeadlineFired):
             action_id = event.subjects[0] if event.subjects else None
             if action_id is not None:
@@ -138,6 +167,14 @@ class ActionsReaction:
         else:
             self._start(event.originator_id)
 
+    def _start_waiting(self) -> None:
+        """Try again every approved action waiting for a host (the lease may be free now)."""
+        book = self.ingestor.world.actions
+        for aid in list(self.ingestor.world.situations.waiting):
+            entry = book.active.get(aid)
+            if entry is not None and entry.status == "approved":
+                self._start(aid)
+
     def _policy(self, event: ActionProposed) -> list[Command]:
         world = self.ingestor.world
         entry = world.actions.get(event.proposal_id)
@@ -145,7 +182,7 @@ class ActionsReaction:
             return []
         labels = common_labels(world, entry.incident_id)
         rb = self.runbooks.get(entry.runbook_id)
-        return [policy_command(entry, rb, self.executors, self.rules, labels)]
+        return [policy_command(entry, rb, self.executors, self.rules, labels, hosts=self.hosts)]
 
     async def _record(self, commands: list[Command], tracking: Tracking | None = None) -> None:
         """Submit commands one by one (a refusal skips only that one), tracking on the last."""
@@ -192,6 +229,8 @@ class ActionsReaction:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.running.clear()
+        if self.hosts is not None:
+            await self.hosts.close()
 
     # --- carrying out ----------------------------------------------------------------------
 
@@ -251,9 +290,20 @@ class ActionsReaction:
             )
         else:
             try:
-                now_plan = plan_action(rb, entry.action_id, entry.params, self.executors)
+                now_plan = plan_action(
+                    rb, entry.action_id, entry.params, self.executors,
+                    hosts=self.hosts, target=entry.target, target_source=entry.target_source,
+                )
                 if now_plan != entry.plan:
-                    problems.append(f"the plan changed since approval: now {now_plan.summary}")
+                    where = f" on {now_plan.host}" if now_plan.host else ""
+                    problems.append(
+                        f"the plan changed since approval: now {now_plan.summary}{where}"
+                    )
+                elif self.hosts is not None:
+                    # The target re-resolved to the same host: is it reachable right now?
+                    unreachable = await self.hosts.probe(now_plan)
+                    if unreachable:
+                        problems.append(f"target unreachable: {unreachable}")
             except PlanError as e:
                 problems.append(f"no longer allowed: {e}")
             labels = common_labels(world, entry.incident_id) or entry.labels
@@ -267,7 +317,11 @@ class ActionsReaction:
             return False
         dispatched = next((e for e in events if isinstance(e, ActionDispatched)), None)
         if dispatched is None:
-            log.info("action cancelled by the drift check action=%s", entry.id)
+            waiting = next((e for e in events if isinstance(e, ActionLeaseWaiting)), None)
+            if waiting is not None:
+                log.info("action waits for its host action=%s: %s", entry.id, waiting.holder)
+            else:
+                log.info("action cancelled by the drift check action=%s", entry.id)
             return False
         outcome = await self._execute(entry.id, dispatched.plan.kind, dispatched.plan, key)
         out = outcome.output[:16_384]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from daemon.domain.action_decide import where
 from daemon.domain.action_model import ActionBook, ActionEntry
 
 
@@ -12,6 +13,9 @@ def action_view(a: ActionEntry) -> dict[str, Any]:
     out = a.model_dump(mode="json")
     out["id"] = str(a.id)
     out["runs"] = a.plan.summary if a.plan else ""
+    # Where it runs: the resolved host once policy planned it, else the proposed target.
+    out["host"] = (a.plan.host if a.plan else "") or a.target
+    out["runs_on"] = where(a.plan) if a.plan else ""
     out["finished"] = a.finished
     return out
 

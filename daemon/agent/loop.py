@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -36,6 +36,7 @@ from daemon.agent.steps import (
     next_step,
 )
 from daemon.config.agent import AgentConfig
+from daemon.config.problems import problems
 from daemon.domain import Command, Rejected
 from daemon.domain.events import DomainEvent
 from daemon.domain.investigation_model import (
@@ -51,8 +52,10 @@ from daemon.domain.investigation_model import (
     RecordToolResult,
     ToolStatus,
 )
+from daemon.domain.targets import TargetRules, derive_target
 from daemon.engine.blobs import BlobStore
 from daemon.engine.ingest import Ingestor
+from daemon.runbooks.outcomes import success_record_text
 from daemon.runbooks.runbook import (
     MissingLabel,
     Runbook,
@@ -68,9 +71,13 @@ from daemon.runbooks.tools import (
     ToolContext,
     ToolResult,
     describe,
+    run_tool,
 )
 
 log = logging.getLogger("watchkeeper.agent")
+
+# A diagnostic may take its time (a range query over days); the action checks allow less.
+TOOL_TIMEOUT = 120.0
 
 
 class StaleRun(Exception):  # noqa: N818 - a condition, handled by reloading
@@ -105,9 +112,13 @@ class Investigator:
         config: AgentConfig,
         clock: Callable[[], datetime],
         failure_pause: Callable[[int], float] = lambda n: min(30.0, 2.0**n),
+        targets: TargetRules | None = None,
+        shadow: RunbookLibrary | None = None,
     ) -> None:
+        self.targets = targets or TargetRules()
         self.ingestor = ingestor
         self.runbooks = runbooks
+        self.shadow = shadow or RunbookLibrary()
         self.tools = tools
         self.model = model
         self.blobs = blobs
@@ -128,7 +139,8 @@ class Investigator:
         run = await self.load(investigation_id)
         idle = 0
         while True:
-            rb = self.runbooks.get(run.started.runbook_id)
+            library = self.shadow if run.started.shadow else self.runbooks
+            rb = library.get(run.started.runbook_id)
             step = next_step(run, rb, self._situation(run))
             if isinstance(step, Done):
                 return run
@@ -174,6 +186,13 @@ class Investigator:
             await self._record(run, AbandonInvestigation(run.id, v, step.reason))
             self._finished("abandoned")
         elif isinstance(step, Finish):
+            if run.started.shadow and step.escalate:
+                # A shadow run never pages anyone: what it would escalate goes in its summary.
+                step = replace(
+                    step,
+                    summary=f"{step.summary}\n(shadow: would escalate: {step.escalate})",
+                    escalate="",
+                )
             await self._record(
                 run,
                 ConcludeInvestigation(
@@ -309,17 +328,10 @@ class Investigator:
             labels=run.labels,
             world=self.ingestor.world,
             now=self.clock(),
+            target=self._target(run)[0],
         )
         self.stats.tool_calls += 1
-        try:
-            result = await asyncio.wait_for(tool.run(args, ctx), 120)
-        except Exception as e:  # a broken tool is a result, not a crash
-            log.exception("tool failed tool=%s investigation=%s", call.tool, run.id)
-            result = ToolResult(
-                status="error",
-                observed_at=ctx.now,
-                summary=f"{call.tool} failed: {type(e).__name__}: {e}",
-            )
+        result = await run_tool(tool, args, ctx, TOOL_TIMEOUT)
         if result.status == "error":
             self.stats.tool_failures += 1
         await self._record_result(run, call, result)
@@ -373,11 +385,13 @@ class Investigator:
                 call.step,
             ),
         )
+        target, source = self._target(run)
         try:
             await self._record(
                 run,
                 ProposeAction(
-                    run.id, run.version, call.call_id, action_id, params, rationale, evidence, by
+                    run.id, run.version, call.call_id, action_id, params, rationale, evidence, by,
+                    target=target, target_source=source,
                 ),
             )
         except Rejected as e:
@@ -388,6 +402,11 @@ class Investigator:
             return
         self.stats.proposals += 1
         log.info("action proposed investigation=%s action=%s", run.id, action_id)
+
+    def _target(self, run: InvestigationRun) -> tuple[str, str]:
+        """The host this investigation is about, and how it was found (labels or runbook)."""
+        rb = self.runbooks.get(run.started.runbook_id)
+        return derive_target(run.labels, self.targets, rb.target if rb else None)
 
     # --- the model -----------------------------------------------------------------------
 
@@ -422,6 +441,7 @@ class Investigator:
             recent_in_full=self.config.recent_results_in_full,
             final=step.final,
             blob=self.blobs.cached,
+            record=success_record_text(self.ingestor.world, rb.id, now),
         )
         tools = None if step.final else self.tool_definitions(rb)
         await self._record(
@@ -463,7 +483,4 @@ class Investigator:
 
 
 def _errors(e: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'arguments'}: {err['msg']}"
-        for err in e.errors(include_url=False)
-    )[:1000]
+    return "; ".join(problems(e.errors(include_url=False), empty="arguments"))[:1000]

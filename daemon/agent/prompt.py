@@ -18,7 +18,7 @@ from typing import Any
 
 from daemon.agent.run import Call, InvestigationRun
 from daemon.domain.durations import format_duration
-from daemon.runbooks.runbook import Runbook
+from daemon.runbooks.runbook import MissingLabel, Runbook, render
 
 FULL_RESULT_CHARS = 3000
 
@@ -128,8 +128,10 @@ def build_messages(
     recent_in_full: int = 6,
     final: bool = False,
     blob: Callable[[str], Any] | None = None,
+    record: str = "",
 ) -> list[dict[str, Any]]:
-    """The chat messages for the next model call, rebuilt from the run."""
+    """The chat messages for the next model call, rebuilt from the run (`record`: the
+    runbook's success record, from outcome memory)."""
     b = run.started.budget
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": system_prompt(rb)},
@@ -143,6 +145,7 @@ def build_messages(
                 f"Budget: {b.steps} model steps, {b.tokens} tokens, "
                 f"{format_duration_seconds(b.wall_seconds)} wall time. "
                 f"Now: {now.isoformat(timespec='seconds')}."
+                + facts_text(run, rb, now, blob=blob, record=record)
             ),
         },
     ]
@@ -184,6 +187,69 @@ def build_messages(
             }
         )
     return messages
+
+
+def facts_text(
+    run: InvestigationRun,
+    rb: Runbook,
+    now: datetime,
+    *,
+    blob: Callable[[str], Any] | None = None,
+    record: str = "",
+) -> str:
+    """The facts the model starts from: each diagnostic (its rendered query and its result),
+    the default action's condition evaluated on them, and how a fix is verified."""
+    if not rb.diagnostics and rb.default_action is None and rb.verify is None and not record:
+        return ""
+    max_age = rb.evidence_max_age_td.total_seconds()
+    out = [
+        "",
+        "",
+        "Facts gathered before your first step (the runbook's diagnostics, "
+        "run for you; cite them by evidence id and do not run them again):",
+    ]
+    for d in rb.diagnostics:
+        call = run.calls.get(f"d-{d.id}")
+        if call is None:
+            continue
+        args = call.arguments() or d.args
+        out.append(f"- {d.id} ({d.why}) {d.tool} {json.dumps(args, sort_keys=True)}")
+        out.append(
+            "  " + result_text(call, now, max_age, full=True, blob=blob).replace("\n", "\n  ")
+        )
+    da = rb.default_action
+    if da is not None:
+        holds, verdict = da.when.explain(run.facts())
+        try:
+            params = render(da.params, run.labels)
+        except MissingLabel:
+            params = da.params
+        out.append(
+            f"Default action: {da.action} {json.dumps(params, sort_keys=True)} when "
+            f"{_condition(da.when.all, da.when.any)}: on these facts it "
+            + ("HOLDS" if holds else "does NOT hold")
+            + ("; " + "; ".join(verdict) if verdict else "")
+        )
+        if da.rationale:
+            out.append(f"  (why: {da.rationale})")
+    if rb.verify is not None:
+        what = f"query {rb.verify.query}" if rb.verify.query else f"probe {rb.verify.probe}"
+        out.append(
+            f"After an action, it is verified by {what} expecting {rb.verify.expect} "
+            f"within {rb.verify.window}."
+        )
+    if record:
+        out.append(record)
+    return "\n".join(out)
+
+
+def _condition(all_: tuple[str, ...], any_: tuple[str, ...]) -> str:
+    parts = []
+    if all_:
+        parts.append("all of [" + ", ".join(all_) + "]")
+    if any_:
+        parts.append("any of [" + ", ".join(any_) + "]")
+    return " and ".join(parts)
 
 
 def format_duration_seconds(seconds: float) -> str:

@@ -1,4 +1,5 @@
-"""Investigations waiting for a worker, most severe first, then oldest incident first."""
+"""Investigations waiting for a worker: situations first (a lead or a lone incident before
+any member of a situation), then most severe, then oldest incident."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from daemon.domain.state import SEVERITY_RANK
 
 @dataclass(order=True)
 class _Entry:
+    member: bool
     rank: int
     opened_at: float
     seq: int
@@ -49,6 +51,7 @@ class InvestigationQueue:
         runbook_id: str,
         incident_id: UUID,
         now: float,
+        member: bool = False,
     ) -> None:
         """Queue an investigation (no-op if it is queued already)."""
         if investigation_id in self._ids:
@@ -57,6 +60,7 @@ class InvestigationQueue:
         heapq.heappush(
             self._heap,
             _Entry(
+                member,
                 -SEVERITY_RANK.get(severity, 0),
                 incident_opened_at.timestamp(),
                 next(self._seq),

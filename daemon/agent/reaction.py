@@ -32,13 +32,14 @@ from daemon.domain.investigation_model import (
     investigation_id_for,
 )
 from daemon.domain.routing import RouteTree, route, with_runbook_matches
+from daemon.domain.situation_model import SituationUnlinked
 from daemon.engine.ingest import Ingestor
 from daemon.runbooks.context_tools import common_labels, incident_context
 from daemon.runbooks.runbook import RunbookLibrary
 
 log = logging.getLogger("watchkeeper.agent")
 # Asked on every committed event: a set lookup by exact type (events are leaf classes).
-_STARTS = frozenset({IncidentOpened, IncidentReopened})
+_STARTS = frozenset({IncidentOpened, IncidentReopened, SituationUnlinked})
 
 
 class AgentReaction:
@@ -53,9 +54,12 @@ class AgentReaction:
         config: AgentConfig,
         investigator: Investigator,
         clock: Callable[[], datetime],
+        *,
+        shadow: RunbookLibrary | None = None,
     ) -> None:
         self.ingestor = ingestor
         self.runbooks = runbooks
+        self.shadow = shadow or RunbookLibrary()
         self.config = config
         self.investigator = investigator
         self.clock = clock
@@ -71,14 +75,20 @@ class AgentReaction:
     # --- Reaction ------------------------------------------------------------------------
 
     def interested(self, event: DomainEvent) -> bool:
-        """Opened and reopened incidents."""
+        """Opened and reopened incidents, and incidents taken out of a situation."""
         return type(event) in _STARTS
 
     async def react(self, position: int, event: DomainEvent) -> None:
         """Route the incident and record one StartInvestigation per selected runbook."""
         tracking = Tracking(f"reactor:{self.name}", position)
         reopened_at = event.timestamp if isinstance(event, IncidentReopened) else None
-        commands = self.starts_for(event.originator_id, reopened_at=reopened_at)
+        if isinstance(event, SituationUnlinked):
+            # Taken out, it is investigated on its own; a member that now leads, likewise.
+            commands = self.starts_for(event.incident_id)
+            if event.new_lead is not None:
+                commands += self.starts_for(event.new_lead)
+        else:
+            commands = self.starts_for(event.originator_id, reopened_at=reopened_at)
         try:
             events = await self.ingestor.submit(commands, tracking=tracking)
         except Rejected as e:
@@ -99,7 +109,8 @@ class AgentReaction:
         """Commands starting a run of every routed runbook not yet investigated.
 
         A new incident gets one run per runbook; a reopened one gets a new run of each
-        runbook whose runs all finished before it reopened.
+        runbook whose runs all finished before it reopened. A runbook with a different
+        version in the shadow library also gets a shadow run of that version.
         """
         world = self.ingestor.world
         inc = world.incidents.get(incident_id)
@@ -107,34 +118,57 @@ class AgentReaction:
             return []
         labels = common_labels(world, inc.id)
         runs = world.investigations.for_incident(inc.id)
+        budget_steps: int | None = None
+        situation = world.situations.of_incident(inc.id)
+        if situation is not None and situation.lead != inc.id:
+            # A member: the lead investigation sees its alerts; at most a short run here.
+            budget_steps = world.policy.correlation.member_steps
+            if budget_steps <= 0:
+                log.info(
+                    "no investigation of its own incident=%s: lead of situation=%s covers it",
+                    inc.id,
+                    situation.id,
+                )
+                return []
         out = []
         for rid in route(self.tree, labels):
             rb = self.runbooks.get(rid)
             if rb is None:
                 log.warning("route names an unknown runbook runbook=%s incident=%s", rid, inc.id)
                 continue
-            mine = [r for r in runs if r.runbook_id == rid]
-            if any(not r.finished for r in mine):
-                continue
-            if mine and (reopened_at is None or any(r.started_at >= reopened_at for r in mine)):
-                continue
-            number = len(mine) + 1
-            llm = self.config.llm
-            out.append(
-                StartInvestigation(
-                    investigation_id=investigation_id_for(inc.id, rid, number),
-                    incident_id=inc.id,
-                    run=number,
-                    runbook_id=rid,
-                    runbook_version=rb.version,
-                    mode="llm" if llm else "deterministic",
-                    model=llm.model if llm else "",
-                    prompt_hash=prompt_hash(rb),
-                    budget=rb.budgets.budget(),
-                    actions=rb.specs(),
-                    context=incident_context(world, inc.id),
+            candidate = self.shadow.get(rid)
+            tries = [(rb, False)]
+            if candidate is not None and candidate.version != rb.version:
+                tries.append((candidate, True))
+            for book, shadow in tries:
+                mine = [r for r in runs if r.runbook_id == rid and r.shadow == shadow]
+                if any(not r.finished for r in mine):
+                    continue
+                if mine and (reopened_at is None or any(r.started_at >= reopened_at for r in mine)):
+                    continue
+                number = len(mine) + 1
+                llm = self.config.llm
+                budget = book.budgets.budget()
+                if budget_steps is not None:
+                    budget = budget.model_copy(update={"steps": min(budget.steps, budget_steps)})
+                out.append(
+                    StartInvestigation(
+                        investigation_id=investigation_id_for(
+                            inc.id, f"{rid}@shadow" if shadow else rid, number
+                        ),
+                        incident_id=inc.id,
+                        run=number,
+                        runbook_id=rid,
+                        runbook_version=book.version,
+                        mode="llm" if llm else "deterministic",
+                        model=llm.model if llm else "",
+                        prompt_hash=prompt_hash(book),
+                        budget=budget,
+                        actions=book.specs(),
+                        context=incident_context(world, inc.id),
+                        shadow=shadow,
+                    )
                 )
-            )
         return out
 
     # --- workers -------------------------------------------------------------------------
@@ -164,6 +198,7 @@ class AgentReaction:
             runbook_id=inv.runbook_id,
             incident_id=inv.incident_id,
             now=time.monotonic(),
+            member=self.ingestor.world.situations.is_member(inv.incident_id),
         )
 
     async def _work(self) -> None:

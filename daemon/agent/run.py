@@ -25,6 +25,7 @@ from daemon.domain.investigation_model import (
     LLMFailed,
     LLMRequested,
     LLMResponded,
+    ShadowActionProposed,
     ToolCalled,
     ToolResulted,
     Usage,
@@ -79,7 +80,7 @@ class InvestigationRun:
     version: int = 1
     steps: list[Step] = field(default_factory=list)
     calls: dict[str, Call] = field(default_factory=dict)
-    proposals: list[ActionProposed] = field(default_factory=list)
+    proposals: list[ActionProposed | ShadowActionProposed] = field(default_factory=list)
     exhausted: BudgetExhausted | None = None
     concluded: InvestigationConcluded | None = None
     escalated: InvestigationEscalated | None = None
@@ -132,7 +133,7 @@ class InvestigationRun:
                 call = Call(event.call_id, event.tool, "{}", 0)
                 self.calls[event.call_id] = call
             call.result = event
-        elif isinstance(event, ActionProposed):
+        elif isinstance(event, ActionProposed | ShadowActionProposed):
             self.proposals.append(event)
         elif isinstance(event, BudgetExhausted):
             self.exhausted = event

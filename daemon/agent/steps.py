@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -131,6 +131,11 @@ def _model_step(run: InvestigationRun, rb: Runbook, sit: Situation) -> Next:
     if waiting is not None:
         # Requested but never answered (we crashed or were stopped during the call).
         return CallModel(waiting.step, waiting.final)
+    if not run.steps:
+        # The model starts from facts: the runbook's diagnostics are its first evidence.
+        pending = _next_diagnostic(run, rb)
+        if pending is not None:
+            return pending
     for call in run.open_calls:
         if call.tool == "conclude":
             continue
@@ -149,15 +154,18 @@ def _model_step(run: InvestigationRun, rb: Runbook, sit: Situation) -> Next:
     conclude = next((c for c in run.open_calls if c.tool == "conclude"), None)
     if conclude is not None:
         args = conclude.arguments()
+        evidence = evidence_refs(run, args.get("evidence") or [])
         return Finish(
             summary=str(args.get("summary") or "(no summary given)"),
             probable_cause=str(args.get("probable_cause") or ""),
-            evidence=evidence_refs(run, args.get("evidence") or []),
+            evidence=evidence,
+            escalate=untrusted_conclusion(run, evidence),
             by=f"agent:{run.started.model}",
         )
     last = run.responded[-1].response if run.responded else None
     if last is not None and not last.tool_calls:
-        return _finish_from_text(run, last.message, escalate="")
+        done = _finish_from_text(run, last.message, escalate="")
+        return replace(done, escalate=untrusted_conclusion(run, done.evidence))
     limit = over_budget(run, sit.now)
     if limit is not None:
         return Exhaust(*limit)
@@ -177,6 +185,40 @@ def _final(run: InvestigationRun) -> Next:
         escalate=why,
         by=f"agent:{run.started.model}",
     )
+
+
+def refused_proposals(run: InvestigationRun) -> list[Call]:
+    """The model's proposals that were refused (bad action, bad params, policy)."""
+    return [
+        c
+        for c in run.calls.values()
+        if c.tool == "propose_action"
+        and c.result is not None
+        and c.result.status == "refused"
+        and not c.call_id.startswith("d-")
+    ]
+
+
+def untrusted_conclusion(run: InvestigationRun, evidence: tuple[EvidenceRef, ...]) -> str:
+    """Why a model's conclusion must go to a person ("" when it can stand)."""
+    reasons = []
+    refused = refused_proposals(run)
+    if refused:
+        last = refused[-1].result
+        assert last is not None
+        reasons.append(f"{len(refused)} proposal(s) were refused (last: {last.summary[:200]})")
+    if not evidence:
+        reasons.append("the conclusion cites no evidence")
+    return "; ".join(reasons)
+
+
+def _next_diagnostic(run: InvestigationRun, rb: Runbook) -> RunTool | None:
+    for d in rb.diagnostics:
+        cid = f"d-{d.id}"
+        call = run.calls.get(cid)
+        if call is None or not call.answered:
+            return RunTool(call or Call(cid, d.tool, "{}", 0), arguments=dict(d.args))
+    return None
 
 
 def over_budget(run: InvestigationRun, now: datetime) -> tuple[str, str] | None:
@@ -287,11 +329,9 @@ DEFAULT_CALL = "d-default-action"
 
 def deterministic_step(run: InvestigationRun, rb: Runbook, escalate: str = "") -> Next:
     """Diagnostics in order, then the default action if its condition holds, then a summary."""
-    for d in rb.diagnostics:
-        cid = f"d-{d.id}"
-        call = run.calls.get(cid)
-        if call is None or not call.answered:
-            return RunTool(call or Call(cid, d.tool, "{}", 0), arguments=dict(d.args))
+    pending = _next_diagnostic(run, rb)
+    if pending is not None:
+        return pending
     facts = run.facts()
     da = rb.default_action
     verdict: list[str] = []

@@ -16,7 +16,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from daemon.cli.client import age, client, emit, fail, out
+from daemon.cli.client import age, client, emit, fail, out, resolve_id
 
 actions_app = typer.Typer(
     help="Review, approve and reject proposed actions; dry-run a runbook action.",
@@ -26,15 +26,10 @@ actions_app = typer.Typer(
 
 
 def _resolve(prefix: str) -> str:
-    if len(prefix) == 36:
-        return prefix
-    data = client.request("GET", "/api/v1/actions")
-    hits = [a["id"] for a in data["actions"] if a["id"].startswith(prefix)]
-    if not hits:
-        fail(f"no action id starts with {prefix!r}; see `watchkeeper actions list`")
-    if len(hits) > 1:
-        fail(f"{prefix!r} matches {len(hits)} actions; give more characters")
-    return str(hits[0])
+    def ids() -> list[str]:
+        return [a["id"] for a in client.request("GET", "/api/v1/actions")["actions"]]
+
+    return resolve_id(prefix, ids, "action", "actions list")
 
 
 def _print_action(a: dict[str, Any]) -> None:
@@ -48,6 +43,12 @@ def _print_action(a: dict[str, Any]) -> None:
         if a["plan"]["spec"].get("argv"):
             line("argv: " + json.dumps(a["plan"]["spec"]["argv"]))
         line("targets: " + ", ".join(a["plan"]["targets"]))
+        if a["plan"].get("host"):
+            via = a["plan"].get("transport") or "url"
+            addr = f" {a['plan']['address']}" if a["plan"].get("address") else ""
+            line(f"host: {a['plan']['host']} via {via}{addr}")
+    if a.get("target") or a.get("target_source"):
+        line(f"target: {a.get('target') or '(this host)'} ({a.get('target_source', '')})")
     for r in a.get("reasons", []):
         line(f"policy: {r}")
     if a.get("expires_at") and a["status"] == "pending_approval":
@@ -84,7 +85,7 @@ def list_actions(
             highlight=False,
         )
     t = Table(title=f"{len(data['actions'])} action(s)")
-    for col in ("id", "action", "risk", "status", "runs", "incident", "age"):
+    for col in ("id", "action", "risk", "status", "runs", "host", "incident", "age"):
         t.add_column(col)
     for a in data["actions"]:
         t.add_row(
@@ -93,6 +94,7 @@ def list_actions(
             a["risk"],
             a["status"],
             escape(a["runs"]),
+            escape(a.get("host", "")),
             a["incident_id"][:8],
             age(a["proposed_at"]),
         )
@@ -161,15 +163,18 @@ def dry_run(
         Path | None,
         typer.Option("--config", "-c", envvar="WATCHKEEPER_CONFIG", help="YAML config file."),
     ] = None,
+    target: Annotated[
+        str, typer.Option("--target", "-t", help="Target host (default: this host).")
+    ] = "",
 ) -> None:
-    """Show exactly what an action would run (argv, URL, unit) and what policy would say."""
+    """Show exactly what an action would run (argv, URL, unit), where, and what policy says."""
     from daemon.actions.executor import PlanError
     from daemon.actions.planning import plan_action
     from daemon.config.settings import ConfigError, load_config
     from daemon.domain.investigation_decide import params_problems
     from daemon.domain.policy import Proposal, evaluate
     from daemon.runbooks.runbook import load_runbooks
-    from daemon.runtime.wiring import build_executors
+    from daemon.runtime.wiring import build_executors, build_hosts
     try:
         settings = load_config(config)
     except ConfigError as e:
@@ -186,7 +191,11 @@ def dry_run(
     if problems:
         fail(f"params for {action} are invalid: " + "; ".join(problems))
     try:
-        plan = plan_action(rb, action, params, build_executors(settings))
+        hosts = build_hosts(settings)
+        plan = plan_action(
+            rb, action, params, build_executors(settings, hosts=hosts),
+            hosts=hosts, target=target, target_source="--target",
+        )
     except PlanError as e:
         fail(f"{runbook}/{action} would be refused: {e}")
     rules = settings.actions.rules()
@@ -198,6 +207,7 @@ def dry_run(
             runbook_id=runbook,
             targets=plan.targets,
             verb=plan.verb,
+            host=plan.host,
         ),
         rules,
         [],
@@ -210,6 +220,9 @@ def dry_run(
     for key, value in plan.spec.items():
         out.print(f"  {key}: {json.dumps(value)}", highlight=False, markup=False, soft_wrap=True)
     out.print(f"  targets: {', '.join(plan.targets)}", highlight=False, markup=False)
+    if plan.host:
+        how = f" via {plan.transport} {plan.address}".rstrip() if plan.transport else ""
+        out.print(f"  host: {plan.host}{how}", highlight=False, markup=False)
     out.print(f"policy: {verdict.outcome}", highlight=False, markup=False)
     for r in verdict.reasons:
         out.print(f"  {r}", highlight=False, markup=False, soft_wrap=True)

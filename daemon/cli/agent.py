@@ -223,3 +223,102 @@ def agent_rows(status: dict[str, Any]) -> list[tuple[str, str]]:
             f"cost {a['cost']}",
         ),
     ]
+
+
+@runbooks_app.command("suggest")
+def suggest_change(
+    runbook_id: Annotated[str, typer.Argument(help="Runbook id.")],
+    directory: DirOpt = None,
+    actions_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--from", help="Read actions from this JSON file (GET /api/v1/actions) instead."
+        ),
+    ] = None,
+) -> None:
+    """Draft a change to a runbook from how its actions ended, as a diff (never applied)."""
+    from pydantic import ValidationError
+
+    from daemon.cli.client import client, fail
+    from daemon.domain.action_model import ActionEntry
+    from daemon.runbooks.suggest import suggest
+
+    lib = _load(directory)
+    rb = lib.get(runbook_id)
+    if rb is None:
+        fail(f"no runbook {runbook_id!r} in {directory or SHIPPED}")
+    if actions_file is not None:
+        try:
+            data = json.loads(actions_file.read_text())
+        except (OSError, ValueError) as e:
+            fail(f"{actions_file}: cannot read actions: {e}")
+    else:
+        data = client.request("GET", "/api/v1/actions")
+    try:
+        entries = [ActionEntry.model_validate(a) for a in data.get("actions", [])]
+    except ValidationError as e:
+        fail(f"the actions are not in the shape GET /api/v1/actions returns: {e}")
+    s = suggest(rb, Path(rb.path).read_text(), entries)
+    for reason in s.reasons:
+        err.print(f"- {reason}", highlight=False, soft_wrap=True)
+    if s.diff:
+        typer.echo(s.diff, nl=False)
+        err.print(
+            "A suggestion only: review it, then edit the runbook yourself "
+            "(or run it in shadow first).",
+            highlight=False,
+        )
+
+
+@runbooks_app.command("shadow")
+def shadow_runs() -> None:
+    """Shadow runs next to the active ones: what the candidate version would have proposed."""
+    from daemon.cli.client import client, emit
+
+    data = client.request("GET", "/api/v1/runbooks/shadow")
+    if emit(data):
+        return
+    t = Table(title=f"{len(data['runs'])} shadow run(s)")
+    for col in (
+        "incident",
+        "runbook",
+        "shadow v",
+        "active v",
+        "shadow proposed",
+        "approved",
+        "agrees",
+    ):
+        t.add_column(col)
+    for r in data["runs"]:
+        approved = [f"{o['action']} ({o['status']})" for o in r["outcomes"] if o["approved"]]
+        t.add_row(
+            r["incident_id"][:8],
+            r["runbook"],
+            r["shadow_version"],
+            r["active_version"],
+            escape(", ".join(r["shadow_proposals"]) or "-"),
+            escape(", ".join(approved) or "-"),
+            "yes" if r["agrees_with_people"] else "NO",
+        )
+    out.print(t)
+
+
+@runbooks_app.command("promote")
+def promote(
+    runbook_id: Annotated[str, typer.Argument(help="Runbook id.")],
+    version: Annotated[str, typer.Option("--version", help="The shadow version to promote.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded with the event).")],
+    previous: Annotated[str, typer.Option("--previous", help="The version it replaces.")] = "",
+) -> None:
+    """Record a person's promotion of a shadow runbook version (a RunbookPromoted event).
+
+    The event records the decision; installing the file as the active runbook is still done
+    by hand (copy it into the runbooks directory and restart)."""
+    from daemon.cli.client import client
+
+    data = client.request(
+        "POST",
+        f"/api/v1/runbooks/{runbook_id}/promote",
+        json={"version": version, "reason": reason, "previous_version": previous},
+    )
+    out.print(f"promoted {data['runbook']} v{data['promoted']} (by {data['by']})", highlight=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
@@ -18,7 +19,6 @@ err = Console(stderr=True)
 class Client:
     """Where the daemon is, how to authenticate, and how to print replies."""
 
-
     def __init__(self) -> None:
         self.url = "http://127.0.0.1:9797"
         self.token: str | None = None
@@ -26,6 +26,15 @@ class Client:
         self.timeout = 10.0
 
     def request(self, method: str, path: str, **kw: Any) -> Any:
+        """The daemon's JSON answer (exits with the daemon's reason on an error)."""
+        r = self._send(method, path, **kw)
+        return r.json() if r.content else {}
+
+    def request_text(self, method: str, path: str, **kw: Any) -> str:
+        """The daemon's answer as text (an export)."""
+        return self._send(method, path, **kw).text
+
+    def _send(self, method: str, path: str, **kw: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         try:
             r = httpx.request(method, self.url + path, headers=headers, timeout=self.timeout, **kw)
@@ -43,7 +52,7 @@ class Client:
             if r.status_code == 401:
                 hint = " (set WATCHKEEPER_TOKEN or --token / --token-file)"
             fail(f"{method} {path} -> {r.status_code}: {msg}{hint}")
-        return r.json() if r.content else {}
+        return r
 
 
 client = Client()
@@ -55,6 +64,17 @@ def fail(message: str, code: int = 1) -> NoReturn:
     err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
+
+def resolve_id(prefix: str, ids: Callable[[], Iterable[str]], noun: str, command: str) -> str:
+    """The one full id starting with `prefix` among `ids()` (asked only for a short prefix)."""
+    if len(prefix) == 36:
+        return prefix
+    hits = [i for i in ids() if i.startswith(prefix)]
+    if not hits:
+        fail(f"no {noun} id starts with {prefix!r}; see `watchkeeper {command}`")
+    if len(hits) > 1:
+        fail(f"{prefix!r} matches {len(hits)} {noun}s; give more characters")
+    return str(hits[0])
 
 
 def emit(data: Any) -> bool:

@@ -14,10 +14,16 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from daemon.cli import contexts
 from daemon.cli.actions import action_rows
 from daemon.cli.actions import register as register_actions
 from daemon.cli.agent import agent_rows, print_investigation, runbooks_app
 from daemon.cli.client import age, client, emit, err, fail, out
+from daemon.cli.evaluate import register as register_eval
+from daemon.cli.incidents import print_story, resolve_incident_id
+from daemon.cli.incidents import register as register_incident_work
+from daemon.cli.situations import situations_app
+from daemon.cli.stats import register as register_stats
 from daemon.config.settings import ConfigError, load_config
 
 app = typer.Typer(
@@ -34,27 +40,49 @@ app.add_typer(incidents_app, name="incidents")
 app.add_typer(silence_app, name="silence")
 app.add_typer(events_app, name="events")
 app.add_typer(runbooks_app, name="runbooks")
+app.add_typer(situations_app, name="situations")
 register_actions(app)  # actions list|show|approve|reject|dry-run, pause, resume
+register_eval(app)  # eval: replay recorded incidents and score the agent
+register_incident_work(app, incidents_app)  # note, assign, take, unack, snooze, reopen, ...
+register_stats(app)  # stats
+app.add_typer(contexts.context_app, name="context")
 
 @app.callback()
 def _global(
-    url: Annotated[str, typer.Option(envvar="WATCHKEEPER_URL", help="Daemon URL.")] = "http://127.0.0.1:9797",
+    url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="WATCHKEEPER_URL",
+            help="Daemon URL [default: the context's, else http://127.0.0.1:9797].",
+        ),
+    ] = None,
     token: Annotated[
         str | None, typer.Option(envvar="WATCHKEEPER_TOKEN", help="Bearer token.")
     ] = None,
     token_file: Annotated[
         Path | None, typer.Option(envvar="WATCHKEEPER_TOKEN_FILE", help="File holding the token.")
     ] = None,
+    context: Annotated[
+        str | None,
+        typer.Option(
+            envvar="WATCHKEEPER_CONTEXT", help="A stored CLI context (`watchkeeper context`)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    client.url = url.rstrip("/")
+    # Flags and environment first, then the chosen (or current) context, then the default.
+    stored = contexts.chosen(context) if context or not (url and (token or token_file)) else None
+    stored = stored or {}
+    client.url = (url or stored.get("url") or "http://127.0.0.1:9797").rstrip("/")
     client.json = as_json
-    client.token = token
+    client.token = token or None
     if token_file and not token:
         try:
             client.token = token_file.read_text().strip()
         except OSError as e:
             fail(f"--token-file {token_file}: {e.strerror}")
+    if client.token is None and not url:
+        client.token = stored.get("token") or None
 
 
 # --- daemon ----------------------------------------------------------------------------
@@ -106,22 +134,8 @@ def config_check(file: Annotated[Path, typer.Argument(help="YAML config file.")]
 # --- incidents -------------------------------------------------------------------------
 
 
-def _resolve_incident_id(prefix: str) -> str:
-    if len(prefix) == 36:
-        return prefix
-    hits: list[str] = []
-    params: dict[str, Any] = {"state": ["open", "acknowledged", "resolved", "closed"]}
-    while True:  # every page: the list is paginated
-        data = client.request("GET", "/api/v1/incidents", params={**params, "limit": 1000})
-        hits += [i["id"] for i in data["incidents"] if i["id"].startswith(prefix)]
-        if not data.get("next"):
-            break
-        params["cursor"] = data["next"]
-    if not hits:
-        fail(f"no incident id starts with {prefix!r}; see `watchkeeper incidents list`")
-    if len(hits) > 1:
-        fail(f"{prefix!r} matches {len(hits)} incidents; give more characters")
-    return str(hits[0])
+# Shared with the incident-work commands (daemon/cli/incidents.py), which page through.
+_resolve_incident_id = resolve_incident_id
 
 
 @incidents_app.callback(invoke_without_command=True)
@@ -209,6 +223,7 @@ def incidents_show(
         tl.add_row(str(e["version"]), e["at"], e["type"], str(detail))
     out.print(tl)
     print_investigation(data.get("investigation"))
+    print_story(data)
 
 
 @app.command()
@@ -217,10 +232,7 @@ def ack(
     comment: Annotated[str, typer.Option("--comment", "-c")] = "",
 ) -> None:
     """Acknowledge an incident."""
-    iid = _resolve_incident_id(incident_id)
-    data = client.request("POST", f"/api/v1/incidents/{iid}/ack", json={"comment": comment})
-    if not emit(data):
-        out.print(f"acknowledged {iid} ({data['title']})", highlight=False)
+    _change_incident(incident_id, "ack", comment, "acknowledged")
 
 
 @app.command()
@@ -229,10 +241,14 @@ def resolve(
     comment: Annotated[str, typer.Option("--comment", "-c")] = "",
 ) -> None:
     """Resolve an incident by hand."""
+    _change_incident(incident_id, "resolve", comment, "resolved")
+
+
+def _change_incident(incident_id: str, verb: str, comment: str, done: str) -> None:
     iid = _resolve_incident_id(incident_id)
-    data = client.request("POST", f"/api/v1/incidents/{iid}/resolve", json={"comment": comment})
+    data = client.request("POST", f"/api/v1/incidents/{iid}/{verb}", json={"comment": comment})
     if not emit(data):
-        out.print(f"resolved {iid} ({data['title']})", highlight=False)
+        out.print(f"{done} {iid} ({data['title']})", highlight=False)
 
 
 # --- silences --------------------------------------------------------------------------
@@ -401,7 +417,7 @@ def status() -> None:
     t = Table(title="watchkeeper", show_header=False)
     t.add_row("healthy", str(data["healthy"]))
     t.add_row("writer", data["writer"])
-    t.add_row("store", data["store"])
+    t.add_row("store", escape(store_line(data)))
     t.add_row("log position", str(data["position"]))
     t.add_row("incidents", ", ".join(f"{k}={v}" for k, v in data["incidents"].items()) or "none")
     t.add_row("alerts firing", str(data["alerts_firing"]))
@@ -418,6 +434,16 @@ def status() -> None:
     out.print(t)
     if data.get("sources"):
         out.print(sources_table(data["sources"]))
+
+
+def store_line(data: dict[str, Any]) -> str:
+    """`postgresql: ok, last commit 3s ago` or the reason the store is unavailable."""
+    sh = data.get("store_health") or {}
+    since = sh.get("seconds_since_commit")
+    last = f"last commit {since:.0f}s ago" if since is not None else ""
+    if sh.get("ok", True):
+        return f"{data['store']}: ok" + (f", {last}" if last else "")
+    return f"{data['store']}: UNAVAILABLE, {sh.get('problem')}; {last}; intake refused (503)"
 
 
 def sources_table(sources: dict[str, Any]) -> Table:

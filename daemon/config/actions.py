@@ -16,11 +16,12 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from daemon.config.types import Duration, Section
+from daemon.config.types import Duration, Matchers, Section
 from daemon.domain.matchers import Matcher
 from daemon.domain.policy import (
     DAY_NAMES,
     Effect,
+    LabelMode,
     Mode,
     PolicyRules,
     RateLimit,
@@ -46,20 +47,14 @@ class RateLimitConfig(Section):
     kind: str = "*"
     max: int = Field(ge=0)
     per: Duration
+    scope: Literal["target", "host", "fleet"] = "target"
 
 
-class WindowConfig(Section):
-    """A maintenance window or change freeze (absolute, or weekly with days/start/end)."""
+class LabelModeConfig(Section):
+    """A mode for matching labels (the alert's, and the target host's inventory vars)."""
 
-    name: str = Field(min_length=1)
-    effect: Effect = "block"
-    matchers: list[str] = []
-    starts_at: datetime | None = None
-    ends_at: datetime | None = None
-    days: list[str] = []
-    start: time | None = None
-    end: time | None = None
-    timezone: str = "UTC"
+    matchers: list[str] = Field(min_length=1)
+    mode: Mode
 
     @field_validator("matchers")
     @classmethod
@@ -67,6 +62,20 @@ class WindowConfig(Section):
         for m in v:
             Matcher.parse(m)
         return v
+
+
+class WindowConfig(Section):
+    """A maintenance window or change freeze (absolute, or weekly with days/start/end)."""
+
+    name: str = Field(min_length=1)
+    effect: Effect = "block"
+    matchers: Matchers = []
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    days: list[str] = []
+    start: time | None = None
+    end: time | None = None
+    timezone: str = "UTC"
 
     @field_validator("days")
     @classmethod
@@ -159,6 +168,8 @@ class ActionsConfig(Section):
     rate_limits: list[RateLimitConfig] = []
     max_targets: int = Field(default=10, ge=1)
     windows: list[WindowConfig] = []
+    # e.g. [{matchers: ['env="prod"'], mode: review}]: the strictest matching mode wins.
+    label_modes: list[LabelModeConfig] = []
     # How often the verify check is evaluated inside the runbook's window.
     verify_interval: Duration = timedelta(seconds=15)
     # Where the precondition and verify queries go (default: agent.tools.prometheus_url).
@@ -202,11 +213,15 @@ class ActionsConfig(Section):
             approval_timeout=self.approval_timeout,
             reminder_before=self.approval_reminder,
             rate_limits=tuple(
-                RateLimit(action=r.action, kind=r.kind, max=r.max, per=r.per)
+                RateLimit(action=r.action, kind=r.kind, max=r.max, per=r.per, scope=r.scope)
                 for r in self.rate_limits
             ),
             max_targets=self.max_targets,
             windows=tuple(w.window() for w in self.windows),
+            label_modes=tuple(
+                LabelMode(matchers=tuple(Matcher.parse(m) for m in lm.matchers), mode=lm.mode)
+                for lm in self.label_modes
+            ),
         )
 
     def secret_refs(self) -> dict[str, str]:

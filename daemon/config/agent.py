@@ -101,6 +101,9 @@ class AgentConfig(Section):
 
     enabled: bool = True
     runbooks_dir: Path | None = None
+    # Candidate runbook versions that run in shadow next to the active ones (proposals
+    # recorded as ShadowActionProposed, never executed) until a person promotes them.
+    shadow_runbooks_dir: Path | None = None
     routes: list[Route] = []
     default_runbook: str | None = "generic-triage"
     llm: LLMConfig | None = None

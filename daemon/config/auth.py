@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from daemon.config.secrets import resolve_secret
@@ -21,6 +22,11 @@ class Identity:
     def can(self, role: str) -> bool:
         """Whether this identity's role is at least `role`."""
         return ROLE_RANK.get(self.role, 0) >= ROLE_RANK[role]
+
+
+# Who a trusted proxy says is calling, for the request being served (set by
+# daemon/web/sso.py): an Identity, or the reason a signed-in person is refused.
+SSO_IDENTITY: ContextVar[Identity | str | None] = ContextVar("sso_identity", default=None)
 
 
 class AuthError(Exception):
@@ -62,6 +68,9 @@ class Authenticator:
 
     def identify(self, authorization: str | None, peer: str | None, needs: str) -> Identity:
         """Return the caller's identity if it may act with role `needs`; raise AuthError."""
+        sso = SSO_IDENTITY.get()
+        if sso is not None:
+            return _allowed(AuthError(403, sso) if isinstance(sso, str) else sso, needs)
         if not self.tokens:
             # No tokens configured: a local, single-user setup. Only loopback callers.
             if is_loopback(peer):
@@ -107,3 +116,13 @@ def _bearer(authorization: str | None) -> str:
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthError(401, "malformed Authorization header: expected 'Bearer <token>'")
     return token.strip()
+
+
+def _allowed(ident: Identity | AuthError, needs: str) -> Identity:
+    if isinstance(ident, AuthError):
+        raise ident
+    if not ident.can(needs):
+        raise AuthError(
+            403, f"{ident.name} has role {ident.role}; this needs role {needs} or higher"
+        )
+    return ident

@@ -10,9 +10,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from daemon.config.types import Duration, Section
+from daemon.config.secrets import unresolved
+from daemon.config.types import Duration, Matchers, Section
 from daemon.domain.escalation import EscalationLevel, EscalationPolicy
 from daemon.domain.matchers import Matcher
 
@@ -76,16 +77,9 @@ class PolicyConfig(Section):
     """An escalation policy, chosen for incidents whose labels match all of `match`."""
 
     name: str = Field(min_length=1)
-    match: list[str] = []
+    match: Matchers = []
     stop_on: list[Literal["acknowledged", "resolved"]] = ["acknowledged", "resolved"]
     levels: list[LevelConfig] = Field(min_length=1)
-
-    @field_validator("match")
-    @classmethod
-    def _matchers(cls, v: list[str]) -> list[str]:
-        for m in v:
-            Matcher.parse(m)
-        return v
 
     def policy(self) -> EscalationPolicy:
         """The pure domain's view of this policy."""
@@ -147,7 +141,7 @@ class NotificationsConfig(Section):
                         f"policies[{i}].levels[{j}].channels: unknown channel(s) "
                         f"{', '.join(unknown)}; define them under notifications.channels"
                     )
-        problems += self.secrets_problems()
+        problems += unresolved(self.secret_refs())
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -162,30 +156,6 @@ class NotificationsConfig(Section):
         if self.slack_app.signing_secret:
             refs.append(("slack_app.signing_secret", self.slack_app.signing_secret))
         return refs
-
-    def secrets_problems(self) -> list[str]:
-        """`path: reason` for every secret reference that does not resolve."""
-        from daemon.config.secrets import resolve_secret
-
-        problems = []
-        for path, ref in self.secret_refs():
-            try:
-                resolve_secret(ref)
-            except ValueError as e:
-                problems.append(f"{path}: {e}")
-        return problems
-
-    def secret_values(self) -> list[str]:
-        """Resolved secrets (for scrubbing logs)."""
-        from daemon.config.secrets import resolve_secret
-
-        out = []
-        for _, ref in self.secret_refs():
-            try:
-                out.append(resolve_secret(ref))
-            except ValueError:
-                continue
-        return out
 
     def escalation_policies(self) -> tuple[EscalationPolicy, ...]:
         """Policies in the order they are tried."""

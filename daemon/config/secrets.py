@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -30,3 +32,23 @@ def resolve_secret(value: str) -> str:
         except OSError as e:
             raise ValueError(f"cannot read credential {ref}: {e.strerror}") from e
     return value
+
+
+def unresolved(refs: Iterable[tuple[str, str]]) -> list[str]:
+    """`path: reason` for each (path in the file, secret reference) that does not resolve."""
+    problems = []
+    for path, ref in refs:
+        try:
+            resolve_secret(ref)
+        except ValueError as e:
+            problems.append(f"{path}: {e}")
+    return problems
+
+
+def resolved(refs: Iterable[tuple[str, str]]) -> list[str]:
+    """The value of each (path, secret reference) that resolves, e.g. to scrub them from logs."""
+    out = []
+    for _, ref in refs:
+        with contextlib.suppress(ValueError):
+            out.append(resolve_secret(ref))
+    return out

@@ -6,6 +6,7 @@ Secrets are never written in the file itself unless you want to: any secret fiel
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
 from datetime import timedelta
@@ -22,9 +23,17 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from daemon.config.actions import ActionsConfig
 from daemon.config.agent import AgentConfig
+from daemon.config.inventory import (
+    HostIdentityConfig,
+    InventoryConfig,
+    InventoryError,
+    TargetsConfig,
+)
 from daemon.config.limits import LimitsConfig
 from daemon.config.notify import NotificationsConfig
-from daemon.config.secrets import resolve_secret
+from daemon.config.problems import problems
+from daemon.config.secrets import resolve_secret, unresolved
+from daemon.config.situations import InhibitRuleConfig, SituationsConfig
 from daemon.config.sources import RuleConfig, SourcesConfig, rule_name_problems
 from daemon.config.types import Duration, Section
 from daemon.domain.limits import StateLimits
@@ -61,8 +70,8 @@ class HttpConfig(Section):
     keep_alive: Duration = timedelta(seconds=5)
     # Connections and requests at once; past it a new request gets 503 at once.
     max_connections: int = Field(default=1000, gt=0)
-    # Reverse proxies whose X-Forwarded-For/-Proto are believed (addresses or networks).
-    # Empty: the headers are ignored and the loopback rule sees the socket's peer.
+    # Reverse proxies (addresses or networks) whose X-Forwarded-For and single-sign-on
+    # headers (auth.sso) are believed; from anyone else those headers are ignored.
     trusted_proxies: list[str] = []
 
     @field_validator("trusted_proxies")
@@ -114,11 +123,25 @@ class TokenConfig(Section):
     token: str = Field(min_length=1, description="literal, env:NAME, file:/path or credential:NAME")
 
 
+class SsoConfig(Section):
+    """Single sign-on by a reverse proxy (oauth2-proxy and the like) that sets who is calling."""
+
+    enabled: bool = False
+    user_header: str = "X-Forwarded-User"
+    email_header: str = "X-Forwarded-Email"
+    groups_header: str = "X-Forwarded-Groups"
+    # Group -> role; a person gets the highest role of their groups.
+    roles: dict[str, Role] = {}
+    # The role of a signed-in person in no mapped group; none: refused.
+    default_role: Role | None = None
+
+
 class AuthConfig(Section):
-    """Bearer tokens with roles; an optional token for ingestion."""
+    """Bearer tokens with roles; an optional token for ingestion; proxy single sign-on."""
 
     tokens: list[TokenConfig] = []
     ingest_token: str | None = None
+    sso: SsoConfig = SsoConfig()
 
 
 class GroupingConfig(Section):
@@ -127,6 +150,7 @@ class GroupingConfig(Section):
     group_by: list[str] = ["alertname"]
     resolve_timeout: Duration = timedelta(minutes=5)
     reopen_window: Duration = timedelta(minutes=30)
+    resolve_grace: Duration = timedelta(minutes=5)
 
     @field_validator("group_by", mode="before")
     @classmethod
@@ -145,6 +169,7 @@ class GroupingConfig(Section):
             resolve_timeout=self.resolve_timeout,
             reopen_window=self.reopen_window,
             limits=limits or StateLimits(),
+            resolve_grace=self.resolve_grace,
         )
 
 
@@ -172,6 +197,26 @@ class StoreTuning(Section):
     # How often the daemon runs a full garbage collection and hands freed heap memory back to
     # the OS (glibc malloc_trim), in daemon time; 0 turns it off. See daemon/memory.py.
     memory_interval: Duration = timedelta(minutes=10)
+    # Store outages (README "When the event store goes away"). How long a request waits
+    # for its commit before it is answered 503 with Retry-After.
+    commit_timeout: Duration = timedelta(seconds=5)
+    # Bounds on each store call: connecting (and waiting for a pooled connection or the
+    # SQLite lock), and one statement on the PostgreSQL server.
+    store_connect_timeout: Duration = timedelta(seconds=5)
+    store_statement_timeout: Duration = timedelta(seconds=30)
+    # While the store is down: the first probe after this, doubling up to the maximum.
+    reconnect_backoff: Duration = timedelta(milliseconds=500)
+    reconnect_max_backoff: Duration = timedelta(seconds=5)
+
+    @field_validator(
+        "commit_timeout", "store_connect_timeout", "store_statement_timeout",
+        "reconnect_backoff", "reconnect_max_backoff",
+    )
+    @classmethod
+    def _positive(cls, v: timedelta) -> timedelta:
+        if v.total_seconds() <= 0:
+            raise ValueError("must be longer than 0s")
+        return v
 
 
 class Settings(BaseSettings):
@@ -196,6 +241,21 @@ class Settings(BaseSettings):
     rules: list[RuleConfig] = []
     agent: AgentConfig = AgentConfig()
     actions: ActionsConfig = ActionsConfig()
+    host: HostIdentityConfig = HostIdentityConfig()
+    targets: TargetsConfig = TargetsConfig()
+    inventory: InventoryConfig = InventoryConfig()
+    # Alertmanager's inhibit rules, pasted as they are; and correlation into situations.
+    inhibit_rules: list[InhibitRuleConfig] = []
+    situations: SituationsConfig = SituationsConfig()
+
+    def policy(self) -> GroupingPolicy:
+        """The pure domain's view: grouping, the hot set's limits, inhibit rules and correlation."""
+        return self.grouping.policy(self.limits.state_limits()).model_copy(
+            update={
+                "inhibit_rules": tuple(r.rule() for r in self.inhibit_rules),
+                "correlation": self.situations.correlation(),
+            }
+        )
 
     @field_validator("store")
     @classmethod
@@ -216,54 +276,50 @@ class Settings(BaseSettings):
         # The environment overrides the file (the file arrives as init kwargs).
         return env_settings, init_settings
 
+    def _token_refs(self) -> list[tuple[str, str]]:
+        """The bearer tokens' references by their path in the file."""
+        refs = [(f"auth.tokens[{i}].token", t.token) for i, t in enumerate(self.auth.tokens)]
+        if self.auth.ingest_token:
+            refs.append(("auth.ingest_token", self.auth.ingest_token))
+        return refs
+
+    def secret_refs(self) -> list[tuple[str, str]]:
+        """Every secret reference by its path in the file, but those under `notifications`
+        (that section checks its own while it is validated)."""
+        refs = self._token_refs()
+        refs += (self.agent.secret_refs() | self.actions.secret_refs()).items()
+        refs += self.sources.secret_refs().items()
+        if self.inventory.ssh.key:
+            refs.append(("inventory.ssh.key", self.inventory.ssh.key))
+        return refs
+
     def secrets_problems(self) -> list[str]:
         """Check that every secret reference resolves; return `path: reason` lines."""
-        problems = []
-        refs = {f"auth.tokens[{i}].token": t.token for i, t in enumerate(self.auth.tokens)}
-        if self.auth.ingest_token:
-            refs["auth.ingest_token"] = self.auth.ingest_token
-        for path, ref in refs.items():
-            try:
-                value = resolve_secret(ref)
-            except ValueError as e:
-                problems.append(f"{path}: {e}")
-                continue
-            if len(value) < MIN_TOKEN_CHARS:
-                # A token one can guess is no token: `openssl rand -hex 32` makes a good one.
-                problems.append(
-                    f"{path}: {len(value)} characters; a token needs at least {MIN_TOKEN_CHARS} "
-                    "(e.g. openssl rand -hex 32)"
-                )
-        for path, ref in (self.agent.secret_refs() | self.actions.secret_refs()).items():
-            try:
-                resolve_secret(ref)
-            except ValueError as e:
-                problems.append(f"{path}: {e}")
-        problems += self.sources.secrets_problems(resolve_secret)
+        problems = unresolved(self.secret_refs())
+        for path, ref in self._token_refs():
+            with contextlib.suppress(ValueError):  # one that does not resolve is listed above
+                if len(value := resolve_secret(ref)) < MIN_TOKEN_CHARS:
+                    # A token one can guess is no token: `openssl rand -hex 32` makes a good one.
+                    problems.append(
+                        f"{path}: {len(value)} characters; a token needs at least "
+                        f"{MIN_TOKEN_CHARS} (e.g. openssl rand -hex 32)"
+                    )
+        # Not secrets, but files read now so a bad one is refused (also on SIGHUP).
+        try:
+            self.inventory.load()
+        except InventoryError as e:
+            problems.append(f"inventory.file: {e}")
+        kh = self.inventory.ssh.known_hosts
+        if kh and not Path(kh).is_file():
+            problems.append(f"inventory.ssh.known_hosts: {kh} is not a readable file")
         # Not a secret, but like secrets it is checked across sections after validation.
         problems += rule_name_problems(self.rules, self.sources)
         return problems
 
 
-def _loc(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
-def _message(err: Any) -> str:
-    kind, msg = err["type"], err["msg"]
-    if kind == "extra_forbidden":
-        return "unknown setting; remove it or check its spelling"
-    if kind == "missing":
-        return "required setting is missing"
-    return re.sub(r"^(Value error|Assertion failed), ", "", msg)
-
-
 def format_errors(exc: ValidationError) -> list[str]:
     """Every validation error as `path.in.file: what is wrong`."""
-    return [f"{_loc(tuple(e['loc']))}: {_message(e)}" for e in exc.errors()]
+    return problems(exc.errors(), empty="(top level)", noun="setting")
 
 
 def load_config(path: str | Path | None) -> Settings:

@@ -9,7 +9,6 @@ Secret fields (SASL and MQTT passwords, Prometheus header values) take `env:NAME
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -23,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from daemon.config.types import Duration, Section
+from daemon.config.types import Duration, Matchers, Section
 from daemon.domain.matchers import Matcher
 from daemon.domain.rule_model import Comparison, MetricRule
 from daemon.domain.topics import TopicTemplate
@@ -284,16 +283,6 @@ class SourcesConfig(_Section):
             refs.update({f"sources.prometheus[{i}].headers.{h}": v for h, v in p.headers.items()})
         return {path: ref for path, ref in refs.items() if ref}
 
-    def secrets_problems(self, resolve: Callable[[str], str]) -> list[str]:
-        """`path: reason` for every secret reference that does not resolve."""
-        problems = []
-        for path, ref in self.secret_refs().items():
-            try:
-                resolve(ref)
-            except ValueError as e:
-                problems.append(f"{path}: {e}")
-        return problems
-
 
 # --- rules over metric streams -----------------------------------------------------------
 
@@ -304,7 +293,7 @@ class RuleConfig(_Section):
     alert: str = Field(min_length=1)
     name: str = ""
     metric: str = Field(min_length=1)
-    match: list[str] = []
+    match: Matchers = []
     # A comparison and a number, quoted in YAML (> starts a YAML block): "> 80".
     condition: str | None = None
     # Hysteresis: once firing, it stays firing until the value passes this threshold.
@@ -313,13 +302,6 @@ class RuleConfig(_Section):
     absent_for: Duration | None = None
     labels: dict[str, str] = {}
     annotations: dict[str, str] = {}
-
-    @field_validator("match")
-    @classmethod
-    def _matchers(cls, v: list[str]) -> list[str]:
-        for m in v:
-            Matcher.parse(m)
-        return v
 
     @field_validator("condition", mode="before")
     @classmethod

@@ -26,11 +26,11 @@ _STORY = {
     "IncidentOpened": "incident opened      {group_key}",
     "InvestigationStarted": "investigating        runbook {runbook_id}",
     "InvestigationConcluded": "investigation done   {summary}",
-    "ActionProposed": "action proposed      {action_id} {params}",
+    "ActionProposed": "action proposed      {action_id} {params} on host {target}",
     "ApprovalRequested": "awaiting approval    {summary}",
     "ActionApproved": "approved             by {by} via {channel}",
     "ActionRejected": "rejected             by {by}: {reason}",
-    "ActionDispatched": "running              {plan}",
+    "ActionDispatched": "running              {plan} on host {host}",
     "ActionSucceeded": "action succeeded     {detail}",
     "ActionFailed": "action failed        {reason}",
     "ActionCancelled": "action cancelled     {reason}",
@@ -85,12 +85,16 @@ def _narrate(position: int, event: Any) -> None:
     if template is None:
         return
     fields: dict[str, Any] = {}
-    keys = ("group_key", "runbook_id", "summary", "action_id", "params", "by", "channel", "reason")
+    keys = (
+        "group_key", "runbook_id", "summary", "action_id", "params", "by", "channel", "reason",
+        "target",
+    )
     for key in (*keys, "detail"):
         value = getattr(event, key, "")
         fields[key] = str(value).splitlines()[0][:110] if value else ""
     plan = getattr(event, "plan", None)
     fields["plan"] = plan.summary if plan is not None else ""
+    fields["host"] = plan.host if plan is not None else ""
     line = template.format(**fields)
     print(f"  {time.strftime('%H:%M:%S')}  {line}", flush=True)
 
@@ -135,7 +139,9 @@ watchkeeper demo
 What happens: in ~10 s /var on web2 starts filling; at 85% an alert fires, an incident
 opens, the demo runbook investigates and proposes a cleanup. Approve it in the console,
 or with:  .venv/bin/watchkeeper actions list  then  .venv/bin/watchkeeper actions approve ID
-At ~45 s the checkout service on web1 dies: same story with a restart. Ctrl-C stops.
+At ~45 s the checkout service on web1 dies: same story with a restart. Each action names
+its target host (from the alert's instance label): web2 for the cleanup, web1 for the
+restart. Ctrl-C stops.
 """,
         flush=True,
     )

@@ -44,11 +44,15 @@ __all__ = [
 # decisions and state changes with `decide`/`evolve`: deadlines, escalation steps and
 # notification records (notification_decide, timer_decide); the Investigation aggregate
 # (investigation_decide); metric-rule samples, query results and absence on Tick
-# (rule_decide); proposed actions, approvals, dispatch and the kill switch (action_decide).
+# (rule_decide); proposed actions, approvals, dispatch and the kill switch (action_decide);
+# correlation of incidents into situations and links by hand (situation_decide).
+# notes, owners, snoozes, manual reopen and severity (incident_work).
 from daemon.domain import (  # noqa: F401
     action_decide,
+    incident_work,
     investigation_decide,
     notification_decide,
     rule_decide,
+    situation_decide,
     timer_decide,
 )

@@ -24,6 +24,7 @@ from daemon.domain.action_model import (
     ActionEscalated,
     ActionFailed,
     ActionOutcomeUnknown,
+    ActionPlan,
     ActionRejected,
     ActionRequestRefused,
     ActionSucceeded,
@@ -58,8 +59,17 @@ from daemon.domain.action_model import (
 from daemon.domain.commands import Rejected
 from daemon.domain.decide import _decide, _Out
 from daemon.domain.durations import format_duration
-from daemon.domain.events import DomainEvent
+from daemon.domain.events import DomainEvent, first_of, next_of, stamp
 from daemon.domain.evolve import evolve
+from daemon.domain.lease import (
+    LEASE_DEADLINE,
+    ActionLeaseWaiting,
+    LeaseBusy,
+    LeaseWait,
+    lease_busy,
+    situation_rival,
+    wait_over,
+)
 from daemon.domain.policy import Dispatch, Proposal, Verdict, blocking, evaluate
 from daemon.domain.state import World
 from daemon.domain.timer_model import DeadlineCancelled, DeadlineSet, deadline_id
@@ -91,9 +101,7 @@ def _cancel_deadlines(out: _Out, action_id: UUID, reason: str) -> None:
     for d in out.world.deadlines.about(action_id):
         out.emit(
             DeadlineCancelled(
-                originator_id=d.id,
-                originator_version=d.version + 1,
-                timestamp=out.now,
+                **next_of(d, out.now),
                 kind=d.kind,
                 subjects=d.subjects,
                 reason=reason,
@@ -104,13 +112,19 @@ def _cancel_deadlines(out: _Out, action_id: UUID, reason: str) -> None:
 def _escalate(out: _Out, entry: ActionEntry, reason: str) -> None:
     out.emit(
         ActionEscalated(
-            originator_id=entry.id,
-            originator_version=_v(out.world, entry.id),
-            timestamp=out.now,
+            **stamp(entry.id, _v(out.world, entry.id), out.now),
             incident_id=entry.incident_id,
             reason=reason,
         )
     )
+
+
+def where(plan: ActionPlan) -> str:
+    """What runs and where, for an approver: `systemctl restart nginx.service on web-3 (ssh)`."""
+    if not plan.host:
+        return plan.summary
+    how = f" ({plan.transport})" if plan.transport else ""
+    return f"{plan.summary} on {plan.host}{how}"
 
 
 def proposal_of(entry: ActionEntry, labels: dict[str, str] | None = None) -> Proposal:
@@ -124,6 +138,7 @@ def proposal_of(entry: ActionEntry, labels: dict[str, str] | None = None) -> Pro
         targets=plan.targets if plan else (),
         labels=entry.labels if labels is None else labels,
         verb=plan.verb if plan else "",
+        host=plan.host if plan else "",
     )
 
 
@@ -201,7 +216,7 @@ def _(cmd: DecidePolicy, world: World, now: datetime) -> list[DomainEvent]:
     if entry.status != "proposed":
         raise Rejected(f"policy already decided on action {entry.id} ({entry.status})")
     rules = cmd.rules
-    mode = rules.mode_for(entry.runbook_id)
+    mode = rules.mode_for(entry.runbook_id, cmd.labels)
     if cmd.plan is None or cmd.plan_error:
         verdict = Verdict(
             outcome="refuse",
@@ -211,6 +226,22 @@ def _(cmd: DecidePolicy, world: World, now: datetime) -> list[DomainEvent]:
     else:
         proposal = proposal_of(entry.model_copy(update={"plan": cmd.plan}), cmd.labels)
         verdict = evaluate(proposal, rules, world.actions.dispatches, now)
+    situation = world.situations.of_incident(entry.incident_id)
+    if situation is not None and verdict.outcome == "execute":
+        rival = situation_rival(world.actions.active, set(situation.members), entry)
+        if rival is not None:
+            what = rival.plan.summary if rival.plan else rival.action_id
+            verdict = verdict.model_copy(
+                update={
+                    "outcome": "approve",
+                    "approvals_required": max(verdict.approvals_required, 1),
+                    "reasons": (
+                        *verdict.reasons,
+                        f"action {rival.id} ({what}, {rival.status}) was proposed in the same "
+                        "situation: a person decides both together",
+                    ),
+                }
+            )
     reasons = verdict.reasons
     paused = world.actions.paused
     if paused and verdict.outcome in ("execute", "approve"):
@@ -218,9 +249,7 @@ def _(cmd: DecidePolicy, world: World, now: datetime) -> list[DomainEvent]:
     out = _Out(world, now)
     out.emit(
         PolicyDecided(
-            originator_id=entry.id,
-            originator_version=entry.version + 1,
-            timestamp=now,
+            **next_of(entry, now),
             incident_id=entry.incident_id,
             outcome=verdict.outcome,
             mode=verdict.mode,
@@ -240,21 +269,17 @@ def _(cmd: DecidePolicy, world: World, now: datetime) -> list[DomainEvent]:
     expires = now + rules.approval_timeout
     out.emit(
         ApprovalRequested(
-            originator_id=entry.id,
-            originator_version=_v(world, entry.id),
-            timestamp=now,
+            **stamp(entry.id, _v(world, entry.id), now),
             incident_id=entry.incident_id,
             expires_at=expires,
             approvals_required=verdict.approvals_required,
-            summary=cmd.plan.summary if cmd.plan else entry.action_id,
+            summary=where(cmd.plan) if cmd.plan else entry.action_id,
         )
     )
     subjects = (entry.id, entry.incident_id)
     out.emit(
         DeadlineSet(
-            originator_id=deadline_id(APPROVAL_DEADLINE, entry.id),
-            originator_version=1,
-            timestamp=now,
+            **first_of(deadline_id(APPROVAL_DEADLINE, entry.id), now),
             kind=APPROVAL_DEADLINE,
             due_at=expires,
             subjects=subjects,
@@ -263,9 +288,7 @@ def _(cmd: DecidePolicy, world: World, now: datetime) -> list[DomainEvent]:
     if timedelta(0) < rules.reminder_before < rules.approval_timeout:
         out.emit(
             DeadlineSet(
-                originator_id=deadline_id(REMINDER_DEADLINE, entry.id),
-                originator_version=1,
-                timestamp=now,
+                **first_of(deadline_id(REMINDER_DEADLINE, entry.id), now),
                 kind=REMINDER_DEADLINE,
                 due_at=expires - rules.reminder_before,
                 subjects=subjects,
@@ -297,9 +320,7 @@ def _(cmd: ApproveAction, world: World, now: datetime) -> list[DomainEvent]:
     count = len(entry.approvals) + 1
     out.emit(
         ActionApproved(
-            originator_id=entry.id,
-            originator_version=entry.version + 1,
-            timestamp=now,
+            **next_of(entry, now),
             incident_id=entry.incident_id,
             by=cmd.by,
             role=cmd.role,
@@ -326,9 +347,7 @@ def _(cmd: RejectAction, world: World, now: datetime) -> list[DomainEvent]:
     out = _Out(world, now)
     out.emit(
         ActionRejected(
-            originator_id=entry.id,
-            originator_version=entry.version + 1,
-            timestamp=now,
+            **next_of(entry, now),
             incident_id=entry.incident_id,
             by=cmd.by,
             role=cmd.role,
@@ -345,9 +364,7 @@ def _(cmd: RecordRefusal, world: World, now: datetime) -> list[DomainEvent]:
     out = _Out(world, now)
     out.emit(
         ActionRequestRefused(
-            originator_id=cmd.record_id,
-            originator_version=1,
-            timestamp=now,
+            **first_of(cmd.record_id, now),
             action=cmd.action,
             request=cmd.request,
             by=cmd.by,
@@ -369,9 +386,7 @@ def _(cmd: ExpireApproval, world: World, now: datetime) -> list[DomainEvent]:
     out = _Out(world, now)
     out.emit(
         ApprovalExpired(
-            originator_id=entry.id,
-            originator_version=entry.version + 1,
-            timestamp=now,
+            **next_of(entry, now),
             incident_id=entry.incident_id,
             expires_at=entry.expires_at,
         )
@@ -397,9 +412,7 @@ def _(cmd: RemindApproval, world: World, now: datetime) -> list[DomainEvent]:
     out = _Out(world, now)
     out.emit(
         ApprovalReminded(
-            originator_id=entry.id,
-            originator_version=entry.version + 1,
-            timestamp=now,
+            **next_of(entry, now),
             incident_id=entry.incident_id,
             expires_at=entry.expires_at,
             reason=(
@@ -419,9 +432,7 @@ def _(cmd: CancelAction, world: World, now: datetime) -> list[DomainEvent]:
     out = _Out(world, now)
     out.emit(
         ActionCancelled(
-            originator_id=entry.id,
-            originator_version=entry.version + 1,
-            timestamp=now,
+            **next_of(entry, now),
             incident_id=entry.incident_id,
             reason=cmd.reason,
         )
@@ -440,6 +451,10 @@ def _(cmd: DispatchAction, world: World, now: datetime) -> list[DomainEvent]:
         raise Rejected(
             f"action {entry.id} is {entry.status}; only an approved action is dispatched"
         )
+    open_incidents = {i.id for i in world.incidents.values() if i.is_active}
+    busy = lease_busy(book.active, open_incidents, world.situations.waiting, entry)
+    if busy is not None:
+        return _wait_for_lease(world, entry, busy, now)
     lines, problems = drift_checks(world, entry, now)
     problems += blocking(proposal_of(entry), cmd.rules, book.dispatches, now)
     if cmd.precondition_held is not None:
@@ -453,9 +468,7 @@ def _(cmd: DispatchAction, world: World, now: datetime) -> list[DomainEvent]:
     out = _Out(world, now)
     out.emit(
         DriftChecked(
-            originator_id=entry.id,
-            originator_version=entry.version + 1,
-            timestamp=now,
+            **next_of(entry, now),
             passed=not problems,
             checks=(*lines, *(f"✗ {p}" for p in problems)),
         )
@@ -463,9 +476,7 @@ def _(cmd: DispatchAction, world: World, now: datetime) -> list[DomainEvent]:
     if problems:
         out.emit(
             ActionCancelled(
-                originator_id=entry.id,
-                originator_version=_v(world, entry.id),
-                timestamp=now,
+                **stamp(entry.id, _v(world, entry.id), now),
                 incident_id=entry.incident_id,
                 reason="drift check: " + "; ".join(problems),
             )
@@ -473,14 +484,62 @@ def _(cmd: DispatchAction, world: World, now: datetime) -> list[DomainEvent]:
         return out.events
     out.emit(
         ActionDispatched(
-            originator_id=entry.id,
-            originator_version=_v(world, entry.id),
-            timestamp=now,
+            **stamp(entry.id, _v(world, entry.id), now),
             incident_id=entry.incident_id,
             idempotency_key=cmd.idempotency_key,
             plan=entry.plan,
         )
     )
+    return out.events
+
+
+def _wait_for_lease(
+    world: World, entry: ActionEntry, busy: LeaseBusy, now: datetime
+) -> list[DomainEvent]:
+    """The host is leased: start waiting (with a deadline), keep waiting, or give up."""
+    out = _Out(world, now)
+    if busy.waiting is None:
+        until = now + world.policy.correlation.lease_wait
+        out.emit(
+            ActionLeaseWaiting(
+                originator_id=entry.id,
+                originator_version=entry.version + 1,
+                timestamp=now,
+                incident_id=entry.incident_id,
+                target=busy.target,
+                held_by=busy.holder.id,
+                holder=busy.reason(),
+                until=until,
+            )
+        )
+        out.emit(
+            DeadlineSet(
+                originator_id=deadline_id(LEASE_DEADLINE, entry.id, entry.version + 1),
+                originator_version=1,
+                timestamp=now,
+                kind=LEASE_DEADLINE,
+                due_at=until,
+                subjects=(entry.id,),
+            )
+        )
+        return out.events
+    if not wait_over(busy, now):
+        raise Rejected(
+            f"waiting for {busy.target} until {_when(busy.waiting.until)}: {busy.reason()}"
+        )
+    waited = format_duration(now - busy.waiting.since)
+    reason = f"{busy.target} still leased after waiting {waited}: {busy.reason()}"
+    out.emit(
+        ActionCancelled(
+            originator_id=entry.id,
+            originator_version=entry.version + 1,
+            timestamp=now,
+            incident_id=entry.incident_id,
+            reason=reason,
+        )
+    )
+    _cancel_deadlines(out, entry.id, reason)
+    _escalate(out, world.actions.active[entry.id], f"not run: {reason}; a person decides")
     return out.events
 
 
@@ -533,9 +592,7 @@ def _(cmd: RecordVerification, world: World, now: datetime) -> list[DomainEvent]
     if cmd.passed:
         out.emit(
             VerificationPassed(
-                originator_id=entry.id,
-                originator_version=entry.version + 1,
-                timestamp=now,
+                **next_of(entry, now),
                 detail=cmd.detail,
                 observed_at=now,
             )
@@ -543,9 +600,7 @@ def _(cmd: RecordVerification, world: World, now: datetime) -> list[DomainEvent]
         return out.events
     out.emit(
         VerificationFailed(
-            originator_id=entry.id,
-            originator_version=entry.version + 1,
-            timestamp=now,
+            **next_of(entry, now),
             reason=cmd.detail,
         )
     )
@@ -567,9 +622,7 @@ def _(cmd: DispatchRollback, world: World, now: datetime) -> list[DomainEvent]:
     out = _Out(world, now)
     out.emit(
         RollbackDispatched(
-            originator_id=entry.id,
-            originator_version=entry.version + 1,
-            timestamp=now,
+            **next_of(entry, now),
             incident_id=entry.incident_id,
             idempotency_key=cmd.idempotency_key,
             plan=entry.rollback_plan,
@@ -599,9 +652,7 @@ def _(cmd: PauseExecution, world: World, now: datetime) -> list[DomainEvent]:
     out = _Out(world, now)
     out.emit(
         ExecutionPaused(
-            originator_id=KILL_SWITCH,
-            originator_version=book.switch_version + 1,
-            timestamp=now,
+            **stamp(KILL_SWITCH, book.switch_version + 1, now),
             by=cmd.by,
             reason=cmd.reason,
         )
@@ -619,9 +670,7 @@ def _(cmd: ResumeExecution, world: World, now: datetime) -> list[DomainEvent]:
     out = _Out(world, now)
     out.emit(
         ExecutionResumed(
-            originator_id=KILL_SWITCH,
-            originator_version=book.switch_version + 1,
-            timestamp=now,
+            **stamp(KILL_SWITCH, book.switch_version + 1, now),
             by=cmd.by,
         )
     )
@@ -670,6 +719,17 @@ def _(event: PolicyDecided, world: World) -> None:
         evidence_max_age_seconds=event.evidence_max_age_seconds,
         decided_by="policy" if status == "approved" else "",
         **extra,
+    )
+
+
+@evolve.register
+def _(event: ActionLeaseWaiting, world: World) -> None:
+    _bump(world, event)
+    waits = world.situations.waiting
+    for aid in [a for a in waits if (e := world.actions.active.get(a)) is None or e.finished]:
+        del waits[aid]
+    waits[event.originator_id] = LeaseWait(
+        target=event.target, held_by=event.held_by, since=event.timestamp, until=event.until
     )
 
 
@@ -757,6 +817,7 @@ def _(event: ActionDispatched, world: World) -> None:
                 kind=event.plan.kind,
                 target=target,
                 at=event.timestamp,
+                host=event.plan.host,
             )
         )
     if len(book.dispatches) > book.dispatches_kept:

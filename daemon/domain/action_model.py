@@ -80,6 +80,11 @@ class ActionPlan(_Value):
     timeout: float = 60.0
     # The operation in words ("restart"), so rate-limit reasons read naturally.
     verb: str = ""
+    # The inventory host it runs on and the transport that reaches it ("" for plans made
+    # before targets existed, and for kinds that name their own URL).
+    host: str = ""
+    transport: str = ""
+    address: str = ""
 
 
 class VerifySpec(_Value):
@@ -305,6 +310,8 @@ class ActionEntry(BaseModel):
     proposed_by: str
     proposed_at: datetime
     updated_at: datetime
+    target: str = ""
+    target_source: str = ""
     status: ActionStatus = "proposed"
     mode: str = ""
     reasons: tuple[str, ...] = ()
@@ -397,6 +404,8 @@ class ActionBook(BaseModel):
             rationale=event.rationale,
             evidence=event.evidence,
             proposed_by=event.proposed_by,
+            target=event.target,
+            target_source=event.target_source,
             proposed_at=event.timestamp,
             updated_at=event.timestamp,
         )

@@ -17,6 +17,7 @@ from daemon.domain.notification_model import (
     RecordSent,
 )
 from daemon.domain.rule_model import ConfigureRules, ObserveQueryResult, ObserveSamples
+from daemon.domain.situation_model import SituationCommand
 from daemon.domain.timer_model import CancelDeadline, FireDeadline, SetDeadline
 
 
@@ -101,6 +102,7 @@ Command = (
     | ObserveSamples
     | ObserveQueryResult
     | ConfigureRules
+    | SituationCommand
 )
 
 

@@ -28,6 +28,7 @@ from daemon.domain.commands import (
 from daemon.domain.durations import format_duration
 from daemon.domain.events import (
     AlertFired,
+    AlertInhibited,
     AlertResolved,
     AlertSilenced,
     AlertUpdated,
@@ -41,15 +42,24 @@ from daemon.domain.events import (
     SilenceCreated,
     SilenceEnded,
     SilencePurged,
+    first_of,
+    next_of,
+    stamp,
 )
 from daemon.domain.evolve import evolve
+from daemon.domain.inhibit import InhibitRule, inhibiting_source
 from daemon.domain.limits import hot_set_problem
+from daemon.domain.matchers import matches_all
 from daemon.domain.state import Incident, World
 
 # Pure deciders other parts of the core add to Tick (rule absence, deadlines, ...):
 # each takes the world and `now` and returns events it has already evolved.
 TickHook = Callable[[World, datetime], list[DomainEvent]]
 TICK_HOOKS: list[TickHook] = []
+# Pure deciders told when an alert opened a new incident (correlation into situations):
+# each takes the world, the incident id, the alert and `now`, and returns evolved events.
+OpenHook = Callable[[World, UUID, Alert, datetime], list[DomainEvent]]
+OPEN_HOOKS: list[OpenHook] = []
 
 _NS = uuid5(NAMESPACE_URL, "https://watchkeeper.invalid/ids")
 # A refused alert's dead letter keeps the head of its labels, enough to see what it was.
@@ -72,6 +82,11 @@ def silenced_stream_id(alert: Alert, episode: int) -> UUID:
     per episode keeps each stream's versions counting up from 1.
     """
     return uuid5(_NS, f"silenced|{alert.fingerprint}|{episode}")
+
+
+def inhibited_stream_id(alert: Alert, episode: int) -> UUID:
+    """Stream of one inhibited firing episode (numbered by the world, like silenced ones)."""
+    return uuid5(_NS, f"inhibited|{alert.fingerprint}|{episode}")
 
 
 def decide(world: World, command: Command, now: datetime) -> list[DomainEvent]:
@@ -114,11 +129,26 @@ def _fire(out: _Out, alert: Alert) -> None:
             return
         out.emit(
             AlertSilenced(
-                originator_id=silenced_stream_id(alert, world.silenced_episodes + 1),
+                **first_of(silenced_stream_id(alert, world.silenced_episodes + 1), now),
+                alert=alert,
+                silence_ids=silences,
+            )
+        )
+        return
+    found = _inhibiting(world, alert) if world.policy.inhibit_rules else None
+    if found is not None:
+        if _refused_at_limits(out, alert, None, silenced=True):
+            return
+        source, rule = found
+        out.emit(
+            AlertInhibited(
+                originator_id=inhibited_stream_id(alert, world.inhibited_episodes + 1),
                 originator_version=1,
                 timestamp=now,
                 alert=alert,
-                silence_ids=silences,
+                source_fingerprint=source.fingerprint,
+                source_name=source.name,
+                rule=rule.describe(),
             )
         )
         return
@@ -135,9 +165,7 @@ def _fire(out: _Out, alert: Alert) -> None:
         inc_id = incident_id_for(key, now)
         out.emit(
             IncidentOpened(
-                originator_id=inc_id,
-                originator_version=1,
-                timestamp=now,
+                **first_of(inc_id, now),
                 group_key=key,
                 group_labels=world.policy.group_labels(alert.labels),
             )
@@ -145,21 +173,87 @@ def _fire(out: _Out, alert: Alert) -> None:
     elif inc.state == "resolved":
         out.emit(
             IncidentReopened(
-                originator_id=inc.id,
-                originator_version=inc.version + 1,
-                timestamp=now,
+                **next_of(inc, now),
                 reason=f"{alert.name or alert.fingerprint} fired again within the reopen window",
             )
         )
+    opened = inc is None
     inc = world.incidents[inc_id]  # type: ignore[index]
     out.emit(
         AlertFired(
-            originator_id=inc.id,
-            originator_version=inc.version + 1,
-            timestamp=now,
+            **next_of(inc, now),
             alert=alert,
         )
     )
+    if opened:
+        for hook in OPEN_HOOKS:
+            out.events.extend(hook(world, inc.id, alert, now))
+
+
+def _inhibiting(world: World, alert: Alert) -> tuple[Alert, InhibitRule] | None:
+    """The firing alert and rule that inhibit `alert`, looked up in the world's source index."""
+    for i, rule in enumerate(world.policy.inhibit_rules):
+        if matches_all(rule.target_matchers, alert.labels):
+            src = inhibiting_source(rule, alert, world.inhibit_candidates(i, rule, alert.labels))
+            if src is not None:
+                return src, rule
+    return None
+
+
+def _release_inhibited(out: _Out) -> None:
+    """Evaluate inhibited alerts again: one whose source stopped firing fires like a new one."""
+    world = out.world
+    for fp in list(world.inhibited_firing):
+        st = world.alerts[fp]
+        src = world.alerts.get(st.inhibited_by)
+        if src is not None and src.firing:
+            continue
+        _resolve_alert(out, fp, out.now, f"inhibiting alert {st.inhibited_by} stopped firing")
+        _fire(out, st.alert)
+
+
+def _resolved_while_firing_reason(
+    inc: Incident,
+    world: World,
+    now: datetime,
+    alert: Alert | None = None,
+    started: datetime | None = None,
+) -> str:
+    """Why a resolved incident whose alerts never stopped firing must reopen now ("" if not).
+
+    Only a person resolves an incident with firing alerts. Its alerts reopen it when one
+    fires anew (a later startsAt: a new occurrence) or when they still fire after
+    `resolve_grace` (bounded by the reopen window, so it never closes while firing).
+    """
+    if inc.state != "resolved" or inc.firing == 0 or inc.resolved_at is None:
+        return ""
+    if alert is not None and started is not None and alert.starts_at > started:
+        return f"{alert.name or alert.fingerprint} fired again after a manual resolve"
+    grace = min(world.policy.resolve_grace, world.policy.reopen_window)
+    if now >= inc.resolved_at + grace:
+        return (
+            f"{inc.firing} alert(s) still firing {format_duration(now - inc.resolved_at)} "
+            f"after {inc.resolved_by or 'a person'} resolved it"
+        )
+    return ""
+
+
+def _reopen_if_still_firing(
+    out: _Out, incident_id: UUID | None, alert: Alert | None = None, started: datetime | None = None
+) -> None:
+    inc = out.world.incidents.get(incident_id) if incident_id is not None else None
+    if inc is None:
+        return
+    reason = _resolved_while_firing_reason(inc, out.world, out.now, alert, started)
+    if reason:
+        out.emit(
+            IncidentReopened(
+                originator_id=inc.id,
+                originator_version=inc.version + 1,
+                timestamp=out.now,
+                reason=reason,
+            )
+        )
 
 
 def _refused_at_limits(
@@ -213,9 +307,7 @@ def _close(out: _Out, inc: Incident) -> None:
     window = out.world.policy.reopen_window
     out.emit(
         IncidentClosed(
-            originator_id=inc.id,
-            originator_version=inc.version + 1,
-            timestamp=out.now,
+            **next_of(inc, out.now),
             reason=f"resolved for {format_duration(window)} without reopening",
         )
     )
@@ -231,9 +323,7 @@ def _resolve_alert(out: _Out, fingerprint: str, at: datetime, reason: str) -> No
     )
     out.emit(
         AlertResolved(
-            originator_id=st.stream_id,
-            originator_version=version,
-            timestamp=now,
+            **stamp(st.stream_id, version, now),
             fingerprint=fingerprint,
             resolved_at=min(at, now),
             reason=reason,
@@ -245,9 +335,7 @@ def _resolve_alert(out: _Out, fingerprint: str, at: datetime, reason: str) -> No
     if inc.firing == 0 and inc.is_active:
         out.emit(
             IncidentResolved(
-                originator_id=inc.id,
-                originator_version=inc.version + 1,
-                timestamp=now,
+                **next_of(inc, now),
                 reason="all alerts resolved",
             )
         )
@@ -263,11 +351,14 @@ def _(cmd: ReceiveAlert, world: World, now: datetime) -> list[DomainEvent]:
     if ended:
         if is_firing_now:
             _resolve_alert(out, alert.fingerprint, alert.ends_at or now, "resolved by source")
+            if world.inhibited_firing:
+                _release_inhibited(out)
         return out.events
     if current is None or not is_firing_now:
         _fire(out, alert)
         return out.events
     old = current.alert
+    _reopen_if_still_firing(out, current.incident_id, alert, old.starts_at)
     if alert.ends_at is not None:
         # A renewal: soft state, no event (see World.leases).
         if old.ends_at is not None and alert.ends_at > world.leases.get(
@@ -284,9 +375,7 @@ def _(cmd: ReceiveAlert, world: World, now: datetime) -> list[DomainEvent]:
         )
         out.emit(
             AlertUpdated(
-                originator_id=current.stream_id,
-                originator_version=version,
-                timestamp=now,
+                **stamp(current.stream_id, version, now),
                 fingerprint=alert.fingerprint,
                 annotations=alert.annotations,
             )
@@ -301,16 +390,12 @@ def _(cmd: Tick, world: World, now: datetime) -> list[DomainEvent]:
         if s.ended_at is None and now >= s.ends_at:
             out.emit(
                 SilenceEnded(
-                    originator_id=s.id,
-                    originator_version=s.version + 1,
-                    timestamp=now,
+                    **next_of(s, now),
                     reason="expired",
                 )
             )
         elif s.ended_at is not None and now >= s.ended_at + world.policy.silence_retention:
-            out.emit(
-                SilencePurged(originator_id=s.id, originator_version=s.version + 1, timestamp=now)
-            )
+            out.emit(SilencePurged(**next_of(s, now)))
     # Leases due now, from the heap (this runs every second and the hot set can hold
     # tens of thousands of alerts): a renewed lease goes back in at its new end.
     expired: dict[str, datetime] = {}
@@ -333,9 +418,13 @@ def _(cmd: Tick, world: World, now: datetime) -> list[DomainEvent]:
         if not world.active_silences(st.alert.labels, now):
             _resolve_alert(out, fp, now, "silence ended; alert moves to an incident")
             _fire(out, st.alert)
+    if world.inhibited_firing:
+        _release_inhibited(out)
     for inc in list(world.incidents.values()):
-        if _reopen_window_over(inc, world, now):
-            _close(out, inc)
+        _reopen_if_still_firing(out, inc.id)
+        current = world.incidents[inc.id]
+        if _reopen_window_over(current, world, now):
+            _close(out, current)
     for hook in TICK_HOOKS:
         out.events.extend(hook(world, now))
     return out.events
@@ -353,9 +442,7 @@ def _(cmd: Acknowledge, world: World, now: datetime) -> list[DomainEvent]:
     out = _Out(world, now)
     out.emit(
         IncidentAcknowledged(
-            originator_id=inc.id,
-            originator_version=inc.version + 1,
-            timestamp=now,
+            **next_of(inc, now),
             by=cmd.by,
             comment=cmd.comment,
         )
@@ -374,9 +461,7 @@ def _(cmd: ResolveIncident, world: World, now: datetime) -> list[DomainEvent]:
     reason = f"resolved by {cmd.by}" + (f": {cmd.comment}" if cmd.comment else "")
     out.emit(
         IncidentResolved(
-            originator_id=inc.id,
-            originator_version=inc.version + 1,
-            timestamp=now,
+            **next_of(inc, now),
             by=cmd.by,
             reason=reason,
         )
@@ -403,9 +488,7 @@ def _(cmd: CreateSilence, world: World, now: datetime) -> list[DomainEvent]:
     out = _Out(world, now)
     out.emit(
         SilenceCreated(
-            originator_id=cmd.silence_id,
-            originator_version=1,
-            timestamp=now,
+            **first_of(cmd.silence_id, now),
             matchers=cmd.matchers,
             starts_at=cmd.starts_at,
             ends_at=cmd.ends_at,
@@ -426,9 +509,7 @@ def _(cmd: EndSilence, world: World, now: datetime) -> list[DomainEvent]:
     out = _Out(world, now)
     out.emit(
         SilenceEnded(
-            originator_id=s.id,
-            originator_version=s.version + 1,
-            timestamp=now,
+            **next_of(s, now),
             by=cmd.by,
             reason=f"removed by {cmd.by}",
         )
@@ -440,9 +521,7 @@ def _(cmd: EndSilence, world: World, now: datetime) -> list[DomainEvent]:
 def _(cmd: RecordDeadLetter, world: World, now: datetime) -> list[DomainEvent]:
     return [
         DeadLetterRecorded(
-            originator_id=cmd.record_id,
-            originator_version=1,
-            timestamp=now,
+            **first_of(cmd.record_id, now),
             source=cmd.source,
             reason=cmd.reason,
             payload=cmd.payload,

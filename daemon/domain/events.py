@@ -4,6 +4,7 @@ aggregate7 example): an originator stream, a version within it, and when it happ
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Protocol, TypedDict
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
@@ -20,6 +21,39 @@ class DomainEvent(BaseModel):
     originator_id: UUID
     originator_version: int
     timestamp: datetime
+
+
+class Stamp(TypedDict):
+    """The fields every event starts with, spread into it: `Event(**next_of(inc, now), ...)`."""
+
+    originator_id: UUID
+    originator_version: int
+    timestamp: datetime
+
+
+class Stream(Protocol):
+    """An aggregate as a stream: its id and the version of its latest event."""
+
+    @property
+    def id(self) -> UUID: ...
+
+    @property
+    def version(self) -> int: ...
+
+
+def stamp(stream_id: UUID, version: int, now: datetime) -> Stamp:
+    """The stamp of the event at `version` in the stream `stream_id`, happening `now`."""
+    return Stamp(originator_id=stream_id, originator_version=version, timestamp=now)
+
+
+def first_of(stream_id: UUID, now: datetime) -> Stamp:
+    """The stamp of the event that starts the stream `stream_id`."""
+    return stamp(stream_id, 1, now)
+
+
+def next_of(aggregate: Stream, now: datetime) -> Stamp:
+    """The stamp of the event that follows `aggregate`'s latest one."""
+    return stamp(aggregate.id, aggregate.version + 1, now)
 
 
 # --- incidents -------------------------------------------------------------------------
@@ -60,6 +94,19 @@ class AlertSilenced(DomainEvent):
     silence_ids: tuple[UUID, ...]
 
 
+class AlertInhibited(DomainEvent):
+    """A firing alert was muted by an inhibit rule: recorded, but it opens no incident.
+
+    `source_fingerprint` is the firing alert that inhibits it; when that one resolves the
+    alert is evaluated again (and then opens or joins an incident like any new firing).
+    """
+
+    alert: Alert
+    source_fingerprint: str
+    source_name: str = ""
+    rule: str = ""
+
+
 class IncidentAcknowledged(DomainEvent):
     """A person took the incident."""
 
@@ -75,9 +122,12 @@ class IncidentResolved(DomainEvent):
 
 
 class IncidentReopened(DomainEvent):
-    """An alert fired again in a resolved incident's group within the reopen window."""
+    """An alert fired again in a resolved incident's group within the reopen window, its
+    alerts kept firing after a manual resolve, or a person reopened it (`by`)."""
 
     reason: str
+    by: str = ""
+    channel: str = ""
 
 
 class IncidentClosed(DomainEvent):

@@ -6,6 +6,7 @@ from functools import singledispatch
 
 from daemon.domain.events import (
     AlertFired,
+    AlertInhibited,
     AlertResolved,
     AlertSilenced,
     AlertUpdated,
@@ -103,7 +104,10 @@ def _(event: AlertFired, world: World) -> None:
     world.members.setdefault(inc.id, {})[alert.fingerprint] = None
     world.shared_joined(inc.id, alert.labels)
     world.silenced_firing.pop(alert.fingerprint, None)
+    world.inhibited_firing.pop(alert.fingerprint, None)
     world.track_lease(alert.fingerprint, alert.ends_at)
+    if world.policy.inhibit_rules:
+        world.note_inhibit_source(alert)
 
 
 @evolve.register
@@ -121,6 +125,28 @@ def _(event: AlertSilenced, world: World) -> None:
     )
     world.silenced_firing[event.alert.fingerprint] = None
     world.track_lease(event.alert.fingerprint, event.alert.ends_at)
+    if world.policy.inhibit_rules:
+        world.note_inhibit_source(event.alert)
+
+
+@evolve.register
+def _(event: AlertInhibited, world: World) -> None:
+    world.inhibited_episodes += 1
+    previous = world.alerts.get(event.alert.fingerprint)
+    if previous is not None and previous.incident_id is not None:
+        world.members.get(previous.incident_id, {}).pop(event.alert.fingerprint, None)
+        world.shared_widened(previous.incident_id, left=True)
+    world.alerts[event.alert.fingerprint] = AlertState(
+        alert=event.alert,
+        stream_id=event.originator_id,
+        stream_version=event.originator_version,
+        inhibited_by=event.source_fingerprint,
+        inhibit_rule=event.rule,
+    )
+    world.silenced_firing.pop(event.alert.fingerprint, None)
+    world.inhibited_firing[event.alert.fingerprint] = None
+    world.track_lease(event.alert.fingerprint, event.alert.ends_at)
+    world.note_inhibit_source(event.alert)
 
 
 @evolve.register
@@ -141,6 +167,7 @@ def _(event: AlertResolved, world: World) -> None:
     st = world.alerts[event.fingerprint]
     world.leases.pop(event.fingerprint, None)
     world.silenced_firing.pop(event.fingerprint, None)
+    world.inhibited_firing.pop(event.fingerprint, None)
     resolved = st.alert.model_copy(update={"status": "resolved", "ends_at": event.resolved_at})
     if st.incident_id is None:
         # A silenced alert that resolved leaves the hot set; its stream is per firing episode.

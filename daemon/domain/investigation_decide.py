@@ -13,11 +13,12 @@ from uuid import UUID
 
 from daemon.domain.commands import Rejected
 from daemon.domain.decide import _decide, _Out, emit_one
-from daemon.domain.events import DomainEvent
+from daemon.domain.events import DomainEvent, first_of, next_of, stamp
 from daemon.domain.evolve import evolve
 from daemon.domain.investigation_model import (
     AbandonInvestigation,
     ActionProposed,
+    ActionSpec,
     BudgetExhausted,
     ConcludeInvestigation,
     ExhaustBudget,
@@ -29,6 +30,7 @@ from daemon.domain.investigation_model import (
     LLMFailed,
     LLMRequested,
     LLMResponded,
+    PromoteRunbook,
     ProposalRef,
     ProposeAction,
     RecordLLMFailure,
@@ -36,10 +38,13 @@ from daemon.domain.investigation_model import (
     RecordLLMResponse,
     RecordToolCall,
     RecordToolResult,
+    RunbookPromoted,
+    ShadowActionProposed,
     StartInvestigation,
     ToolCalled,
     ToolResulted,
     proposal_id_for,
+    runbook_stream_id,
 )
 from daemon.domain.param_schema import ParamsValidator
 from daemon.domain.state import World
@@ -78,9 +83,7 @@ def _(cmd: StartInvestigation, world: World, now: datetime) -> list[DomainEvent]
     out = _Out(world, now)
     out.emit(
         InvestigationStarted(
-            originator_id=cmd.investigation_id,
-            originator_version=1,
-            timestamp=now,
+            **first_of(cmd.investigation_id, now),
             incident_id=cmd.incident_id,
             run=cmd.run,
             runbook_id=cmd.runbook_id,
@@ -93,6 +96,7 @@ def _(cmd: StartInvestigation, world: World, now: datetime) -> list[DomainEvent]
             severity=inc.severity,
             incident_opened_at=inc.opened_at,
             context=cmd.context,
+            shadow=cmd.shadow,
         )
     )
     return out.events
@@ -106,9 +110,7 @@ def _(cmd: RecordLLMRequest, world: World, now: datetime) -> list[DomainEvent]:
     return emit_one(
         world,
         LLMRequested(
-            originator_id=inv.id,
-            originator_version=inv.version + 1,
-            timestamp=now,
+            **next_of(inv, now),
             step=cmd.step,
             final=cmd.final,
             prompt_hash=cmd.prompt_hash,
@@ -126,9 +128,7 @@ def _(cmd: RecordLLMResponse, world: World, now: datetime) -> list[DomainEvent]:
     return emit_one(
         world,
         LLMResponded(
-            originator_id=inv.id,
-            originator_version=inv.version + 1,
-            timestamp=now,
+            **next_of(inv, now),
             step=cmd.step,
             message=cmd.message,
             tool_calls=cmd.tool_calls,
@@ -149,9 +149,7 @@ def _(cmd: RecordLLMFailure, world: World, now: datetime) -> list[DomainEvent]:
     return emit_one(
         world,
         LLMFailed(
-            originator_id=inv.id,
-            originator_version=inv.version + 1,
-            timestamp=now,
+            **next_of(inv, now),
             step=cmd.step,
             error=cmd.error[:2000],
         ),
@@ -164,9 +162,7 @@ def _(cmd: RecordToolCall, world: World, now: datetime) -> list[DomainEvent]:
     return emit_one(
         world,
         ToolCalled(
-            originator_id=inv.id,
-            originator_version=inv.version + 1,
-            timestamp=now,
+            **next_of(inv, now),
             call_id=cmd.call_id,
             tool=cmd.tool,
             arguments=cmd.arguments,
@@ -181,9 +177,7 @@ def _(cmd: RecordToolResult, world: World, now: datetime) -> list[DomainEvent]:
     return emit_one(
         world,
         ToolResulted(
-            originator_id=inv.id,
-            originator_version=inv.version + 1,
-            timestamp=now,
+            **next_of(inv, now),
             call_id=cmd.call_id,
             tool=cmd.tool,
             status=cmd.status,
@@ -218,11 +212,11 @@ def _(cmd: ProposeAction, world: World, now: datetime) -> list[DomainEvent]:
             )
     pid = proposal_id_for(inv.id, cmd.call_id)
     out = _Out(world, now)
+    if inv.shadow:
+        return _shadow_proposal(out, inv, spec, cmd, pid, now=now)
     out.emit(
         ActionProposed(
-            originator_id=inv.id,
-            originator_version=inv.version + 1,
-            timestamp=now,
+            **next_of(inv, now),
             proposal_id=pid,
             incident_id=inv.incident_id,
             runbook_id=inv.runbook_id,
@@ -236,6 +230,43 @@ def _(cmd: ProposeAction, world: World, now: datetime) -> list[DomainEvent]:
             rollback=spec.rollback,
             call_id=cmd.call_id,
             proposed_by=cmd.proposed_by,
+            target=cmd.target,
+            target_source=cmd.target_source,
+        )
+    )
+    out.emit(
+        ToolResulted(
+            **stamp(inv.id, inv.version + 2, now),
+            call_id=cmd.call_id,
+            tool="propose_action",
+            status="ok",
+            observed_at=now,
+            summary=f"proposed {spec.id} (risk {spec.risk}) as {pid}; a person or policy decides",
+        )
+    )
+    return out.events
+
+
+def _shadow_proposal(
+    out: _Out, inv: Investigation, spec: ActionSpec, cmd: ProposeAction, pid: UUID, *, now: datetime
+) -> list[DomainEvent]:
+    out.emit(
+        ShadowActionProposed(
+            originator_id=inv.id,
+            originator_version=inv.version + 1,
+            timestamp=now,
+            proposal_id=pid,
+            incident_id=inv.incident_id,
+            runbook_id=inv.runbook_id,
+            runbook_version=inv.runbook_version,
+            action_id=spec.id,
+            kind=spec.kind,
+            params=cmd.params,
+            risk=spec.risk,
+            rationale=cmd.rationale,
+            evidence=cmd.evidence,
+            call_id=cmd.call_id,
+            proposed_by=cmd.proposed_by,
         )
     )
     out.emit(
@@ -247,10 +278,36 @@ def _(cmd: ProposeAction, world: World, now: datetime) -> list[DomainEvent]:
             tool="propose_action",
             status="ok",
             observed_at=now,
-            summary=f"proposed {spec.id} (risk {spec.risk}) as {pid}; a person or policy decides",
+            summary=f"recorded {spec.id} as shadow proposal {pid}; shadow runs never execute",
         )
     )
     return out.events
+
+
+@_decide.register
+def _(cmd: PromoteRunbook, world: World, now: datetime) -> list[DomainEvent]:
+    if cmd.role not in ("approver", "admin"):
+        raise Rejected(f"promoting a runbook needs the approver or admin role, not {cmd.role}", 403)
+    if not cmd.reason.strip():
+        raise Rejected("say why the version is promoted (reason)", 422)
+    if not cmd.version.strip():
+        raise Rejected("give the version to promote", 422)
+    book = world.investigations
+    if book.promoted.get(cmd.runbook_id) == cmd.version:
+        raise Rejected(f"runbook {cmd.runbook_id} v{cmd.version} is already promoted", 409)
+    return emit_one(
+        world,
+        RunbookPromoted(
+            originator_id=runbook_stream_id(cmd.runbook_id),
+            originator_version=book.promotion_versions.get(cmd.runbook_id, 0) + 1,
+            timestamp=now,
+            runbook_id=cmd.runbook_id,
+            version=cmd.version,
+            previous_version=cmd.previous_version,
+            by=cmd.by,
+            reason=cmd.reason,
+        ),
+    )
 
 
 @_decide.register
@@ -261,9 +318,7 @@ def _(cmd: ExhaustBudget, world: World, now: datetime) -> list[DomainEvent]:
     return emit_one(
         world,
         BudgetExhausted(
-            originator_id=inv.id,
-            originator_version=inv.version + 1,
-            timestamp=now,
+            **next_of(inv, now),
             limit=cmd.limit,
             detail=cmd.detail,
         ),
@@ -276,9 +331,7 @@ def _(cmd: ConcludeInvestigation, world: World, now: datetime) -> list[DomainEve
     out = _Out(world, now)
     out.emit(
         InvestigationConcluded(
-            originator_id=inv.id,
-            originator_version=inv.version + 1,
-            timestamp=now,
+            **next_of(inv, now),
             summary=cmd.summary,
             probable_cause=cmd.probable_cause,
             evidence=cmd.evidence,
@@ -289,9 +342,7 @@ def _(cmd: ConcludeInvestigation, world: World, now: datetime) -> list[DomainEve
     if cmd.escalate:
         out.emit(
             InvestigationEscalated(
-                originator_id=inv.id,
-                originator_version=inv.version + 2,
-                timestamp=now,
+                **stamp(inv.id, inv.version + 2, now),
                 incident_id=inv.incident_id,
                 reason=cmd.escalate,
             )
@@ -305,9 +356,7 @@ def _(cmd: AbandonInvestigation, world: World, now: datetime) -> list[DomainEven
     return emit_one(
         world,
         InvestigationAbandoned(
-            originator_id=inv.id,
-            originator_version=inv.version + 1,
-            timestamp=now,
+            **next_of(inv, now),
             reason=cmd.reason,
         ),
     )
@@ -354,6 +403,7 @@ def _(event: InvestigationStarted, world: World) -> None:
         updated_at=event.timestamp,
         budget=event.budget,
         actions=event.actions,
+        shadow=event.shadow,
     )
 
 
@@ -407,6 +457,29 @@ def _(event: ActionProposed, world: World) -> None:
         rationale=event.rationale,
     )
     _bump(world, event, proposals=(*inv.proposals, ref))
+
+
+@evolve.register
+def _(event: ShadowActionProposed, world: World) -> None:
+    # Not an ActionEntry: the actions stage never sees a shadow proposal.
+    inv = world.investigations.active.get(event.originator_id)
+    if inv is None:
+        return
+    ref = ProposalRef(
+        proposal_id=event.proposal_id,
+        action_id=event.action_id,
+        kind=event.kind,
+        risk=event.risk,
+        params=event.params,
+        rationale=event.rationale,
+    )
+    _bump(world, event, proposals=(*inv.proposals, ref))
+
+
+@evolve.register
+def _(event: RunbookPromoted, world: World) -> None:
+    world.investigations.promoted[event.runbook_id] = event.version
+    world.investigations.promotion_versions[event.runbook_id] = event.originator_version
 
 
 @evolve.register

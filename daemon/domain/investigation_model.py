@@ -129,6 +129,9 @@ class InvestigationStarted(DomainEvent):
     incident_opened_at: datetime
     # The incident as it was at the start (labels, annotations: untrusted data).
     context: dict[str, Any]
+    # A shadow run tries a candidate runbook version next to the active one: it
+    # investigates and proposes, but its proposals are ShadowActionProposed, never executed.
+    shadow: bool = False
 
 
 class LLMRequested(DomainEvent):
@@ -200,6 +203,38 @@ class ActionProposed(DomainEvent):
     rollback: str = ""
     call_id: str
     proposed_by: str
+    # The host the action is about (version 2): derived from the alert's labels or set by
+    # the runbook; "" when nothing named one (then it means this host), and how it was found.
+    target: str = ""
+    target_source: str = ""
+
+
+class ShadowActionProposed(DomainEvent):
+    """A shadow run's proposal: recorded for comparison with what people approved and what
+    worked, never handed to the actions stage (a separate type, so nothing executes it)."""
+
+    proposal_id: UUID
+    incident_id: UUID
+    runbook_id: str
+    runbook_version: str
+    action_id: str
+    kind: str
+    params: dict[str, Any]
+    risk: Risk
+    rationale: str
+    evidence: tuple[EvidenceRef, ...] = ()
+    call_id: str
+    proposed_by: str
+
+
+class RunbookPromoted(DomainEvent):
+    """A person promoted a runbook version (tried in shadow) to be the active one."""
+
+    runbook_id: str
+    version: str
+    previous_version: str = ""
+    by: str
+    reason: str
 
 
 class BudgetExhausted(DomainEvent):
@@ -240,6 +275,7 @@ INVESTIGATION_EVENTS = (
     ToolCalled,
     ToolResulted,
     ActionProposed,
+    ShadowActionProposed,
     BudgetExhausted,
     InvestigationConcluded,
     InvestigationEscalated,
@@ -282,6 +318,7 @@ class Investigation(BaseModel):
     probable_cause: str = ""
     evidence: tuple[EvidenceRef, ...] = ()
     escalated: str = ""
+    shadow: bool = False
 
     @property
     def finished(self) -> bool:
@@ -303,6 +340,9 @@ class Investigations(BaseModel):
     active: dict[UUID, Investigation] = {}
     past: dict[UUID, Investigation] = {}
     past_kept: int = 500
+    # Runbook id -> the version a person promoted last, and that stream's version.
+    promoted: dict[str, str] = {}
+    promotion_versions: dict[str, int] = {}
 
     def get(self, investigation_id: UUID) -> Investigation | None:
         """An investigation by id, hot or past."""
@@ -334,6 +374,7 @@ class StartInvestigation:
     budget: Budget
     actions: tuple[ActionSpec, ...]
     context: dict[str, Any] = field(default_factory=dict)
+    shadow: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,6 +457,8 @@ class ProposeAction:
     rationale: str
     evidence: tuple[EvidenceRef, ...] = ()
     proposed_by: str = "agent"
+    target: str = ""
+    target_source: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -450,8 +493,26 @@ class AbandonInvestigation:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class PromoteRunbook:
+    """A person promotes a runbook version that ran in shadow (recorded, never automatic)."""
+
+    runbook_id: str
+    version: str
+    previous_version: str
+    by: str
+    role: str
+    reason: str
+
+
+def runbook_stream_id(runbook_id: str) -> UUID:
+    """The stream of a runbook's promotions."""
+    return uuid5(_NS, f"runbook|{runbook_id}")
+
+
 InvestigationCommand = (
-    StartInvestigation
+    PromoteRunbook
+    | StartInvestigation
     | RecordLLMRequest
     | RecordLLMResponse
     | RecordLLMFailure

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from daemon.domain.commands import Rejected
 from daemon.domain.decide import _decide, emit_one
-from daemon.domain.events import DomainEvent
+from daemon.domain.events import DomainEvent, next_of, stamp
 from daemon.domain.evolve import evolve
 from daemon.domain.notification_model import (
     HELD_KEPT,
@@ -35,9 +35,7 @@ def _escalate(cmd: Escalate, world: World, now: datetime) -> list[DomainEvent]:
     if inc is None:
         raise Rejected(f"no incident {cmd.incident_id} in the hot set (closed or unknown)", 404)
     event = IncidentEscalated(
-        originator_id=inc.id,
-        originator_version=inc.version + 1,
-        timestamp=now,
+        **next_of(inc, now),
         policy=cmd.policy,
         level=cmd.level,
         round=cmd.round,
@@ -53,9 +51,7 @@ def _next_version(world: World, channel: str) -> int:
 @_decide.register(RecordSent)
 def _sent(cmd: RecordSent, world: World, now: datetime) -> list[DomainEvent]:
     event = NotificationSent(
-        originator_id=channel_stream(cmd.channel),
-        originator_version=_next_version(world, cmd.channel),
-        timestamp=now,
+        **stamp(channel_stream(cmd.channel), _next_version(world, cmd.channel), now),
         channel=cmd.channel,
         incident_id=cmd.incident_id,
         kind=cmd.kind,
@@ -74,9 +70,7 @@ def _sent(cmd: RecordSent, world: World, now: datetime) -> list[DomainEvent]:
 @_decide.register(RecordFailed)
 def _failed(cmd: RecordFailed, world: World, now: datetime) -> list[DomainEvent]:
     event = NotificationFailed(
-        originator_id=channel_stream(cmd.channel),
-        originator_version=_next_version(world, cmd.channel),
-        timestamp=now,
+        **stamp(channel_stream(cmd.channel), _next_version(world, cmd.channel), now),
         channel=cmd.channel,
         incident_id=cmd.incident_id,
         kind=cmd.kind,
@@ -94,9 +88,7 @@ def _failed(cmd: RecordFailed, world: World, now: datetime) -> list[DomainEvent]
 @_decide.register(RecordHeld)
 def _held(cmd: RecordHeld, world: World, now: datetime) -> list[DomainEvent]:
     event = NotificationHeld(
-        originator_id=channel_stream(cmd.channel),
-        originator_version=_next_version(world, cmd.channel),
-        timestamp=now,
+        **stamp(channel_stream(cmd.channel), _next_version(world, cmd.channel), now),
         channel=cmd.channel,
         incident_id=cmd.incident_id,
         kind=cmd.kind,

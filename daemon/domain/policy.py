@@ -39,6 +39,17 @@ class RunbookPolicy(_Rule):
     auto_risks: tuple[Risk, ...] | None = None
 
 
+class LabelMode(_Rule):
+    """A mode for incidents and hosts whose labels match, e.g. `env="prod"` -> review."""
+
+    matchers: tuple[Matcher, ...]
+    mode: Mode
+
+
+# The stricter of two modes wins where both apply.
+_STRICTNESS: dict[str, int] = {"observe": 0, "review": 1, "autonomous": 2}
+
+
 class RateLimit(_Rule):
     """At most `max` dispatches of matching actions per target within a sliding `per`."""
 
@@ -46,6 +57,9 @@ class RateLimit(_Rule):
     kind: str = "*"  # executor kind glob, e.g. systemd
     max: int = Field(ge=0)
     per: timedelta
+    # "target": counted per thing acted on and host; "host": every matching run on the host;
+    # "fleet": how many different hosts matching runs touched (a blast radius across hosts).
+    scope: Literal["target", "host", "fleet"] = "target"
 
     def applies(self, action_id: str, kind: str) -> bool:
         """Whether this limit counts actions with this id and kind."""
@@ -125,11 +139,17 @@ class PolicyRules(_Rule):
     rate_limits: tuple[RateLimit, ...] = ()
     max_targets: int = Field(default=10, ge=1)
     windows: tuple[Window, ...] = ()
+    # Modes by label (host labels from the inventory included); the strictest match wins.
+    label_modes: tuple[LabelMode, ...] = ()
 
-    def mode_for(self, runbook_id: str) -> Mode:
-        """The mode in force for a runbook."""
+    def mode_for(self, runbook_id: str, labels: dict[str, str] | None = None) -> Mode:
+        """The mode in force for a runbook, made stricter by any label mode that matches."""
         own = self.runbooks.get(runbook_id)
-        return own.mode if own is not None and own.mode is not None else self.mode
+        mode = own.mode if own is not None and own.mode is not None else self.mode
+        for lm in self.label_modes:
+            if labels is not None and matches_all(lm.matchers, labels):
+                mode = min(mode, lm.mode, key=_STRICTNESS.__getitem__)
+        return mode
 
     def auto_risks_for(self, runbook_id: str) -> tuple[Risk, ...]:
         """Risk tiers that run without approval in autonomous mode, for a runbook."""
@@ -150,6 +170,7 @@ class Dispatch(_Rule):
     kind: str
     target: str
     at: datetime
+    host: str = ""
 
 
 class Proposal(_Rule):
@@ -163,6 +184,8 @@ class Proposal(_Rule):
     labels: dict[str, str] = {}
     # The operation in words, for reasons ("restart" -> "3 restarts of nginx.service").
     verb: str = ""
+    # The host it runs on ("" when it names its own URL, or for plans made before targets).
+    host: str = ""
 
 
 class Verdict(_Rule):
@@ -200,21 +223,50 @@ def _noun(p: Proposal, n: int) -> str:
 def rate_limited(
     p: Proposal, rules: PolicyRules, history: Sequence[Dispatch], now: datetime
 ) -> list[str]:
-    """Reasons a rate limit forbids another dispatch now (counted per action and target)."""
+    """Reasons a rate limit forbids another dispatch now (per target and host, or per host)."""
     out = []
+    on = f" on {p.host}" if p.host else ""
     for limit in rules.rate_limits:
         if not limit.applies(p.action_id, p.kind):
             continue
         since = now - limit.per
+        if limit.scope == "fleet":
+            hosts = {
+                d.host
+                for d in history
+                if d.host and d.at > since and limit.applies(d.action_id, d.kind)
+            }
+            if p.host not in hosts and len(hosts) >= limit.max:
+                out.append(
+                    f"blast radius: {_noun(p, 2)} already touched {len(hosts)} hosts in the last "
+                    f"{format_duration(limit.per)} (at most {limit.max}); {p.host or 'this host'} "
+                    "would be one more"
+                )
+            continue
+        if limit.scope == "host":
+            n = sum(
+                1
+                for d in history
+                if d.host == p.host and d.at > since and limit.applies(d.action_id, d.kind)
+            )
+            if n >= limit.max:
+                out.append(
+                    f"rate limit: {n} {_noun(p, n)}{on or ' on this host'} in the last "
+                    f"{format_duration(limit.per)} (at most {limit.max} per host)"
+                )
+            continue
         for target in p.targets:
             n = sum(
                 1
                 for d in history
-                if d.target == target and d.at > since and limit.applies(d.action_id, d.kind)
+                if d.target == target
+                and d.host == p.host
+                and d.at > since
+                and limit.applies(d.action_id, d.kind)
             )
             if n >= limit.max:
                 out.append(
-                    f"rate limit: {n} {_noun(p, n)} of {target} in the last "
+                    f"rate limit: {n} {_noun(p, n)} of {target}{on} in the last "
                     f"{format_duration(limit.per)} (at most {limit.max})"
                 )
     return out
@@ -253,7 +305,7 @@ def evaluate(
     p: Proposal, rules: PolicyRules, history: Sequence[Dispatch], now: datetime
 ) -> Verdict:
     """Decide what happens to a proposed action."""
-    mode = rules.mode_for(p.runbook_id)
+    mode = rules.mode_for(p.runbook_id, p.labels)
     radius = blast_radius(p, rules)
     if radius:
         return Verdict(outcome="refuse", mode=mode, reasons=tuple(radius))

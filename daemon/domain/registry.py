@@ -20,9 +20,12 @@ from typing import Any
 
 from daemon.domain import action_model as act
 from daemon.domain import events as ev
+from daemon.domain import incident_work as work
 from daemon.domain import investigation_model as inv
+from daemon.domain import lease
 from daemon.domain import notification_model as note
 from daemon.domain import rule_model as rule
+from daemon.domain import situation_model as sit
 from daemon.domain import timer_model as timer
 
 # Where each event type lived before stored names existed (topic `module:ClassName`).
@@ -69,6 +72,11 @@ def _dead_letter_v1_to_v2(state: dict[str, Any]) -> dict[str, Any]:
     return {**state, "truncated": int(state.get("size", 0)) > kept}
 
 
+def _action_proposed_v1_to_v2(state: dict[str, Any]) -> dict[str, Any]:
+    """v2 names the target host; v1 proposals were all run on this host."""
+    return {**state, "target": "", "target_source": "proposed before targets existed"}
+
+
 # Every stored event type. Names are forever: never rename or reuse one.
 TYPES: tuple[EventType, ...] = (
     # incidents, silences, intake
@@ -77,6 +85,7 @@ TYPES: tuple[EventType, ...] = (
     EventType("AlertUpdated", ev.AlertUpdated),
     EventType("AlertResolved", ev.AlertResolved),
     EventType("AlertSilenced", ev.AlertSilenced),
+    EventType("AlertInhibited", ev.AlertInhibited),
     EventType("IncidentAcknowledged", ev.IncidentAcknowledged),
     EventType("IncidentResolved", ev.IncidentResolved),
     EventType("IncidentReopened", ev.IncidentReopened),
@@ -85,6 +94,13 @@ TYPES: tuple[EventType, ...] = (
     EventType("SilenceEnded", ev.SilenceEnded),
     EventType("SilencePurged", ev.SilencePurged),
     EventType("DeadLetterRecorded", ev.DeadLetterRecorded, version=2),
+    # incidents worked by people
+    EventType("IncidentNoted", work.IncidentNoted),
+    EventType("IncidentAssigned", work.IncidentAssigned),
+    EventType("IncidentUnacknowledged", work.IncidentUnacknowledged),
+    EventType("IncidentSnoozed", work.IncidentSnoozed),
+    EventType("IncidentSeverityChanged", work.IncidentSeverityChanged),
+    EventType("IncidentLinked", work.IncidentLinked),
     # investigations
     EventType("InvestigationStarted", inv.InvestigationStarted),
     EventType("LLMRequested", inv.LLMRequested),
@@ -92,7 +108,9 @@ TYPES: tuple[EventType, ...] = (
     EventType("LLMFailed", inv.LLMFailed),
     EventType("ToolCalled", inv.ToolCalled),
     EventType("ToolResulted", inv.ToolResulted),
-    EventType("ActionProposed", inv.ActionProposed),
+    EventType("ActionProposed", inv.ActionProposed, version=2),
+    EventType("ShadowActionProposed", inv.ShadowActionProposed),
+    EventType("RunbookPromoted", inv.RunbookPromoted),
     EventType("InvestigationConcluded", inv.InvestigationConcluded),
     EventType("InvestigationEscalated", inv.InvestigationEscalated),
     EventType("InvestigationAbandoned", inv.InvestigationAbandoned),
@@ -119,6 +137,7 @@ TYPES: tuple[EventType, ...] = (
     EventType("RolledBack", act.RolledBack),
     EventType("ExecutionPaused", act.ExecutionPaused),
     EventType("ExecutionResumed", act.ExecutionResumed),
+    EventType("ActionLeaseWaiting", lease.ActionLeaseWaiting),
     # notifications and escalation
     EventType("NotificationSent", note.NotificationSent),
     EventType("NotificationFailed", note.NotificationFailed),
@@ -137,11 +156,17 @@ TYPES: tuple[EventType, ...] = (
     EventType("RuleResolved", rule.RuleResolved),
     EventType("SeriesSeen", rule.SeriesSeen),
     EventType("SeriesForgotten", rule.SeriesForgotten),
+    # situations
+    EventType("SituationOpened", sit.SituationOpened),
+    EventType("SituationLinked", sit.SituationLinked),
+    EventType("SituationUnlinked", sit.SituationUnlinked),
+    EventType("SituationClosed", sit.SituationClosed),
 )
 
 # (name, stored version) -> the same event one version later, as a JSON object.
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("DeadLetterRecorded", 1): _dead_letter_v1_to_v2,
+    ("ActionProposed", 1): _action_proposed_v1_to_v2,
 }
 
 BY_NAME: dict[str, EventType] = {t.name: t for t in TYPES}

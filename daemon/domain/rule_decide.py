@@ -16,7 +16,7 @@ from daemon.domain.commands import ReceiveAlert, Rejected
 from daemon.domain.decide import TICK_HOOKS, _decide, decide
 from daemon.domain.decide import _Out as _CoreOut
 from daemon.domain.durations import format_duration
-from daemon.domain.events import DomainEvent
+from daemon.domain.events import DomainEvent, stamp
 from daemon.domain.evolve import evolve
 from daemon.domain.rule_model import (
     RULEBOOK_ID,
@@ -88,9 +88,7 @@ def _apply(
     if tr.to == "pending":
         out.emit(
             RulePending(
-                originator_id=sid,
-                originator_version=ver,
-                timestamp=out.now,
+                **stamp(sid, ver, out.now),
                 rule=rule.name,
                 series=key,
                 labels=dict(labels),
@@ -103,9 +101,7 @@ def _apply(
         alert = rule_alert(rule, labels, value, tr.active_since)
         out.emit(
             RuleFiring(
-                originator_id=sid,
-                originator_version=ver,
-                timestamp=out.now,
+                **stamp(sid, ver, out.now),
                 rule=rule.name,
                 series=key,
                 labels=dict(labels),
@@ -119,9 +115,7 @@ def _apply(
     elif state is not None and state.phase == "pending":
         out.emit(
             RulePendingCleared(
-                originator_id=sid,
-                originator_version=ver,
-                timestamp=out.now,
+                **stamp(sid, ver, out.now),
                 rule=rule.name, series=key, value=value, reason=tr.reason,
             )
         )
@@ -134,9 +128,7 @@ def _resolve(
 ) -> None:
     out.emit(
         RuleResolved(
-            originator_id=state.stream_id,
-            originator_version=state.version + 1,
-            timestamp=out.now,
+            **stamp(state.stream_id, state.version + 1, out.now),
             rule=rule,
             series=key,
             value=value,
@@ -155,9 +147,7 @@ def _end(out: _Out, rule: str, key: str, reason: str) -> None:
     elif state is not None and state.phase == "pending":
         out.emit(
             RulePendingCleared(
-                originator_id=state.stream_id,
-                originator_version=state.version + 1,
-                timestamp=out.now,
+                **stamp(state.stream_id, state.version + 1, out.now),
                 rule=rule, series=key, value=None, reason=reason,
             )
         )
@@ -165,9 +155,7 @@ def _end(out: _Out, rule: str, key: str, reason: str) -> None:
     if state is not None:
         out.emit(
             SeriesForgotten(
-                originator_id=state.stream_id,
-                originator_version=state.version + 1,
-                timestamp=out.now,
+                **stamp(state.stream_id, state.version + 1, out.now),
                 rule=rule, series=key, reason=reason,
             )
         )
@@ -218,9 +206,7 @@ def _seen(
         sid, ver = _ids(out, rule.name, key, state)
         out.emit(
             SeriesSeen(
-                originator_id=sid,
-                originator_version=ver,
-                timestamp=out.now,
+                **stamp(sid, ver, out.now),
                 rule=rule.name,
                 series=key,
                 labels=dict(labels),
@@ -268,9 +254,7 @@ def _configure(cmd: ConfigureRules, world: World, now: datetime) -> list[DomainE
     if added or removed or changed:
         out.emit(
             RulesConfigured(
-                originator_id=RULEBOOK_ID,
-                originator_version=book.version + 1,
-                timestamp=now,
+                **stamp(RULEBOOK_ID, book.version + 1, now),
                 rules=cmd.rules,
                 added=added,
                 changed=changed,
@@ -287,9 +271,7 @@ def _configure(cmd: ConfigureRules, world: World, now: datetime) -> list[DomainE
     if cmd.resuming and any(r.kind == "absence" for r in cmd.rules):
         out.emit(
             RulesResumed(
-                originator_id=RULEBOOK_ID,
-                originator_version=world.rulebook.version + 1,
-                timestamp=now,
+                **stamp(RULEBOOK_ID, world.rulebook.version + 1, now),
             )
         )
     return out.events
@@ -308,9 +290,7 @@ def _absences(world: World, now: datetime) -> list[DomainEvent]:
             alert = rule_alert(rule, state.labels, None, now)
             out.emit(
                 RuleFiring(
-                    originator_id=state.stream_id,
-                    originator_version=state.version + 1,
-                    timestamp=out.now,
+                    **stamp(state.stream_id, state.version + 1, out.now),
                     rule=name,
                     series=key,
                     labels=state.labels,

@@ -17,11 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from daemon.domain.action_model import ActionBook
 from daemon.domain.alert_model import Alert
+from daemon.domain.inhibit import InhibitRule, source_key
 from daemon.domain.investigation_model import Investigations
 from daemon.domain.limits import StateLimits
 from daemon.domain.matchers import Matcher, matches_all
 from daemon.domain.notification_model import NotificationLog
 from daemon.domain.rule_model import RuleBook
+from daemon.domain.situation_model import Correlation, Situations
 from daemon.domain.timer_model import DeadlineBook
 
 IncidentState = Literal["open", "acknowledged", "resolved", "closed"]
@@ -48,6 +50,11 @@ class Incident(BaseModel):
     severity: str = "none"
     title: str = ""
     reopen_count: int = 0
+    # Worked by people (daemon/domain/incident_work.py): owner, escalation pause, notes.
+    assignee: str = ""
+    snoozed_until: datetime | None = None
+    notes: int = 0
+    links: tuple[UUID, ...] = ()
 
     @property
     def is_active(self) -> bool:
@@ -65,6 +72,9 @@ class AlertState(BaseModel):
     stream_version: int = 0
     incident_id: UUID | None = None
     silenced_by: tuple[UUID, ...] = ()
+    # The firing alert that inhibits this one (see daemon/domain/inhibit.py), and the rule.
+    inhibited_by: str = ""
+    inhibit_rule: str = ""
 
     @property
     def firing(self) -> bool:
@@ -108,10 +118,17 @@ class GroupingPolicy(BaseModel):
     group_by: tuple[str, ...] = ("alertname",)
     resolve_timeout: timedelta = timedelta(minutes=5)
     reopen_window: timedelta = timedelta(minutes=30)
+    # A person resolved the incident while its alerts still fire: if they still fire this
+    # long after, it reopens (as PagerDuty re-triggers), so a resolve cannot hide an alert.
+    resolve_grace: timedelta = timedelta(minutes=5)
     # Ended silences stay listed this long, as in Alertmanager's data retention.
     silence_retention: timedelta = timedelta(days=5)
     # How much the hot set may hold; an alert past a limit is refused with a dead letter.
     limits: StateLimits = Field(default_factory=StateLimits)
+    # Alertmanager's inhibit rules (daemon/domain/inhibit.py).
+    inhibit_rules: tuple[InhibitRule, ...] = ()
+    # How incidents are linked into situations (daemon/domain/situation_model.py).
+    correlation: Correlation = Field(default_factory=Correlation)
 
     def group_labels(self, labels: dict[str, str]) -> dict[str, str]:
         """The labels that define the alert's group ("..." groups by every label)."""
@@ -166,6 +183,8 @@ class World(BaseModel):
     # When each alert was last refused at the hot set's limits (soft, bounded): a source
     # re-sends a refused alert every evaluation, and one dead letter a while is enough.
     refused_at: dict[str, datetime] = Field(default_factory=dict, exclude=True)
+    # Inhibited firing episodes so far; each gets its own stream, like silenced ones.
+    inhibited_episodes: int = 0
     # Durable timers (daemon/domain/timers.py) and the notification log (notifications.py).
     deadlines: DeadlineBook = Field(default_factory=DeadlineBook)
     notifications: NotificationLog = Field(default_factory=NotificationLog)
@@ -175,6 +194,8 @@ class World(BaseModel):
     rulebook: RuleBook = Field(default_factory=RuleBook)
     # Proposed actions, their approvals and outcomes, and the kill switch (actions.py).
     actions: ActionBook = Field(default_factory=ActionBook)
+    # Incidents linked into situations, and per-target action leases (situation_model.py).
+    situations: Situations = Field(default_factory=Situations)
     # The last notification id folded into this world (for checkpoints).
     position: int = 0
     # Soft state, not folded from events and not checkpointed: lease renewals. A source
@@ -194,6 +215,14 @@ class World(BaseModel):
     lease_heap: list[tuple[datetime, str]] = Field(default_factory=list, exclude=True)
     # Firing alerts held by silences, re-checked against the silences on each Tick.
     silenced_firing: dict[str, None] = Field(default_factory=dict, exclude=True)
+    # Firing alerts held by inhibit rules, re-checked when an alert resolves and on Tick.
+    inhibited_firing: dict[str, None] = Field(default_factory=dict, exclude=True)
+    # Alerts that matched an inhibit rule's source side, filed by rule and `equal` values
+    # (inhibit.source_key), so a new alert finds its source without walking every firing
+    # alert. Entries that stopped firing are dropped when met. Derived, not stored.
+    inhibit_sources: dict[tuple[object, ...], dict[str, None]] = Field(
+        default_factory=dict, exclude=True
+    )
     # `shared_labels` answers, per incident, for firing alerts and for all alerts (None: no
     # alert qualifies). Filled by one walk on first ask; evolve narrows them in place as
     # alerts join (an intersection only shrinks then) and drops them when an alert stops
@@ -272,6 +301,27 @@ class World(BaseModel):
         if left:
             self.shared_all.pop(incident_id, None)  # type: ignore[arg-type]
 
+    def note_inhibit_source(self, alert: Alert) -> None:
+        """File a firing alert under every inhibit rule whose source side it matches."""
+        for i, rule in enumerate(self.policy.inhibit_rules):
+            if matches_all(rule.source_matchers, alert.labels):
+                key = source_key(i, rule, alert.labels)
+                self.inhibit_sources.setdefault(key, {})[alert.fingerprint] = None
+
+    def inhibit_candidates(
+        self, rule_index: int, rule: InhibitRule, labels: dict[str, str]
+    ) -> Iterator[Alert]:
+        """Firing alerts filed as sources of a rule with the same `equal` values as `labels`."""
+        bucket = self.inhibit_sources.get(source_key(rule_index, rule, labels))
+        if not bucket:
+            return
+        for fp in list(bucket):
+            st = self.alerts.get(fp)
+            if st is None or not st.firing:
+                del bucket[fp]
+                continue
+            yield st.alert
+
     def track_lease(self, fingerprint: str, ends_at: datetime | None) -> None:
         """Note a lease end for Tick to look at (see `lease_heap`)."""
         if ends_at is not None:
@@ -283,15 +333,21 @@ class World(BaseModel):
         self.members = {}
         self.lease_heap = []
         self.silenced_firing = {}
+        self.inhibited_firing = {}
+        self.inhibit_sources = {}
         self.shared_firing = {}
         self.shared_all = {}
         for fp, st in self.alerts.items():
             if st.incident_id is not None:
                 self.members.setdefault(st.incident_id, {})[fp] = None
             if st.firing:
+                if self.policy.inhibit_rules:
+                    self.note_inhibit_source(st.alert)
                 if st.alert.ends_at is not None:
                     self.lease_heap.append((st.alert.ends_at, fp))
-                if st.incident_id is None:
+                if st.incident_id is None and st.inhibited_by:
+                    self.inhibited_firing[fp] = None
+                elif st.incident_id is None:
                     self.silenced_firing[fp] = None
         heapq.heapify(self.lease_heap)
         return self

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from daemon.domain.commands import Rejected
 from daemon.domain.decide import _decide, emit_one
-from daemon.domain.events import DomainEvent
+from daemon.domain.events import DomainEvent, first_of, next_of
 from daemon.domain.evolve import evolve
 from daemon.domain.state import World
 from daemon.domain.timer_model import (
@@ -31,9 +31,7 @@ def _set(cmd: SetDeadline, world: World, now: datetime) -> list[DomainEvent]:
     if not cmd.kind:
         raise Rejected("a deadline needs a kind", 422)
     event = DeadlineSet(
-        originator_id=cmd.deadline_id,
-        originator_version=1,
-        timestamp=now,
+        **first_of(cmd.deadline_id, now),
         kind=cmd.kind,
         due_at=cmd.due_at,
         subjects=cmd.subjects,
@@ -56,9 +54,7 @@ def _fire(cmd: FireDeadline, world: World, now: datetime) -> list[DomainEvent]:
     if now < d.due_at:
         raise Rejected(f"deadline {d.id} is not due until {d.due_at.isoformat()}")
     event = DeadlineFired(
-        originator_id=d.id,
-        originator_version=d.version + 1,
-        timestamp=now,
+        **next_of(d, now),
         kind=d.kind,
         due_at=d.due_at,
         subjects=d.subjects,
@@ -73,9 +69,7 @@ def _cancel(cmd: CancelDeadline, world: World, now: datetime) -> list[DomainEven
     if d is None:
         raise Rejected(f"deadline {cmd.deadline_id} is not pending", 404)
     event = DeadlineCancelled(
-        originator_id=d.id,
-        originator_version=d.version + 1,
-        timestamp=now,
+        **next_of(d, now),
         kind=d.kind,
         subjects=d.subjects,
         reason=cmd.reason,

@@ -5,6 +5,10 @@ world, commits all resulting events in one transaction on the writer thread, the
 every caller. A caller's await returns only once its events are committed (group commit).
 Submissions that carry a source position (Kafka offsets) are committed on their own so the
 position lands in the same transaction as their events.
+
+When a commit fails the store is marked down (`StoreHealth`): submissions are refused at
+once with `StoreUnavailable` while a recovery task probes the store with backoff, replaces
+the connection pool, rebuilds the world from the log and opens intake again.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ from eventsourcing.persistence import IntegrityError, Tracking
 from pydantic import BaseModel
 
 from daemon.domain import Command, GroupingPolicy, Rejected, Tick, World, decide, evolve
+from daemon.domain.backoff import Backoff
 from daemon.domain.events import DomainEvent
+from daemon.engine.outage import StoreHealth
 from daemon.engine.projections import Projections
 from daemon.engine.snapshot import Snapshot, available
 from daemon.engine.store import EventLog, StoreUnavailable
@@ -44,6 +50,8 @@ class _Submission:
     tracking: Tracking | None = None
     events: list[DomainEvent] = field(default_factory=list)
     error: BaseException | None = None
+    # The caller stopped waiting (commit_timeout): not decided if not yet begun.
+    abandoned: bool = False
 
 
 class Ingestor:
@@ -59,6 +67,8 @@ class Ingestor:
         checkpoint_every: int = 20_000,
         dead_letters_kept: int = 1000,
         checkpoint_in_child: bool = True,
+        commit_timeout: float = 5.0,
+        recovery: Backoff | None = None,
     ) -> None:
         self.log = log_
         self.policy = policy
@@ -89,6 +99,15 @@ class Ingestor:
         self.commits = 0
         self.last_commit_seconds = 0.0
         self.write_latency_observer: Callable[[float], None] | None = None
+        # How long a caller waits for its commit before it is told `StoreUnavailable`.
+        self.commit_timeout = commit_timeout
+        self.store = StoreHealth()
+        self.recovery = recovery or Backoff(0.5, 5.0)
+        self._store_up = asyncio.Event()
+        self._store_up.set()
+        self._recovering: asyncio.Task[None] | None = None
+        # The world holds events that were not committed: rebuild before deciding again.
+        self._dirty = False
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -109,6 +128,9 @@ class Ingestor:
 
     async def close(self) -> None:
         """Finish queued work, write a checkpoint, stop the writer thread."""
+        if self._recovering is not None:
+            self._recovering.cancel()
+            await asyncio.gather(self._recovering, return_exceptions=True)
         if self._task is not None:
             await self._queue.join()
             self._task.cancel()
@@ -119,7 +141,7 @@ class Ingestor:
                 # shutdown does not wait on a child that may be slow or stuck.
                 self._snapshot.cancel()
             await self.checkpoint_written()
-            if self.ready and self.world.position > self._checkpointed_at:
+            if self.ready and self.store.up and self.world.position > self._checkpointed_at:
                 # Nothing else runs now: serialize here rather than fork.
                 await self._checkpoint()
         self.writer.shutdown(wait=True)
@@ -134,9 +156,43 @@ class Ingestor:
         A single command that state refuses raises `Rejected`; in a batch of several,
         refused commands are skipped (sources do not get to argue).
         """
+        if not self.store.up:
+            # Fail fast: nothing is decided, so nothing needs undoing.
+            raise StoreUnavailable(self.store.problem())
         fut: asyncio.Future[list[DomainEvent]] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Submission(commands, fut, tracking))
-        return await fut
+        sub = _Submission(commands, fut, tracking)
+        await self._queue.put(sub)
+        try:
+            async with asyncio.timeout(self.commit_timeout):
+                return await asyncio.shield(fut)
+        except TimeoutError:
+            sub.abandoned = True
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                return fut.result()  # committed just as the wait ran out
+            raise StoreUnavailable(
+                f"not committed within {self.commit_timeout:g}s (tuning.commit_timeout)"
+                + (f"; {self.store.problem()}" if not self.store.up else "")
+            ) from None
+
+    async def store_available(self) -> None:
+        """Return once the store commits again (at once if it does)."""
+        await self._store_up.wait()
+
+    async def check_store(self) -> bool:
+        """Probe the store when it is idle; mark it down (and start recovery) if it fails.
+
+        Called by the health loop: without traffic a commit cannot tell that the store is
+        gone. A probe that does not answer within `commit_timeout` counts as failed.
+        """
+        if not self.store.up:
+            return False
+        try:
+            async with asyncio.timeout(self.commit_timeout):
+                await self._in_writer(self.log.probe)
+        except Exception as e:
+            self._store_down(f"probe failed: {_describe(e)}")
+            return False
+        return True
 
     async def execute(self, command: Command) -> list[DomainEvent]:
         """Submit one command from a person; raises `Rejected` with the reason."""
@@ -168,12 +224,39 @@ class Ingestor:
                 items.append(self._queue.get_nowait())
             try:
                 for segment in _segments(items):
-                    await self._process(segment)
+                    try:
+                        await self._process(segment)
+                    except Exception as e:
+                        # The one writer must outlive any failure, or all intake hangs.
+                        log.exception("commit pipeline failed; refusing the batch")
+                        self._fail(segment, StoreUnavailable(f"not committed: {_describe(e)}"))
             finally:
                 for _ in items:
                     self._queue.task_done()
 
+    def _fail(self, batch: list[_Submission], err: BaseException) -> None:
+        for sub in batch:
+            if sub.future.done():
+                continue
+            sub.future.set_exception(err)
+            if sub.abandoned:
+                sub.future.exception()  # retrieved: its caller was already told
+
+    def _admit(self, batch: list[_Submission]) -> list[_Submission]:
+        """The submissions to decide now: not abandoned, and only while the store is up."""
+        for sub in batch:
+            if sub.abandoned and not sub.future.done():
+                sub.future.cancel()  # the caller was already told it failed
+        batch = [sub for sub in batch if not sub.future.done()]
+        if batch and (not self.store.up or self._dirty):
+            self._fail(batch, StoreUnavailable(self.store.problem() or "event store recovering"))
+            return []
+        return batch
+
     async def _process(self, batch: list[_Submission]) -> None:
+        batch = self._admit(batch)
+        if not batch:
+            return
         now = self.clock()
         all_events: list[DomainEvent] = []
         for sub in batch:
@@ -211,6 +294,8 @@ class Ingestor:
                 await self._commit_failed(batch, e, len(all_events))
                 return
             self.commits += 1
+            self.store.committed()
+            self.recovery.reset()
             self.last_commit_seconds = elapsed
             if self.write_latency_observer is not None:
                 self.write_latency_observer(elapsed)
@@ -226,7 +311,15 @@ class Ingestor:
             else:
                 sub.future.set_result(sub.events)
         if self._checkpoint_due():
+            await self._maybe_checkpoint()
+
+    async def _maybe_checkpoint(self) -> None:
+        try:
             await self._begin_checkpoint()
+        except Exception as e:
+            # Nothing lost: the log has every event; the next checkpoint comes later.
+            self._checkpointed_at = self.world.position
+            log.warning("checkpoint not written position=%d: %s", self.world.position, e)
 
     def _checkpoint_due(self) -> bool:
         """Every `checkpoint_every` events, once the log since is as large as a checkpoint.
@@ -246,13 +339,73 @@ class Ingestor:
         return written >= self._checkpoint_bytes
 
     async def _commit_failed(self, batch: list[_Submission], e: Exception, events: int) -> None:
-        """The world already holds uncommitted events: rebuild it and fail the batch."""
-        log.exception("commit failed events=%d; rebuilding state from the log", events)
-        await self._in_writer(self._rebuild)
-        err = StoreUnavailable(f"event store commit failed: {e}")
-        for sub in batch:
-            if not sub.future.done():
-                sub.future.set_exception(err)
+        """The world already holds uncommitted events: fail the batch, then rebuild.
+
+        The callers hear at once; the rebuild waits for the store (`_recover`), so a store
+        that is gone cannot hold the writer, and intake is refused until it is back.
+        """
+        self._dirty = True
+        reason = _describe(e)
+        self._fail(batch, StoreUnavailable(f"event store commit failed: {reason}"))
+        if isinstance(e, IntegrityError):
+            # The store answered (a conflict, not an outage): rebuild now, in one go.
+            log.warning("commit refused events=%d: %s; rebuilding state from the log", events, e)
+            try:
+                await self._in_writer(self._rebuild)
+                self._dirty = False
+                return
+            except Exception as again:
+                reason = f"rebuild after a refused commit failed: {_describe(again)}"
+        else:
+            log.error("commit failed events=%d: %s", events, reason)
+        self._store_down(reason)
+
+    def _store_down(self, reason: str) -> None:
+        """Refuse intake and start probing the store until it commits again."""
+        if self.store.failed(reason):
+            log.error(
+                "event store unavailable: %s; refusing intake (503) until it answers", reason
+            )
+        self._store_up.clear()
+        if self._recovering is None or self._recovering.done():
+            self._recovering = asyncio.create_task(self._recover(), name="store-recovery")
+
+    async def _recover(self) -> None:
+        """Probe with backoff until the store answers; then rebuild the world and reopen.
+
+        Each probe replaces the connection pool (`EventLog.reconnect`), so how long the
+        outage lasted does not matter: the first probe after the store is back succeeds.
+        """
+        attempts = 0
+        while True:
+            delay = self.recovery.next()
+            await asyncio.sleep(delay)
+            attempts += 1
+            try:
+                await self._in_writer(self._reopen)
+            except Exception as e:
+                self.store.failed(_describe(e))
+                log.warning(
+                    "event store still unavailable attempt=%d down_for=%.0fs: %s",
+                    attempts, self.store.down_for(), _describe(e),
+                )
+                continue
+            self._dirty = False
+            down = self.store.recovered()
+            self.store.committed()
+            self._store_up.set()
+            log.info(
+                "event store available again after %.1fs attempts=%d; state rebuilt "
+                "position=%d; accepting intake",
+                down, attempts, self.world.position,
+            )
+            return
+
+    def _reopen(self) -> None:
+        """Writer thread: a fresh connection, a write probe, then the world from the log."""
+        self.log.reconnect()
+        if self._dirty:
+            self._rebuild()
 
     def _publish(self, position: int, event: DomainEvent) -> None:
         self.projections.apply(position, event)
@@ -360,7 +513,10 @@ class Ingestor:
             data = _Checkpoint.model_validate_json(blob)
             del blob
             world = data.world
-            world.policy = self.policy
+            world.policy = self.policy  # the checkpoint holds none: it validated with the default
+            for st in world.alerts.values() if self.policy.inhibit_rules else ():
+                if st.firing:  # so its index of inhibit sources is filed under the running rules
+                    world.note_inhibit_source(st.alert)
             world.position = position
             projections.restore(data.projections)
             del data
@@ -387,6 +543,12 @@ class _Checkpoint(BaseModel):
 
     world: World
     projections: dict[str, Any] = {}
+
+
+def _describe(e: BaseException) -> str:
+    """One line naming what went wrong (the store's own message, first line only)."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def _segments(items: list[_Submission]) -> list[list[_Submission]]:

@@ -36,6 +36,16 @@ class _StateCollector(Collector):
             "Events folded since the log began, by type",
             labels=["type"],
         )
+        yield GaugeMetricFamily(
+            "watchkeeper_store_up",
+            "1 while the event store commits, 0 while it is unavailable (intake answers 503)",
+            value=1.0 if s.get("store_up", True) else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "watchkeeper_store_seconds_since_last_commit",
+            "Seconds since the last successful commit to the event store (or start-up)",
+            value=s.get("store_seconds_since_commit", 0.0),
+        )
         for kind, n in sorted(s["event_counts"].items()):
             ev.add_metric([kind], n)
         yield ev

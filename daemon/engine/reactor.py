@@ -5,6 +5,10 @@ Each reaction has a name and a tracked position. A reaction that records events 
 progress commits atomically with its effects; at start it resumes after its tracked
 position, reading the log, then follows live commits. Reactions must also be idempotent
 against state (a replayed event after a crash finds its effect already in the world).
+
+While the event store is unavailable every reaction pauses where it is: a reaction is not
+started until the store commits again, and one whose record was refused (`StoreUnavailable`)
+runs again on the same event once it does, as it would after a restart.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from daemon.domain.events import DomainEvent
 from daemon.engine.ingest import Ingestor
+from daemon.engine.store import StoreUnavailable
 
 log = logging.getLogger("watchkeeper.reactor")
 
@@ -135,7 +140,12 @@ class Reactor:
                 self._overflow.setdefault(r.name, position)
 
     async def _follow(self, r: Reaction) -> None:
-        start = await self.ingestor.position(f"reactor:{r.name}") or 0
+        while True:
+            try:
+                start = await self.ingestor.position(f"reactor:{r.name}") or 0
+                break
+            except Exception as e:
+                await self._store_gone(r, "reading its position", e)
         self.positions[r.name] = start
         live_from = self.ingestor.world.position
         await self._catch_up(r, start, live_from)
@@ -156,7 +166,11 @@ class Reactor:
     async def _catch_up(self, r: Reaction, after: int, upto: int) -> None:
         pos = after
         while pos < upto:
-            page = await asyncio.to_thread(self.ingestor.log.read, pos, 1000)
+            try:
+                page = await asyncio.to_thread(self.ingestor.log.read, pos, 1000)
+            except Exception as e:
+                await self._store_gone(r, "catching up", e)
+                continue
             if not page:
                 break
             for rec in page:
@@ -167,11 +181,27 @@ class Reactor:
                 pos = rec.id
                 self.positions[r.name] = max(self.positions[r.name], pos)
 
+    async def _store_gone(self, r: Reaction, doing: str, e: Exception) -> None:
+        log.warning(
+            "reaction=%s paused %s: %s; resuming once the event store answers", r.name, doing, e
+        )
+        await self.ingestor.store_available()
+        await asyncio.sleep(0.5)  # the store may answer a probe and fail a read again
+
     async def _run_one(self, r: Reaction, position: int, event: DomainEvent) -> None:
+        while True:
+            await self.ingestor.store_available()
+            try:
+                await self._react(r, position, event)
+                return
+            except StoreUnavailable as e:
+                await self._store_gone(r, f"at position={position}", e)
+
+    async def _react(self, r: Reaction, position: int, event: DomainEvent) -> None:
         job = self._in_hand[r.name] = asyncio.ensure_future(r.react(position, event))
         try:
             await asyncio.shield(job)  # close() waits for it rather than cutting it short
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, StoreUnavailable):
             raise
         except Exception:
             log.exception(

@@ -6,16 +6,20 @@ come from other threads: the library's connection pools make that safe.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import threading
+import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 from uuid import UUID
 
+import psycopg
 from eventsourcing.persistence import (
     AggregateRecorder,
     InfrastructureFactory,
@@ -30,10 +34,13 @@ from daemon.domain import registry
 from daemon.domain.events import DomainEvent
 
 log = logging.getLogger("watchkeeper.store")
+T = TypeVar("T")
 
 # The stream holding world checkpoints (state folded up to a notification id).
 CHECKPOINT_ID = UUID("00000000-0000-4000-8000-00000000c0de")
 CHECKPOINT_TOPIC = registry.CHECKPOINT_FORMAT
+# Free bytes the SQLite store's file system needs before a probe calls the store usable.
+SQLITE_MIN_FREE = 1024 * 1024
 # zlib level for checkpoints: the fastest; a world's JSON still shrinks several times.
 CHECKPOINT_LEVEL = 1
 
@@ -70,8 +77,23 @@ class Recorded:
     event: DomainEvent
 
 
-def environment_for(url: str, *, schema: str | None = None) -> dict[str, str]:
+@dataclass(frozen=True, slots=True)
+class StoreTimeouts:
+    """Bounds on every store call, so the writer thread never waits forever.
+
+    `connect`: a new connection, and a wait for a free one in the pool (PostgreSQL) or for
+    the database lock (SQLite); `statement`: one statement on the server (PostgreSQL).
+    """
+
+    connect: float = 5.0
+    statement: float = 30.0
+
+
+def environment_for(
+    url: str, *, schema: str | None = None, timeouts: StoreTimeouts | None = None
+) -> dict[str, str]:
     """Translate `store:` (a path, sqlite:///path, or postgresql://...) into eventsourcing env."""
+    t = timeouts or StoreTimeouts()
     if url.startswith(("postgresql://", "postgres://")):
         u = urlparse(url)
         env = {
@@ -81,14 +103,19 @@ def environment_for(url: str, *, schema: str | None = None) -> dict[str, str]:
             "POSTGRES_PORT": str(u.port or 5432),
             "POSTGRES_USER": unquote(u.username or "postgres"),
             "POSTGRES_PASSWORD": unquote(u.password or ""),
-            "POSTGRES_CONNECT_TIMEOUT": "5",
+            # The wait for a connection from the pool (psycopg_pool's `timeout`).
+            "POSTGRES_CONNECT_TIMEOUT": str(max(1, round(t.connect))),
             "POSTGRES_POOL_SIZE": "4",
+            # A lock held by another writer, or a session stuck inside a transaction (its
+            # client gone), must not hold our commits for longer than a statement may take.
+            "POSTGRES_LOCK_TIMEOUT": str(max(1, round(t.statement))),
+            "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": str(max(1, round(t.statement))),
         }
         params = dict(p.split("=", 1) for p in u.query.split("&") if "=" in p)
         if schema or params.get("schema"):
             env["POSTGRES_SCHEMA"] = schema or params["schema"]
         return env
-    path = url.removeprefix("sqlite:///").removeprefix("sqlite://")
+    path = _sqlite_path(url)
     if path != ":memory:" and not path.startswith("file:"):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         # Created owner-only whatever the umask (outside systemd it is often 022); SQLite
@@ -97,28 +124,113 @@ def environment_for(url: str, *, schema: str | None = None) -> dict[str, str]:
     return {
         "PERSISTENCE_MODULE": "eventsourcing.sqlite",
         "SQLITE_DBNAME": path,
-        "SQLITE_LOCK_TIMEOUT": "10",
+        "SQLITE_LOCK_TIMEOUT": str(max(1, round(t.connect))),
+    }
+
+
+def _sqlite_path(url: str) -> str:
+    return url.removeprefix("sqlite:///").removeprefix("sqlite://")
+
+
+def _libpq_bounds(t: StoreTimeouts) -> dict[str, Any]:
+    """Connection parameters that bound what eventsourcing's env cannot (libpq, server side).
+
+    Without `connect_timeout` psycopg waits up to 130 s for a host that does not answer;
+    keepalives and `tcp_user_timeout` notice a peer that vanished without a reset (a
+    failover, a dropped route) instead of waiting on the socket for the kernel's minutes.
+    """
+    ms = int(t.statement * 1000)
+    return {
+        "connect_timeout": max(1, round(t.connect)),
+        "options": f"-c statement_timeout={ms}",
+        "keepalives": 1,
+        "keepalives_idle": 5,
+        "keepalives_interval": 2,
+        "keepalives_count": 3,
+        "tcp_user_timeout": ms,
     }
 
 
 class EventLog:
     """Append events atomically (with an optional source position), read them back in order."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, timeouts: StoreTimeouts | None = None) -> None:
         self.url = url
+        self.timeouts = timeouts or StoreTimeouts()
         self.is_postgres = url.startswith(("postgresql://", "postgres://"))
-        self.factory: InfrastructureFactory[Any] = InfrastructureFactory.construct(
-            environment_for(url)
-        )
-        self.recorder: ProcessRecorder = self.factory.process_recorder()
-        self.checkpoints: AggregateRecorder = self.factory.aggregate_recorder("snapshots")
-        self.mapper = PydanticMapper(transcoder=self.factory.transcoder())
+        self._connect_kwargs: dict[str, Any] = {}
+        self._open()
         # Bytes of event state appended by this process (writer thread), for checkpointing.
         self.bytes_appended = 0
+
+    def _open(self) -> None:
+        factory: InfrastructureFactory[Any] = InfrastructureFactory.construct(
+            environment_for(self.url, timeouts=self.timeouts)
+        )
+        if self.is_postgres:
+            # The pool opens lazily: bound its connections before the first one is made.
+            kwargs = factory.datastore.pool.kwargs  # type: ignore[attr-defined]
+            kwargs.update(_libpq_bounds(self.timeouts))
+            # What a recovery probe connects with: from the configuration, never from a pool.
+            self._connect_kwargs = dict(kwargs)
+        try:
+            recorder: ProcessRecorder = factory.process_recorder()
+            checkpoints: AggregateRecorder = factory.aggregate_recorder("snapshots")
+        except BaseException:
+            _close_quietly(factory)
+            raise
+        self.factory, self.recorder, self.checkpoints = factory, recorder, checkpoints
+        self.mapper = PydanticMapper(transcoder=factory.transcoder())
 
     def close(self) -> None:
         """Close the connection pool."""
         self.factory.close()
+
+    def reconnect(self) -> None:
+        """Replace the connection pool with a fresh one (PostgreSQL), then check the store.
+
+        psycopg_pool retries lost connections with a backoff that grows to minutes, so a
+        pool that lived through a long outage may not reconnect for minutes after the
+        server is back; a new pool connects at once. Raises if the store does not answer.
+        The old pool is closed in the background: closing waits for its workers.
+        """
+        if self.is_postgres:
+            # One direct connection first: refused at once while the server is down, where a
+            # new pool would wait its whole timeout for connections that never come.
+            with psycopg.connect(**self._connect_kwargs) as conn:
+                conn.execute("SELECT 1")
+            old = self.factory
+            self._open()
+            threading.Thread(
+                target=_close_quietly, args=(old,), name="wk-old-pool", daemon=True
+            ).start()
+        self.probe()
+
+    def probe(self) -> None:
+        """Raise unless the store answers a write now (a no-op row, not an event)."""
+        ds = self.factory.datastore  # type: ignore[attr-defined]
+        if self.is_postgres:
+            with ds.transaction(commit=False) as c:
+                c.execute("SELECT 1")
+            return
+        # SQLite answers reads on a full disk or a read-only file system: only a write tells.
+        with ds.transaction(commit=True) as c:
+            c.execute(
+                "CREATE TABLE IF NOT EXISTS watchkeeper_probe "
+                "(id INTEGER PRIMARY KEY, at REAL NOT NULL)"
+            )
+            c.execute("INSERT OR REPLACE INTO watchkeeper_probe VALUES (1, ?)", (time.time(),))
+        # A one-row write fits in space a batch of events does not (the WAL reuses its
+        # pages): call a full disk full until there is room for batches again.
+        path = Path(_sqlite_path(self.url))
+        if str(path) != ":memory:" and "mode=memory" not in str(path):
+            st = os.statvfs(path.parent)
+            free = st.f_bavail * st.f_frsize
+            if free < SQLITE_MIN_FREE:
+                raise OSError(
+                    f"database or disk is full: {free} bytes free on {path.parent}, "
+                    f"waiting for {SQLITE_MIN_FREE}"
+                )
 
     # --- writes (writer thread only) -----------------------------------------------------
 
@@ -128,9 +240,9 @@ class EventLog:
         """Commit events (and the tracking position, if any) in one transaction."""
         stored = [self.mapper.to_stored_event(e) for e in events]
         if not stored and tracking is not None:
-            self.recorder.insert_tracking(tracking)
+            _once(self.recorder.insert_tracking)(tracking)
             return []
-        ids = self.recorder.insert_events(stored, tracking=tracking)
+        ids = _once(self.recorder.insert_events)(stored, tracking=tracking)
         self.bytes_appended += sum(len(s.state) for s in stored)
         return list(ids or [])
 
@@ -140,10 +252,10 @@ class EventLog:
 
     def save_compressed_checkpoint(self, position: int, blob: bytes) -> None:
         """Store a checkpoint already compressed with zlib (see `daemon.snapshot`)."""
-        self.checkpoints.insert_events(
+        _once(self.checkpoints.insert_events)(
             [StoredEvent(CHECKPOINT_ID, position, CHECKPOINT_TOPIC, blob)]
         )
-        older = self.checkpoints.select_events(CHECKPOINT_ID, desc=True, limit=3)
+        older = _once(self.checkpoints.select_events)(CHECKPOINT_ID, desc=True, limit=3)
         if len(older) > 2:
             self._delete_checkpoints_upto(older[-1].originator_version)
 
@@ -166,7 +278,7 @@ class EventLog:
 
     def load_checkpoint(self) -> tuple[int, bytes] | None:
         """The newest checkpoint as (position, state), or None."""
-        rows = self.checkpoints.select_events(CHECKPOINT_ID, desc=True, limit=1)
+        rows = _once(self.checkpoints.select_events)(CHECKPOINT_ID, desc=True, limit=1)
         if not rows:
             return None
         if rows[0].topic not in registry.CHECKPOINT_FORMATS:
@@ -179,7 +291,7 @@ class EventLog:
 
     def read(self, after: int = 0, limit: int = 1000) -> list[Recorded]:
         """Events with notification id > after, oldest first."""
-        notes = self.recorder.select_notifications(
+        notes = _once(self.recorder.select_notifications)(
             start=after, limit=limit, inclusive_of_start=False
         )
         return [Recorded(n.id, self.mapper.to_domain_event(n)) for n in notes]
@@ -188,7 +300,7 @@ class EventLog:
         self, after: int = 0, limit: int = 1000
     ) -> list[tuple[int, str, bytes, UUID, int]]:
         """Undecoded notifications: (id, topic, json, originator, version) for export/paging."""
-        notes = self.recorder.select_notifications(
+        notes = _once(self.recorder.select_notifications)(
             start=after, limit=limit, inclusive_of_start=False
         )
         return [
@@ -198,12 +310,33 @@ class EventLog:
 
     def stream(self, originator_id: UUID) -> list[DomainEvent]:
         """All events of one stream (an incident's timeline), oldest first."""
-        return [self.mapper.to_domain_event(s) for s in self.recorder.select_events(originator_id)]
+        stored = _once(self.recorder.select_events)(originator_id)
+        return [self.mapper.to_domain_event(s) for s in stored]
 
     def max_id(self) -> int:
         """The newest notification id (0 for an empty log)."""
-        return self.recorder.max_notification_id() or 0
+        return _once(self.recorder.max_notification_id)() or 0
 
     def position(self, name: str) -> int | None:
         """The recorded position of a source (e.g. kafka:topic:partition), or None."""
-        return self.recorder.max_tracking_id(name)
+        return _once(self.recorder.max_tracking_id)(name)
+
+
+def _once(method: Callable[..., T]) -> Callable[..., T]:
+    """A recorder method without eventsourcing's own retry loop.
+
+    Its PostgreSQL recorders retry a connection error ten times, each after waiting up to
+    the pool timeout: one call on a store that is down took 50 s and held the writer. The
+    Ingestor has its own recovery (probe with backoff), so each call here tries once.
+    """
+    inner = getattr(getattr(method, "__func__", None), "__wrapped__", None)
+    if inner is None:
+        return method
+    return functools.partial(inner, method.__self__)  # type: ignore[attr-defined]
+
+
+def _close_quietly(factory: InfrastructureFactory[Any]) -> None:
+    try:
+        factory.close()
+    except Exception as e:  # a pool that lost its server may fail to close cleanly
+        log.debug("closing a replaced store connection pool: %s", e)

@@ -90,8 +90,12 @@ class TimerService:
             self._wake.clear()
             try:
                 await self.fire_due()
-            except StoreUnavailable:
-                log.exception("could not fire deadlines; retrying")
+            except StoreUnavailable as e:
+                # Nothing fired (nothing committed): fire once the store is back; `decide`
+                # refuses a deadline that already fired, so it fires exactly once.
+                log.warning("deadlines not fired: %s; firing once the store answers", e)
+                await self.ingestor.store_available()
+                continue
             nxt = self.ingestor.world.deadlines.next_due_at()
             wait = self.max_idle
             if nxt is not None:

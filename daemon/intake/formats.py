@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, field_validator
 
+from daemon.config.problems import problems
 from daemon.domain.alert_model import Alert, fingerprint
 from daemon.domain.limits import DEFAULT_LIMITS, AlertLimits, alert_problems
 
@@ -81,23 +82,8 @@ def _set(t: datetime | None) -> datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
-def _loc(prefix: str, loc: tuple[int | str, ...]) -> str:
-    out = prefix
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "body"
-
-
 def _errors(prefix: str, exc: ValidationError) -> PayloadError:
-    problems = []
-    for e in exc.errors(include_url=False):
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "missing":
-            msg = "required field is missing"
-        elif e["type"] == "json_invalid":
-            msg = f"malformed JSON ({e.get('ctx', {}).get('error', 'invalid')})"
-        problems.append(f"{_loc(prefix, tuple(e['loc']))}: {msg}")
-    return PayloadError(problems[:20])
+    return PayloadError(problems(exc.errors(include_url=False), prefix=prefix, noun="field")[:20])
 
 
 def _normalize(

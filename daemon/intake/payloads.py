@@ -115,15 +115,18 @@ def decode(
 
 
 def dead_letter(
-    record_id: UUID, source: str, problems: Iterable[str], body: bytes
+    record_id: UUID, source: str, problems: Iterable[str], body: bytes, size: int | None = None
 ) -> RecordDeadLetter:
-    """A dead-letter record for a payload that could not be read."""
+    """A dead-letter record for a payload that could not be read.
+
+    `size` is what arrived when `body` is only its head (a body refused as too large).
+    """
     return RecordDeadLetter(
         record_id=record_id,
         source=source,
         reason="; ".join(problems),
         payload=body[:DEAD_LETTER_BYTES].decode("utf-8", "replace"),
-        size=len(body),
+        size=len(body) if size is None else size,
     )
 
 

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, field_validator
 
+from daemon.config.problems import problems
 from daemon.domain.rule_model import Sample
 from daemon.intake.formats import PayloadError
 
@@ -58,18 +59,7 @@ def _label_text(v: _LabelValue) -> str:
 
 
 def _problems(prefix: str, exc: ValidationError) -> PayloadError:
-    out = []
-    for e in exc.errors(include_url=False):
-        where = prefix
-        for part in e["loc"]:
-            where += f"[{part}]" if isinstance(part, int) else f".{part}"
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "missing":
-            msg = "required field is missing"
-        elif e["type"] == "json_invalid":
-            msg = f"malformed JSON ({e.get('ctx', {}).get('error', 'invalid')})"
-        out.append(f"{where or 'body'}: {msg}")
-    return PayloadError(out[:20])
+    return PayloadError(problems(exc.errors(include_url=False), prefix=prefix, noun="field")[:20])
 
 
 def parse_samples(

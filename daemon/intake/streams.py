@@ -7,7 +7,7 @@ run their loops as named tasks of a `TaskGroup` that lives as long as the source
 from __future__ import annotations
 
 import asyncio
-import random
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine, Sequence
 from types import TracebackType
@@ -15,13 +15,16 @@ from typing import Any, Protocol, Self
 
 from eventsourcing.persistence import Tracking
 
+from daemon.domain.backoff import Backoff
 from daemon.domain.commands import Command
 from daemon.domain.events import DomainEvent
 from daemon.domain.state import World
 from daemon.engine.store import StoreUnavailable
 from daemon.intake.source import SourceHealth
 
-__all__ = ["Backoff", "Intake", "SourceTasks", "StoreUnavailable", "describe"]
+__all__ = [
+    "Backoff", "Intake", "SourceTasks", "StoreUnavailable", "describe", "pause_for_store"
+]
 
 
 class Intake(Protocol):
@@ -40,38 +43,29 @@ class Intake(Protocol):
         """The committed position recorded under `name`, or None."""
 
 
+async def pause_for_store(intake: Intake, delay: float) -> None:
+    """Wait up to `delay` after a refused submit, ending early once a down store is back.
+
+    A source's backoff grows to a minute over a long outage; the store's own recovery
+    says when it commits again (`Ingestor.store_available`), so intake resumes within
+    half a second of that rather than at the end of the source's backoff.
+    """
+    first = min(delay, 0.5)
+    await asyncio.sleep(first)
+    available = getattr(intake, "store_available", None)
+    if available is None:
+        await asyncio.sleep(delay - first)
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(available(), delay - first)
+
+
 def describe(e: BaseException) -> str:
     """`Type: message` for health and logs (without repeating a type the message names)."""
     text, name = str(e), type(e).__name__
     if not text:
         return name
     return text if text.startswith(name) else f"{name}: {text}"
-
-
-class Backoff:
-    """Exponential backoff with jitter: each delay is drawn from [d/2, d], d doubling to `cap`.
-
-    Half the delay is fixed so a flapping broker is not hammered; the random half spreads
-    many clients (or many daemons) apart after a broker restart.
-    """
-
-    def __init__(
-        self, first: float, cap: float, rand: Callable[[], float] = random.random
-    ) -> None:
-        self.first = first
-        self.cap = cap
-        self.rand = rand
-        self.attempt = 0
-
-    def next(self) -> float:
-        """The next delay in seconds."""
-        d = min(self.cap, self.first * 2.0**self.attempt)
-        self.attempt = min(self.attempt + 1, 62)
-        return d / 2 + self.rand() * d / 2
-
-    def reset(self) -> None:
-        """Connected again: start from the shortest delay next time."""
-        self.attempt = 0
 
 
 class SourceTasks(ABC):

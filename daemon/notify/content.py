@@ -30,13 +30,23 @@ EVENT_TYPES = {
     "reopened": "incident_opened",
     "escalated": "escalated",
     "acknowledged": "acknowledged",
+    "unacknowledged": "unacknowledged",
     "resolved": "resolved",
     "action_proposed": "action_proposed",
     "approval_requested": "approval_requested",
     "action_executed": "action_executed",
     "action_failed": "action_failed",
+    "approval_reminder": "approval_requested",
+    "action_approved": "action_approved",
+    "action_rejected": "action_rejected",
+    "approval_expired": "approval_expired",
+    "action_cancelled": "action_cancelled",
+    "action_verified": "action_verified",
+    "action_rolled_back": "action_rolled_back",
+    "investigation_escalated": "investigation_escalated",
     "concluded": "investigation_concluded",
     "summary": "notifications_held",
+    "situation": "situation_changed",
 }
 SEVERITY_COLORS = {
     "critical": "#E01E5A",
@@ -85,11 +95,17 @@ def _findings(world: object, incident_id: UUID) -> tuple[str, str, list[Proposal
             runs_text = kind + "(" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")"
             entry = book.get(p.proposal_id) if hasattr(book, "get") else None
             plan = getattr(entry, "plan", None)
+            host = str(getattr(plan, "host", "") or getattr(entry, "target", "") or "")
+            if host:
+                runs_text += f" on {host}"
+            planned = str(getattr(plan, "summary", "") or "")
+            if planned and host:
+                planned += f" on {host}"
             proposals.append(
                 Proposal(
                     action_id=str(getattr(p, "proposal_id", "") or getattr(p, "action_id", "")),
                     kind=str(getattr(p, "action_id", kind)),
-                    runs=str(getattr(plan, "summary", "") or runs_text),
+                    runs=planned or runs_text,
                     risk=str(getattr(p, "risk", "")),
                     status=str(getattr(entry, "status", "") or getattr(p, "status", "proposed")),
                     rationale=str(getattr(p, "rationale", "")),
@@ -98,20 +114,48 @@ def _findings(world: object, incident_id: UUID) -> tuple[str, str, list[Proposal
     return summary, cause, proposals
 
 
-def _headline(kind: str, inc: Incident, note: str) -> str:
+# Lifecycle kinds set the headline; a later stage's follow-up (an action, a conclusion)
+# shows the incident's state instead, so the header never reads "Investigated" while the
+# incident still fires with nobody on it.
+_LIFECYCLE_LEADS = {
+    "opened": "🔥 Firing",
+    "reopened": "🔁 Reopened",
+    "escalated": "⏫ Escalated",
+    "acknowledged": "👀 Acknowledged",
+    "resolved": "✅ Resolved",
+}
+_STATE_LEADS = {
+    "open": "🔥 Firing",
+    "acknowledged": "👀 Acknowledged",
+    "resolved": "✅ Resolved",
+    "closed": "✅ Resolved",
+}
+# Labels that say where an alert fires, in the order they are preferred for a headline.
+WHERE_LABELS = ("instance", "host", "node", "pod", "service", "job")
+
+
+def where(world: World, inc: Incident) -> str:
+    """Where the incident's alerts fire (`web1`, `3 instances`), "" when no label says."""
+    shared = world.shared_labels(inc.id) or {}
+    for name in WHERE_LABELS:
+        if shared.get(name):
+            return shared[name]
+    for name in WHERE_LABELS:
+        values = {
+            a.alert.labels[name] for a in world.member_alerts(inc.id) if name in a.alert.labels
+        }
+        if len(values) > 1:
+            return f"{len(values)} {name}s"
+    return ""
+
+
+def _headline(kind: str, inc: Incident, place: str) -> str:
     sev = f"[{inc.severity.upper()}] " if inc.severity != "none" else ""
-    lead = {
-        "opened": "🔥 Firing",
-        "reopened": "🔁 Reopened",
-        "escalated": "⏫ Escalated",
-        "acknowledged": "👀 Acknowledged",
-        "resolved": "✅ Resolved",
-        "action_proposed": "🛠 Action proposed",
-        "concluded": "🔎 Investigated",
-    }.get(kind, "📣 Update")
-    if inc.state == "resolved" and kind not in ("resolved", "opened", "reopened"):
+    lead = _LIFECYCLE_LEADS.get(kind) or _STATE_LEADS.get(inc.state, "📣 Update")
+    if inc.state == "resolved" and kind in ("escalated", "acknowledged"):
         lead += " (resolved)"
-    return f"{lead}: {sev}{inc.title or inc.group_key}"
+    on = f" on {place}" if place else ""
+    return f"{lead}: {sev}{inc.title or inc.group_key}{on}"
 
 
 def incident_message(
@@ -123,8 +167,12 @@ def incident_message(
     console_url: str = "",
     note: str = "",
     escalation: dict[str, Any] | None = None,
+    interactive: bool = True,
 ) -> Message:
-    """The message for `kind` (opened, escalated, acknowledged, resolved…) about `inc`."""
+    """The message for `kind` (opened, escalated, acknowledged, resolved…) about `inc`.
+
+    `interactive` is whether a Slack app answers buttons; without one none are shown.
+    """
     alerts = sorted(world.incident_alerts(inc.id), key=lambda a: a.alert.starts_at)
     firing_since = min((a.alert.starts_at for a in alerts if a.firing), default=inc.opened_at)
     ends = inc.resolved_at if inc.state in ("resolved", "closed") and inc.resolved_at else now
@@ -145,15 +193,18 @@ def incident_message(
         ("Alerts", f"{inc.firing} firing of {inc.alerts_total}"),
         ("Group", inc.group_key),
     ]
+    situation = situation_data(world, inc.id)
+    if situation:
+        facts.append(("Situation", situation["text"]))
     if escalation:
         facts.append(("Escalation", f"{escalation['policy']} level {int(escalation['level']) + 1}"))
     buttons: list[Button] = []
-    if inc.state == "open":
+    if interactive and inc.state == "open":
         buttons.append(
             Button(action="ack", label="Acknowledge", value=str(inc.id), style="primary")
         )
-    for p in proposals:
-        if p.status in ("pending", "approval_requested", "awaiting_approval"):
+    for p in proposals if interactive else ():
+        if p.status == "pending_approval":
             value = json.dumps({"incident": str(inc.id), "proposal": p.action_id})
             buttons.append(
                 Button(action="approve", label=f"Approve {p.kind}", value=value, style="primary")
@@ -179,6 +230,7 @@ def incident_message(
             ],
         },
         "escalation": escalation,
+        "situation": situation or None,
         "investigation": {"summary": agent_summary, "probable_cause": cause}
         if agent_summary or cause
         else None,
@@ -188,7 +240,7 @@ def incident_message(
         kind=kind,
         event_type=EVENT_TYPES.get(kind, kind),
         incident_id=inc.id,
-        headline=_headline(kind, inc, note),
+        headline=_headline(kind, inc, where(world, inc)),
         title=inc.title or inc.group_key,
         severity=inc.severity,
         state=inc.state,
@@ -204,6 +256,26 @@ def incident_message(
         url=url,
         data=data,
     )
+
+
+def situation_data(world: World, incident_id: UUID) -> dict[str, Any]:
+    """The situation an incident is in, for its messages: members, lead, why linked."""
+    s = world.situations.of_incident(incident_id)
+    if s is None:
+        return {}
+    titles = []
+    for iid in s.members:
+        inc = world.incidents.get(iid) or world.closed.get(iid)
+        titles.append((inc.title if inc else str(iid)) + (" (lead)" if iid == s.lead else ""))
+    keys = ", ".join(f"{k}={v}" for k, v in s.keys.items())
+    return {
+        "id": str(s.id),
+        "lead_incident_id": str(s.lead),
+        "keys": s.keys,
+        "members": [str(i) for i in s.members],
+        "text": f"{len(s.members)} incidents" + (f" on {keys}" if keys else "")
+        + ": " + ", ".join(titles[:20]) + (" …" if len(titles) > 20 else ""),
+    }
 
 
 def summary_message(

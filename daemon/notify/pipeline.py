@@ -1,6 +1,6 @@
 """Notifiers and the notify pipeline: dedup → storm control → send with retry → record.
 
-A `Notifier` (handlers/notifiers/*) turns a platform-neutral `Message` into one platform's
+A `ChatNotifier` (handlers/notifiers/*) turns a platform-neutral `Message` into one platform's
 payload and delivers it, raising `SendError` with what the platform answered. The pipeline
 is a sequence of small stages in the manner of Alertmanager's notify package: each stage
 either passes a `Notice` on or ends it with an `Outcome` whose reason says why. Outcomes
@@ -20,6 +20,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
 
+from daemon.domain.backoff import backoff_delay
 from daemon.domain.commands import Command
 from daemon.domain.notification_model import (
     IncidentThread,
@@ -119,7 +120,7 @@ class SendError(Exception):
         self.retry_after = retry_after
 
 
-class Notifier(Protocol):
+class ChatNotifier(Protocol):
     """One configured destination (a Slack channel, a Teams workflow, a webhook…)."""
 
     name: str
@@ -218,7 +219,7 @@ class Stage(Protocol):
         ...
 
 
-def posts_new_message(notice: Notice, notifiers: Mapping[str, Notifier]) -> bool:
+def posts_new_message(notice: Notice, notifiers: Mapping[str, ChatNotifier]) -> bool:
     """Whether delivering this notice adds a message to the channel (rather than editing one)."""
     n = notifiers.get(notice.channel)
     return notice.thread is None or not (n is not None and n.can_update and notice.thread.ref)
@@ -244,7 +245,7 @@ class StormControl:
         self,
         world: Callable[[], World],
         clock: Callable[[], datetime],
-        notifiers: Mapping[str, Notifier],
+        notifiers: Mapping[str, ChatNotifier],
         limit: int,
         window: timedelta,
     ) -> None:
@@ -274,8 +275,8 @@ def retry_delay(
     """Seconds to wait before attempt `attempt + 1` (None: give up), and why.
 
     Backoff doubles from `policy.backoff`, capped at `max_backoff`, with "equal jitter"
-    (half fixed, half random) so retries from several daemons spread out. A platform's
-    Retry-After is obeyed as long as it fits within `max_backoff`.
+    (`backoff_delay`) so retries from several daemons spread out. A platform's Retry-After
+    is obeyed as long as it fits within `max_backoff`.
     """
     if not err.recoverable:
         return None, f"not retried: {err.reason}"
@@ -289,8 +290,7 @@ def retry_delay(
             )
         wait = max(err.retry_after, 0.0)
         return wait, f"retry {attempt + 1}/{policy.attempts} in {wait:g}s as the platform asked"
-    base = min(policy.max_backoff, policy.backoff * 2 ** (attempt - 1))
-    wait = base / 2 + rand() * base / 2
+    wait = backoff_delay(policy.backoff, policy.max_backoff, attempt - 1, rand)
     return wait, f"retry {attempt + 1}/{policy.attempts} in {wait:.2f}s after: {err.reason}"
 
 
@@ -299,7 +299,7 @@ class Deliver:
 
     def __init__(
         self,
-        notifiers: Mapping[str, Notifier],
+        notifiers: Mapping[str, ChatNotifier],
         retry: RetryPolicy,
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,

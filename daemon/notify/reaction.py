@@ -41,7 +41,9 @@ from daemon.domain.events import (
     IncidentReopened,
     IncidentResolved,
 )
+from daemon.domain.incident_work import IncidentUnacknowledged
 from daemon.domain.notification_model import Escalate, window_frees_at
+from daemon.domain.situation_model import SituationLinked, SituationUnlinked
 from daemon.domain.state import Incident, World
 from daemon.domain.timer_model import (
     CancelDeadline,
@@ -51,12 +53,13 @@ from daemon.domain.timer_model import (
 )
 from daemon.engine.ingest import Ingestor
 from daemon.notify.content import digest, incident_message, summary_message
+from daemon.notify.followups import FOLLOW_UPS, follow_up_note, incident_of
 from daemon.notify.pipeline import (
+    ChatNotifier,
     Dedup,
     Deliver,
     Message,
     Notice,
-    Notifier,
     Outcome,
     Pipeline,
     RetryPolicy,
@@ -66,21 +69,17 @@ from daemon.notify.pipeline import (
 log = logging.getLogger("watchkeeper.notify")
 # Asked on every committed event: a set lookup by exact type (events are leaf classes).
 _LIFECYCLE = frozenset(
-    {IncidentOpened, IncidentReopened, IncidentAcknowledged, IncidentResolved, IncidentClosed}
+    {
+        IncidentOpened,
+        IncidentReopened,
+        IncidentAcknowledged,
+        IncidentUnacknowledged,
+        IncidentResolved,
+        IncidentClosed,
+    }
 )
 ESCALATION = "escalation"
 SUMMARY = "notify-summary"
-# Events of later stages, recognised by name so this module does not depend on theirs.
-FOLLOW_UPS = {
-    "ActionProposed": "action_proposed",
-    "ApprovalRequested": "approval_requested",
-    "ApprovalReminded": "approval_requested",
-    "ActionEscalated": "escalated",
-    "ActionSucceeded": "action_executed",
-    "ActionExecuted": "action_executed",
-    "ActionFailed": "action_failed",
-    "InvestigationConcluded": "concluded",
-}
 
 
 class NotifyReaction:
@@ -91,7 +90,7 @@ class NotifyReaction:
     def __init__(
         self,
         ingestor: Ingestor,
-        notifiers: Mapping[str, Notifier],
+        notifiers: Mapping[str, ChatNotifier],
         config: NotificationsConfig,
         clock: Callable[[], datetime],
         *,
@@ -103,6 +102,8 @@ class NotifyReaction:
         self.policies: Sequence[EscalationPolicy] = config.escalation_policies()
         self.console_url = console_url or config.console_url
         self.storm = config.storm
+        # Buttons only when a Slack app (its signing secret) is there to answer them.
+        self.interactive = bool(config.slack_app.signing_secret)
         retry = RetryPolicy(
             attempts=config.retry.attempts,
             backoff=config.retry.backoff.total_seconds(),
@@ -128,7 +129,11 @@ class NotifyReaction:
         """Incident lifecycle events, fired deadlines of ours, and later stages' follow-ups."""
         if isinstance(event, DeadlineFired):
             return event.kind in (ESCALATION, SUMMARY)
-        return type(event) in _LIFECYCLE or type(event).__name__ in FOLLOW_UPS
+        return (
+            type(event) in _LIFECYCLE
+            or type(event).__name__ in FOLLOW_UPS
+            or isinstance(event, SituationLinked | SituationUnlinked)
+        )
 
     async def react(self, position: int, event: DomainEvent) -> None:
         """Work out and perform what `event` asks for; record it with our position."""
@@ -147,6 +152,16 @@ class NotifyReaction:
     async def _handle(self, position: int, event: DomainEvent) -> list[Command]:
         if isinstance(event, IncidentOpened | IncidentReopened):
             return self._start_chain(position, event)
+        if isinstance(event, SituationLinked | SituationUnlinked):
+            return await self._situation_changed(position, event)
+        if isinstance(event, IncidentUnacknowledged):
+            # Given back: nobody has it, so escalation starts again from its first step.
+            note = f"Unacknowledged by {event.by}" + (f": {event.reason}" if event.reason else "")
+            key = f"unacknowledged:{event.originator_version}"
+            follow = await self._follow_up(
+                position, event.originator_id, "unacknowledged", note, key=key
+            )
+            return follow + self._start_chain(position, event)
         if isinstance(event, DeadlineFired) and event.kind == ESCALATION:
             return await self._escalate(position, event)
         if isinstance(event, DeadlineFired) and event.kind == SUMMARY:
@@ -176,13 +191,20 @@ class NotifyReaction:
         inc = world.incidents.get(event.originator_id)
         if inc is None or not inc.is_active:
             return []
+        if world.situations.is_member(inc.id):
+            # One page per situation: its lead's. This incident shows in the lead's thread.
+            return []
+        return self._chain_for(inc, position, event.timestamp)
+
+    def _chain_for(self, inc: Incident, position: int, at: datetime) -> list[Command]:
+        world = self._world()
         policy = select_policy(self.policies, routing_labels(world, inc))
         if policy is None:
             log.info("no escalation policy matches incident=%s labels=%s", inc.id, inc.group_labels)
             return []
         step = first_step(policy)
         # The chain is named by the position of the event that opened it: unique and stable.
-        return [self._step_deadline(inc.id, policy, position, step, event.timestamp + step.wait)]
+        return [self._step_deadline(inc.id, policy, position, step, at + step.wait)]
 
     def _step_deadline(
         self,
@@ -221,6 +243,20 @@ class NotifyReaction:
         if why:
             log.info("escalation stopped incident=%s: %s", inc.id, why)
             return []
+        snoozed = inc.snoozed_until
+        if snoozed is not None and snoozed > self.clock():
+            # Snoozed: the same step waits until the snooze ends (a deadline of its own).
+            log.info("escalation snoozed incident=%s until=%s", inc.id, snoozed.isoformat())
+            wait = SetDeadline(
+                deadline_id=deadline_id(
+                    ESCALATION, inc.id, chain, level, round_, "snoozed", snoozed.isoformat()
+                ),
+                kind=ESCALATION,
+                due_at=snoozed,
+                subjects=(inc.id,),
+                payload=dict(event.payload),
+            )
+            return [wait]
         channels = policy.levels[level].channels
         first = (level, round_) == (0, 0)
         kind = ("reopened" if inc.reopen_count else "opened") if first else "escalated"
@@ -234,9 +270,7 @@ class NotifyReaction:
             )
         )
         esc = {"policy": policy.name, "level": level, "round": round_}
-        msg = incident_message(
-            world, inc, kind, self.clock(), console_url=self.console_url, note=note, escalation=esc
-        )
+        msg = self._message(world, inc, kind, note, esc)
         key = f"esc:{chain}:{level}:{round_}"
         detail = f"policy {policy.name} level {level + 1}" + (f" repeat {round_}" if round_ else "")
         outcomes = await self.pipeline.run_all(
@@ -269,43 +303,111 @@ class NotifyReaction:
         )
 
     async def _follow_up(
-        self, position: int, incident_id: UUID, kind: str, note: str, *, key: str
+        self,
+        position: int,
+        incident_id: UUID,
+        kind: str,
+        note: str,
+        *,
+        key: str,
+        fresh: bool = False,
     ) -> list[Command]:
         world = self._world()
         inc = world.incidents.get(incident_id)
+        thread_of = incident_id
         threads = world.notifications.threads_of(incident_id)
+        situation = world.situations.of_incident(incident_id)
+        if not threads and situation is not None and inc is not None:
+            # A member has no thread of its own: its news is told in its lead's message
+            # (edited in place where the channel can), as a note naming the member.
+            thread_of = situation.lead
+            threads = world.notifications.threads_of(thread_of)
+            note = f"{inc.title or inc.group_key}: {note}"
+            inc = world.incidents.get(thread_of)
         if inc is None or not threads:
             return []
-        msg = incident_message(
-            world, inc, kind, self.clock(), console_url=self.console_url, note=note
-        )
+        msg = self._message(world, inc, kind, note)
         notices = [
-            self._notice(t.channel, incident_id, msg, key, needs_thread=True)
+            self._notice(t.channel, thread_of, msg, key, needs_thread=True, fresh=fresh)
             for t in threads
             if t.channel in self.notifiers
         ]
         return self._records(position, await self.pipeline.run_all(notices))
 
+    def _message(
+        self,
+        world: World,
+        inc: Incident,
+        kind: str,
+        note: str = "",
+        escalation: dict[str, Any] | None = None,
+    ) -> Message:
+        return incident_message(
+            world,
+            inc,
+            kind,
+            self.clock(),
+            console_url=self.console_url,
+            note=note,
+            escalation=escalation,
+            interactive=self.interactive,
+        )
+
     async def _follow_up_of_later_stage(
         self, position: int, event: DomainEvent, kind: str
     ) -> list[Command]:
-        inc_id: Any = getattr(event, "incident_id", None)
+        world = self._world()
+        inc_id = incident_of(event, world)
         if inc_id is None:
-            invs: Any = getattr(self._world(), "investigations", None)
-            inv = invs.get(event.originator_id) if hasattr(invs, "get") else None
-            inc_id = getattr(inv, "incident_id", None)
-        if not isinstance(inc_id, UUID):
             return []
-        note = {
-            "action_proposed": f"Agent proposed {getattr(event, 'kind', 'an action')}",
-            "concluded": "Investigation concluded"
-            + (
-                f": {getattr(event, 'probable_cause', '')}"
-                if getattr(event, "probable_cause", "")
-                else ""
-            ),
-        }.get(kind, str(getattr(event, "reason", "")) or kind.replace("_", " ").capitalize())
-        return await self._follow_up(position, inc_id, kind, note, key=f"{kind}:{position}")
+        note = follow_up_note(event, world)
+        # Each of these is news even when the message itself looks the same (a reminder).
+        return await self._follow_up(
+            position, inc_id, kind, note, key=f"{kind}:{position}", fresh=True
+        )
+
+    # --- situations -----------------------------------------------------------------------
+
+    async def _situation_changed(
+        self, position: int, event: SituationLinked | SituationUnlinked
+    ) -> list[Command]:
+        """A member joined or left: stop its own chain, tell the lead's thread (an edit where
+        the channel can edit, a reply in the thread otherwise)."""
+        world = self._world()
+        s = world.situations.get(event.originator_id)
+        inc = world.incidents.get(event.incident_id)
+        if s is None or inc is None:
+            return []
+        cmds: list[Command] = []
+        if isinstance(event, SituationLinked):
+            if event.incident_id == s.lead:
+                return []
+            cmds += self._cancel(
+                inc.id, None, f"linked into situation {s.id}; its lead incident pages"
+            )
+            name = inc.title or inc.group_key
+            note = f"{name} joined this situation ({event.rule}: {event.reason})"
+        else:
+            note = f"{inc.title or inc.group_key} left this situation ({event.reason})"
+            # On its own again: it pages through its own chain from now on; so does a
+            # member that became the lead (a former lead has paged already).
+            new_lead = world.incidents.get(event.new_lead) if event.new_lead else None
+            for other in (inc, new_lead):
+                if other is not None and other.is_active and not self._paged(other.id):
+                    cmds += self._chain_for(other, position, event.timestamp)
+        # A lead that left tells its own thread; otherwise the (new) lead's thread hears it.
+        told = inc.id if isinstance(event, SituationUnlinked) and event.new_lead else s.lead
+        return cmds + await self._follow_up(
+            position, told, "situation", note, key=f"situation:{position}"
+        )
+
+    def _paged(self, incident_id: UUID) -> bool:
+        """Whether the incident has a chain running or a message out already."""
+        world = self._world()
+        return bool(
+            world.notifications.threads_of(incident_id)
+            or world.deadlines.about(incident_id, ESCALATION)
+        )
 
     # --- storm summaries -----------------------------------------------------------------
 
@@ -342,12 +444,13 @@ class NotifyReaction:
         *,
         needs_thread: bool = False,
         detail: str = "",
+        fresh: bool = False,
     ) -> Notice:
         return Notice(
             channel=channel,
             message=msg,
             key=key,
-            digest=digest(msg),
+            digest=digest(msg) + (f":{key}" if fresh else ""),
             thread=self._world().notifications.thread(incident_id, channel),
             needs_thread=needs_thread,
             detail=detail,

@@ -6,6 +6,7 @@ from itertools import islice
 from typing import Any
 
 from daemon.domain.state import World
+from daemon.runbooks.outcomes import runbook_outcomes
 from daemon.runbooks.tools import (
     AlertContextArgs,
     PastIncidentsArgs,
@@ -57,6 +58,47 @@ def incident_context(world: World, incident_id: Any) -> dict[str, Any]:
             for a in alerts
         ],
         "alerts_not_shown": max(0, len(world.members.get(incident_id, ())) - MAX_ALERTS),
+        **situation_context(world, incident_id),
+    }
+
+
+def situation_context(world: World, incident_id: Any) -> dict[str, Any]:
+    """For the lead of a situation: every member incident, why it was linked, its alerts
+    and what its own investigation found. Empty for any other incident."""
+    s = world.situations.of_incident(incident_id)
+    if s is None or s.lead != incident_id:
+        return {}
+    members = []
+    for iid, link in s.members.items():
+        if iid == incident_id:
+            continue
+        inc = world.incidents.get(iid) or world.closed.get(iid)
+        findings = [
+            {"runbook": r.runbook_id, "status": r.status, "probable_cause": r.probable_cause,
+             "summary": r.summary}
+            for r in world.investigations.for_incident(iid)
+            if r.probable_cause or r.summary
+        ]
+        members.append(
+            {
+                "incident": inc.title if inc else str(iid),
+                "state": inc.state if inc else "unknown",
+                "linked_by": link.rule,
+                "why": link.reason,
+                "alerts": [
+                    a.alert.labels for a in islice(world.member_alerts(iid), MAX_ALERTS // 10)
+                ],
+                "findings": findings,
+            }
+        )
+    return {
+        "situation": {
+            "id": str(s.id),
+            "keys": s.keys,
+            "note": "these incidents were linked to this one; name their probable common cause",
+            "members": members[:MAX_ALERTS],
+            "members_not_shown": max(0, len(members) - MAX_ALERTS),
+        }
     }
 
 
@@ -138,6 +180,28 @@ class PastIncidents:
                     ),
                     "reopened": inc.reopen_count,
                 }
+        outcomes = runbook_outcomes(
+            world, ctx.runbook_id, labels=ctx.labels, exclude_incident=ctx.incident_id
+        )
+        for inc_id, outs in outcomes.items():
+            entry = found.setdefault(inc_id, {"incident_id": str(inc_id)})
+            entry["actions"] = [
+                {
+                    "action": o.action_id,
+                    "params": o.params,
+                    "status": o.status,
+                    "approved": o.approved,
+                    "decided_by": o.decided_by,
+                    "reason": o.reason[:200],
+                    "ran": o.ran,
+                    "verified": o.verified,
+                    "came_back_within_a_day": o.came_back,
+                    "runbook_version": o.runbook_version,
+                }
+                for o in outs
+            ]
+            entry["outcome"] = " | ".join(o.line() for o in outs)
+            entry.setdefault("investigated_at", outs[0].proposed_at.isoformat())
         rows = sorted(
             found.values(),
             key=lambda r: str(r.get("opened_at") or r.get("investigated_at") or ""),
@@ -153,12 +217,19 @@ class PastIncidents:
         lines = [
             f"{r.get('opened_at', r.get('investigated_at', '?'))[:16]} {r.get('title', '')} "
             f"{r.get('state', '')}: {r.get('probable_cause') or r.get('summary', '')[:120]}"
+            + (f" [actions: {r['outcome']}]" if r.get("outcome") else "")
             for r in rows
         ]
+        acted = [a for r in rows for a in r.get("actions", [])]
         return ToolResult(
             status="ok",
             observed_at=ctx.now,
             summary=f"{len(rows)} earlier incident(s): " + " | ".join(lines),
-            facts={"count": len(rows)},
+            facts={
+                "count": len(rows),
+                "actions": len(acted),
+                "verified": sum(1 for a in acted if a["verified"] is True),
+                "came_back": sum(1 for a in acted if a["came_back_within_a_day"] is True),
+            },
             data=rows,
         )

@@ -25,6 +25,8 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from daemon.config.problems import located
+from daemon.config.problems import problems as validation_problems
 from daemon.domain.conditions import Check, Condition
 from daemon.domain.durations import parse_duration
 from daemon.domain.investigation_model import ActionSpec, Budget
@@ -282,6 +284,9 @@ class Runbook(_Strict):
     default_action: DefaultAction | None = None
     verify: Verify | None = None
     evidence_max_age: str = "5m"
+    # The host its actions and shell diagnostics act on, e.g. "{labels.node}" (default: the
+    # `targets:` label rules of the config; a `:port` is stripped).
+    target: str | None = None
     budgets: Budgets = Budgets()
     body: str = ""
     path: str = ""
@@ -331,9 +336,9 @@ class Runbook(_Strict):
                 try:
                     ARGS[d.tool].model_validate(sample)
                 except ValidationError as e:
-                    for err in e.errors(include_url=False):
-                        loc = ".".join(str(p) for p in err["loc"])
-                        problems.append(f"{where}.args.{loc}: {err['msg']}")
+                    problems += validation_problems(
+                        e.errors(include_url=False), prefix=f"{where}.args"
+                    )
             for kind, name in placeholders(d.args):
                 if kind != "labels":
                     problems.append(f"{where}.args: {{{kind}.{name}}}: only {{labels.X}} here")
@@ -367,6 +372,10 @@ class Runbook(_Strict):
                 bad = list(ParamsValidator(action.params).iter_errors(da.params))
                 for err in bad:
                     problems.append(f"default_action.params: {err.message}")
+        if self.target is not None:
+            kinds = {k for k, _ in placeholders(self.target)}
+            if not kinds or kinds != {"labels"}:
+                problems.append("target: expected {labels.X} placeholders, e.g. \"{labels.node}\"")
         if self.verify and self.verify.query and "promql_instant" not in self.tools:
             problems.append("verify.query: needs promql_instant under tools")
         if problems:
@@ -420,19 +429,8 @@ def split_front_matter(text: str) -> tuple[str, str]:
     raise ValueError("front matter is not closed by a line '---'")
 
 
-def _loc(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, str) and part in (
-            "shell",
-            "http",
-            "systemd",
-            "alertmanager_silence",
-            "webhook",
-        ):
-            continue  # the discriminated-union tag adds nothing for the reader
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(front matter)"
+# The discriminated-union tags in an error's location add nothing for the reader.
+_TAGS = frozenset({"shell", "http", "systemd", "alertmanager_silence", "webhook"})
 
 
 def parse_runbook(text: str, path: str = "<string>") -> Runbook:
@@ -455,13 +453,8 @@ def parse_runbook(text: str, path: str = "<string>") -> Runbook:
         return Runbook.model_validate({**data, "body": body, "path": path})
     except ValidationError as e:
         problems = []
-        for err in e.errors(include_url=False):
-            loc = _loc(tuple(err["loc"]))
-            msg = str(err["msg"]).removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown field; remove it or check its spelling"
-            elif err["type"] == "missing":
-                msg = "required field is missing"
+        errors = e.errors(include_url=False)
+        for loc, msg in located(errors, empty="(front matter)", noun="field", skip=_TAGS):
             for line in msg.split("\n"):
                 if loc == "(front matter)" and ": " in line:
                     problems.append(line)

@@ -8,6 +8,8 @@ Implementations that do I/O live in handlers/tools/ and are built by daemon/wiri
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -16,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from daemon.domain.investigation_model import Fact, ToolStatus
 from daemon.domain.state import World
+
+log = logging.getLogger("watchkeeper.tools")
 
 
 class ToolArgs(BaseModel):
@@ -116,6 +120,8 @@ class ToolContext:
     labels: dict[str, str]
     world: World
     now: datetime
+    # The host the incident is about ("" means this host): where shell diagnostics run.
+    target: str = ""
 
 
 class Tool(Protocol):
@@ -150,3 +156,20 @@ def describe(name: str, args: type[ToolArgs]) -> dict[str, Any]:
 def error(now: datetime, message: str, status: ToolStatus = "error") -> ToolResult:
     """A result reporting a failure the model (and the person reading) should see."""
     return ToolResult(status=status, observed_at=now, summary=message[:2000])
+
+
+async def run_tool(tool: Tool, args: ToolArgs, ctx: ToolContext, seconds: float) -> ToolResult:
+    """Run one read-only tool for at most `seconds`.
+
+    A tool that raises or overruns is an error result the caller records, never a crash:
+    the agent reads it as an observation, an action check as no evidence.
+    """
+    try:
+        async with asyncio.timeout(seconds):
+            return await tool.run(args, ctx)
+    except Exception as e:
+        log.warning(
+            "tool failed tool=%s incident=%s: %s: %s",
+            tool.name, ctx.incident_id, type(e).__name__, e, exc_info=True,
+        )
+        return error(ctx.now, f"{tool.name} failed: {type(e).__name__}: {e}")

@@ -7,7 +7,7 @@ import os
 import socket
 
 
-class Notifier:
+class SystemdNotifier:
     """Sends READY=1, STATUS=..., WATCHDOG=1 when NOTIFY_SOCKET is set; otherwise does nothing."""
 
     def __init__(self, env: dict[str, str] | None = None) -> None:

@@ -16,21 +16,28 @@ from typing import Any
 import uvicorn
 
 from daemon.config.auth import Authenticator
-from daemon.config.secrets import resolve_secret
+from daemon.config.secrets import resolved
 from daemon.config.settings import ConfigError, Settings, load_config
 from daemon.domain import Rejected
 from daemon.engine.ingest import Ingestor
 from daemon.engine.metrics import Metrics
 from daemon.engine.reactor import Reactor
-from daemon.engine.store import EventLog
+from daemon.engine.store import EventLog, StoreUnavailable
 from daemon.engine.timers import TimerService
 from daemon.intake.source import Source
 from daemon.intake.status import SourceCollector, rules_command
 from daemon.notify.pipeline import notification_status
 from daemon.runtime import memory
 from daemon.runtime.logs import setup_logging
-from daemon.runtime.sdnotify import Notifier
-from daemon.runtime.wiring import build_ingestor, build_reactions, build_sources
+from daemon.runtime.outcome_metrics import OutcomeHistograms
+from daemon.runtime.sdnotify import SystemdNotifier
+from daemon.runtime.wiring import (
+    build_ingestor,
+    build_reactions,
+    build_sources,
+    reload_hosts,
+    store_timeouts,
+)
 from daemon.web.app import create_app
 from daemon.web.context import ApiContext
 from daemon.web.slow_clients import read_deadline_protocol
@@ -90,22 +97,9 @@ class QuietServer(uvicorn.Server):
 
 def all_secrets(settings: Settings) -> list[str]:
     """Every resolvable secret value, so logs can scrub them."""
-    out = []
-    refs = [t.token for t in settings.auth.tokens]
-    if settings.auth.ingest_token:
-        refs.append(settings.auth.ingest_token)
-    for ref in refs:
-        with contextlib.suppress(ValueError):
-            out.append(resolve_secret(ref))
+    out = resolved(settings.secret_refs()) + resolved(settings.notifications.secret_refs())
     if "@" in settings.store and ":" in settings.store.split("@")[0]:
         out.append(settings.store.split("@")[0].rsplit(":", 1)[1])
-    out.extend(settings.notifications.secret_values())
-    for ref in (settings.agent.secret_refs() | settings.actions.secret_refs()).values():
-        with contextlib.suppress(ValueError):
-            out.append(resolve_secret(ref))
-    for ref in settings.sources.secret_refs().values():
-        with contextlib.suppress(ValueError):
-            out.append(resolve_secret(ref))
     return out
 
 
@@ -133,7 +127,7 @@ class Supervisor:
         config_path: str | Path | None = None,
         *,
         clock: Callable[[], datetime] = utcnow,
-        notifier: Notifier | None = None,
+        notifier: SystemdNotifier | None = None,
         owns_process: bool = False,
     ) -> None:
         self.settings = settings
@@ -145,7 +139,7 @@ class Supervisor:
         self.tidied_at: datetime | None = None
         self.config_path = config_path
         self.clock = clock
-        self.notifier = notifier or Notifier()
+        self.notifier = notifier or SystemdNotifier()
         self.metrics = Metrics()
         self.started = time.monotonic()
         self.stop = asyncio.Event()
@@ -173,10 +167,14 @@ class Supervisor:
             silences = sum(1 for s in world.silences.values() if s.state(now) == "active")
         writer_age = time.monotonic() - self.writer_ok_at
         writer_ok = writer_age < 30
+        store_up = bool(ing and ing.store.up)
         return {
+            # Healthy: the process works (its writer answers), even while the store is down;
+            # ready: it can take traffic, which needs the store.
             "healthy": bool(ing and ing.ready and writer_ok),
-            "ready": bool(ing and ing.ready),
+            "ready": bool(ing and ing.ready and store_up),
             "writer": "ok" if writer_ok else f"no answer for {writer_age:.0f}s",
+            "store_health": ing.store.view() if ing else {"ok": False},
             "position": world.position if world else 0,
             "incidents": counts,
             "alerts_firing": firing,
@@ -199,6 +197,8 @@ class Supervisor:
         actions = self.ingestor.world.actions if self.ingestor else None
         waiting = len(actions.pending()) if actions else 0
         paused = ", execution PAUSED" if actions and actions.paused else ""
+        if self.ingestor is not None and not self.ingestor.store.up:
+            return f"{self.ingestor.store.problem()}; refusing intake"
         return (
             f"{inc.get('open', 0)} open incidents, {inc.get('acknowledged', 0)} acknowledged, "
             f"{waiting} awaiting approval, {h['alerts_firing']} alerts firing, {src}{paused}"
@@ -210,11 +210,14 @@ class Supervisor:
         """Start everything, serve until asked to stop, then drain and exit."""
         s = self.settings
         sock = bind(s.http.host, s.http.port)
-        store = await asyncio.to_thread(EventLog, s.store)
+        store = await asyncio.to_thread(EventLog, s.store, store_timeouts(s))
         self.notifier.send("STATUS=rebuilding state from the event log")
         ing = build_ingestor(s, store, self.clock)
         ing.write_latency_observer = self.metrics.store_write.observe
-        ing.listeners.append(log_event)
+        # Log lines, and outcome histograms on /metrics (daemon/runtime/outcome_metrics.py).
+        ing.listeners.extend(
+            (log_event, OutcomeHistograms(self.metrics.registry, lambda: ing.world))
+        )
         self.ingestor = ing
         self.metrics.watch_state(self._metric_snapshot)
         self.metrics.registry.register(SourceCollector(lambda: self.sources))
@@ -233,13 +236,12 @@ class Supervisor:
                 lifespan="off",
                 log_config=None,
                 access_log=False,
+                # X-Forwarded-For is believed from http.trusted_proxies only (web/sso.py).
+                proxy_headers=False,
                 timeout_graceful_shutdown=int(s.http.drain_timeout.total_seconds()) or 1,
                 http=read_deadline_protocol(s.http.read_timeout.total_seconds()),
                 timeout_keep_alive=max(1, int(s.http.keep_alive.total_seconds())),
                 limit_concurrency=s.http.max_connections,
-                # Forwarded headers only from listed proxies; FORWARDED_ALLOW_IPS is not read.
-                proxy_headers=bool(s.http.trusted_proxies),
-                forwarded_allow_ips=s.http.trusted_proxies or ["127.0.0.1"],
             )
         )
         loop = asyncio.get_running_loop()
@@ -300,6 +302,8 @@ class Supervisor:
             await asyncio.sleep(interval)
             try:
                 await self.ingestor.tick()  # what it records is logged by log_event
+            except StoreUnavailable:
+                pass  # the outage is logged once by the ingestor; time passes again after
             except Exception:
                 log.exception("tick failed")
             self._maybe_tidy()
@@ -332,6 +336,9 @@ class Supervisor:
                 alive = False
             if alive:
                 self.writer_ok_at = time.monotonic()
+                if self.ingestor.store.seconds_since_commit() >= interval:
+                    # Idle: only a probe can tell the store went away (`/readyz`).
+                    await self.ingestor.check_store()
                 # Pinging only after the writer answered: a wedged writer stops the pings
                 # and systemd restarts us.
                 if self.notifier.watchdog_interval:
@@ -349,6 +356,8 @@ class Supervisor:
             "position": h["position"],
             "event_counts": h["event_counts"],
             "notifications": h["notifications"],
+            "store_up": h["store_health"].get("ok", False),
+            "store_seconds_since_commit": h["store_health"].get("seconds_since_commit", 0.0),
         }
 
     async def _configure_rules(self, s: Settings, *, resuming: bool) -> None:
@@ -385,20 +394,25 @@ class Supervisor:
                 ("http connection settings", _served(old), _served(new)),
                 ("limits (hot set)", old.limits.state_limits(), new.limits.state_limits()),
                 ("grouping", old.grouping, new.grouping),
+                ("inhibit_rules", old.inhibit_rules, new.inhibit_rules),
+                ("situations", old.situations, new.situations),
                 ("tuning", old.tuning, new.tuning),
                 ("notifications", old.notifications, new.notifications),
                 ("sources", old.sources, new.sources),
+                ("inventory.ssh", old.inventory.ssh, new.inventory.ssh),
             )
             if a != b
         ]
         self.settings = new
         await self._configure_rules(new, resuming=False)
+        if self.reactor is not None:
+            reload_hosts(self.reactor.reactions, new)
         setup_logging(new.logging.format, new.logging.level, all_secrets(new))
         if self.ctx is not None:
             self.ctx.settings = new
             self.ctx.auth = Authenticator(new)
         log.info(
-            "config reloaded (auth, logging, http limits applied)%s",
+            "config reloaded (auth, logging, http limits, inventory applied)%s",
             f"; restart needed for: {', '.join(needs_restart)}" if needs_restart else "",
         )
         self.notifier.send("READY=1", f"STATUS={self.status_line()}")

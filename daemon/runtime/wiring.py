@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from daemon.actions.executor import ActionExecutor
+from daemon.actions.hosts import HostRouter
 from daemon.actions.reaction import ActionsReaction
 from daemon.agent.reaction import AgentReaction
 from daemon.config.notify import NotificationsConfig
@@ -14,10 +15,10 @@ from daemon.config.secrets import resolve_secret
 from daemon.config.settings import Settings
 from daemon.engine.ingest import Ingestor
 from daemon.engine.reactor import Reaction
-from daemon.engine.store import EventLog
+from daemon.engine.store import EventLog, StoreTimeouts
 from daemon.intake.source import Source
 from daemon.intake.streams import Backoff
-from daemon.notify.pipeline import Notifier
+from daemon.notify.pipeline import ChatNotifier
 from daemon.notify.reaction import NotifyReaction
 from daemon.runbooks.tools import Tool
 
@@ -28,12 +29,25 @@ def build_ingestor(settings: Settings, log: EventLog, clock: Callable[[], dateti
     """The Ingestor configured from settings."""
     return Ingestor(
         log,
-        settings.grouping.policy(settings.limits.state_limits()),
+        settings.policy(),
         clock,
         max_batch=settings.tuning.max_batch,
         checkpoint_every=settings.tuning.checkpoint_every,
         dead_letters_kept=settings.tuning.dead_letters_kept,
         checkpoint_in_child=settings.tuning.checkpoint_in_child,
+        commit_timeout=settings.tuning.commit_timeout.total_seconds(),
+        recovery=Backoff(
+            settings.tuning.reconnect_backoff.total_seconds(),
+            settings.tuning.reconnect_max_backoff.total_seconds(),
+        ),
+    )
+
+
+def store_timeouts(settings: Settings) -> StoreTimeouts:
+    """Bounds on every store call, from `tuning`."""
+    return StoreTimeouts(
+        connect=settings.tuning.store_connect_timeout.total_seconds(),
+        statement=settings.tuning.store_statement_timeout.total_seconds(),
     )
 
 
@@ -80,6 +94,7 @@ def build_reactions(
 ) -> list[Reaction]:
     """Every reaction that follows the log (agent, policy, notifiers), not yet started."""
     reactions: list[Reaction] = []
+    hosts = build_hosts(settings)
     if settings.notifications.policies:
         reactions.append(
             NotifyReaction(
@@ -91,13 +106,54 @@ def build_reactions(
             )
         )
     if settings.agent.enabled:
-        reactions.append(build_agent(settings, ingestor, clock))
-    reactions.append(build_actions(settings, ingestor, clock))
+        reactions.append(build_agent(settings, ingestor, clock, hosts))
+    reactions.append(build_actions(settings, ingestor, clock, hosts))
     return reactions
 
 
+def build_hosts(settings: Settings) -> HostRouter:
+    """This host, the inventory, and the local and ssh transports that reach its hosts."""
+    from handlers.transports.local import LocalTransport
+    from handlers.transports.ssh import SshTransport
+
+    ssh = settings.inventory.ssh
+    router = HostRouter(
+        settings.host.name,
+        settings.host.names(),
+        settings.inventory.load(),
+        {},
+        settings.targets.missing,
+    )
+    router.transports["local"] = LocalTransport(router.is_this_host, lambda: router.this_host)
+    router.transports["ssh"] = SshTransport(
+        resolve_secret(ssh.key) if ssh.key else None,
+        ssh.known_hosts,
+        user=ssh.user,
+        connect_timeout=ssh.connect_timeout.total_seconds(),
+        max_per_host=ssh.max_connections_per_host,
+        idle_timeout=ssh.idle_timeout.total_seconds(),
+        keepalive=ssh.keepalive.total_seconds(),
+    )
+    return router
+
+
+def reload_hosts(reactions: list[Reaction], settings: Settings) -> None:
+    """SIGHUP: the re-read inventory and host identity, for actions and diagnostics alike."""
+    for r in reactions:
+        if isinstance(r, ActionsReaction) and r.hosts is not None:
+            r.hosts.reload(
+                settings.host.name,
+                settings.host.names(),
+                settings.inventory.load(),
+                settings.targets.missing,
+            )
+
+
 def build_agent(
-    settings: Settings, ingestor: Ingestor, clock: Callable[[], datetime]
+    settings: Settings,
+    ingestor: Ingestor,
+    clock: Callable[[], datetime],
+    hosts: HostRouter | None = None,
 ) -> AgentReaction:
     """The investigation agent: runbooks, read-only tools, the model (if configured)."""
     from daemon.agent.llm import OpenAIChat
@@ -109,16 +165,23 @@ def build_agent(
     runbooks = load_runbooks(cfg.runbooks_dir)
     for problem in runbooks.problems:
         _log.error("runbook skipped: %s", problem)
-    tools = build_tools(settings)
+    tools = build_tools(settings, hosts=hosts)
     model = OpenAIChat(cfg.llm, resolve_secret(cfg.llm.api_key)) if cfg.llm else None
     blobs = BlobStore(ingestor.log, ingestor.writer)
+    shadow = load_runbooks(cfg.shadow_runbooks_dir) if cfg.shadow_runbooks_dir else None
+    for problem in shadow.problems if shadow else []:
+        _log.error("shadow runbook skipped: %s", problem)
     investigator = Investigator(
-        ingestor, runbooks, tools=tools, model=model, blobs=blobs, config=cfg, clock=clock
+        ingestor, runbooks, tools=tools, model=model, blobs=blobs, config=cfg, clock=clock,
+        targets=settings.targets.rules(),
+        shadow=shadow,
     )
-    return AgentReaction(ingestor, runbooks, cfg, investigator, clock)
+    return AgentReaction(ingestor, runbooks, cfg, investigator, clock, shadow=shadow)
 
 
-def build_tools(settings: Settings, prometheus_url: str = "") -> dict[str, Tool]:
+def build_tools(
+    settings: Settings, prometheus_url: str = "", hosts: HostRouter | None = None
+) -> dict[str, Tool]:
     """The read-only tools (the agent's, and the actions stage's checks)."""
     from daemon.runbooks.context_tools import AlertContext, PastIncidents
     from handlers.tools.http_probe import HttpProbe
@@ -136,12 +199,15 @@ def build_tools(settings: Settings, prometheus_url: str = "") -> dict[str, Tool]
     tools["shell_diagnostic"] = ShellDiagnostic(
         {n: ShellTemplateSpec(s.argv, s.timeout.total_seconds()) for n, s in t.shell.items()},
         t.shell_output_bytes,
+        hosts,
     )
     return tools
 
 
 def build_executors(
-    settings: Settings, clock: Callable[[], datetime] | None = None
+    settings: Settings,
+    clock: Callable[[], datetime] | None = None,
+    hosts: HostRouter | None = None,
 ) -> dict[str, ActionExecutor]:
     """One executor per action kind, with the allowlists of the `actions:` section."""
     from handlers.actions.alertmanager import AlertmanagerSilencer
@@ -160,7 +226,9 @@ def build_executors(
         clock=clock,
     )
     executors: list[ActionExecutor] = [
-        ShellExecutor(a.shell.allow, a.shell.timeout.total_seconds(), a.shell.output_bytes),
+        ShellExecutor(
+            a.shell.allow, a.shell.timeout.total_seconds(), a.shell.output_bytes, hosts
+        ),
         HttpExecutor(a.http.allow_hosts, http_timeout),
         WebhookRunner(a.http.allow_hosts, http_timeout, secret),
         SystemdExecutor(
@@ -168,6 +236,7 @@ def build_executors(
             list(a.systemd.operations),
             a.systemd.systemctl,
             a.systemd.timeout.total_seconds(),
+            hosts=hosts,
         ),
         silencer,
     ]
@@ -175,26 +244,31 @@ def build_executors(
 
 
 def build_actions(
-    settings: Settings, ingestor: Ingestor, clock: Callable[[], datetime]
+    settings: Settings,
+    ingestor: Ingestor,
+    clock: Callable[[], datetime],
+    hosts: HostRouter | None = None,
 ) -> ActionsReaction:
     """The actions stage: policy, approvals, drift checks, executors, verification."""
     from daemon.actions.checks import WorldChecks
     from daemon.runbooks.runbook import load_runbooks
 
     runbooks = load_runbooks(settings.agent.runbooks_dir)
-    tools = build_tools(settings, settings.actions.prometheus_url)
+    hosts = hosts or build_hosts(settings)
+    tools = build_tools(settings, settings.actions.prometheus_url, hosts)
     return ActionsReaction(
         ingestor,
         runbooks,
-        build_executors(settings, clock),
+        build_executors(settings, clock, hosts),
         WorldChecks(tools, clock),
         settings.actions,
         clock=clock,
         drain_seconds=settings.http.drain_timeout.total_seconds(),
+        hosts=hosts,
     )
 
 
-def build_notifiers(config: NotificationsConfig) -> dict[str, Notifier]:
+def build_notifiers(config: NotificationsConfig) -> dict[str, ChatNotifier]:
     """One notifier per configured channel (secrets resolved now)."""
     from handlers.notifiers.mattermost import MattermostWebhook
     from handlers.notifiers.slack import SlackBot, SlackWebhook
@@ -202,7 +276,7 @@ def build_notifiers(config: NotificationsConfig) -> dict[str, Notifier]:
     from handlers.notifiers.webhook import JsonWebhook
 
     timeout = config.retry.timeout.total_seconds()
-    out: dict[str, Notifier] = {}
+    out: dict[str, ChatNotifier] = {}
     for name, ch in config.channels.items():
         url = resolve_secret(ch.url) if ch.url else ""
         if ch.type == "slack":

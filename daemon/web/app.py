@@ -1,16 +1,21 @@
-"""The HTTP API: alert intake (Alertmanager-compatible), incidents, silences, the raw log."""
+"""The HTTP API: the app around a running daemon, and incidents, silences, the raw log, health.
+
+Every router is module-level; its routes receive the daemon as `ctx: Ctx` (see
+`daemon.web.context`). Alert intake lives in `daemon.intake.routes`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+import math
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID, uuid4
 
-from fastapi import FastAPI, Query, Request
+from eventsourcing.persistence import PersistenceError
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -18,34 +23,39 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from daemon.actions.approvals import SlackApprovals
 from daemon.agent.views import investigation_view
-from daemon.config.auth import AuthError, Identity
+from daemon.config.auth import AuthError
+from daemon.config.problems import problems as validation_problems
 from daemon.domain import (
     Acknowledge,
     CreateSilence,
     EndSilence,
     Incident,
     Matcher,
-    ReceiveAlert,
-    RecordDeadLetter,
     Rejected,
     ResolveIncident,
     registry,
 )
 from daemon.domain.durations import parse_duration
-from daemon.domain.events import DeadLetterRecorded
 from daemon.domain.evolve import evolve
 from daemon.domain.matchers import Op, matches_all, silences_everything
 from daemon.domain.state import World
 from daemon.engine.store import StoreUnavailable
-from daemon.intake.formats import PayloadError, parse_postable_alerts, parse_webhook
-from daemon.web.actions import actions_router
-from daemon.web.console import console_router
-from daemon.web.context import ApiContext
+from daemon.intake.routes import record_dead_letter
+from daemon.intake.routes import router as intake_router
+from daemon.web.actions import router as actions_router
+from daemon.web.console import Console
+from daemon.web.console import router as console_router
+from daemon.web.console_work import console_work_router
+from daemon.web.context import ApiContext, Ctx
+from daemon.web.incidents import incidents_router, story_of
 from daemon.web.limits import BodyLimit, Scope
+from daemon.web.runbooks import router as runbooks_router
+from daemon.web.situations import router as situations_router
 from daemon.web.slack import slack_router
+from daemon.web.sso import TrustedProxies
+from daemon.web.stats import stats_router
 
 log = logging.getLogger("watchkeeper.api")
-DEAD_LETTER_BYTES = 4096
 
 
 class _Problem(Exception):  # noqa: N818
@@ -125,79 +135,36 @@ def event_view(position: int | None, event: Any) -> dict[str, Any]:
     }
 
 
-# Each route is a short closure over `ctx`; the statement count is the number of routes.
-def create_app(ctx: ApiContext) -> FastAPI:  # noqa: PLR0915
-    """Build the FastAPI application around a running daemon."""
+def create_app(ctx: ApiContext) -> FastAPI:
+    """Build the FastAPI application around a running daemon (routes read it as `Ctx`)."""
     app = FastAPI(title="watchkeeper", version="0.1.0", docs_url="/api/docs", redoc_url=None)
-    ing = ctx.ingestor
-    # Slack buttons; Approve/Reject go to the actions stage (daemon/approvals.py).
-    app.include_router(slack_router(ctx, SlackApprovals(ing)))
-    app.include_router(actions_router(ctx))
-    # The review console at / (daemon/console.py).
-    app.include_router(console_router(ctx))
-
-    @app.exception_handler(_Problem)
-    async def _problem(_: Request, exc: _Problem) -> JSONResponse:
-        body: dict[str, Any] = {"error": exc.error}
-        if exc.problems:
-            body["problems"] = exc.problems
-        return JSONResponse(body, status_code=exc.status)
-
-    @app.exception_handler(AuthError)
-    async def _auth(request: Request, exc: AuthError) -> JSONResponse:
-        peer = request.client.host if request.client else "-"
-        log.warning(
-            "refused status=%d %s %s peer=%s reason=%s",
-            exc.status, request.method, request.url.path, peer, exc.reason,
-        )
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return JSONResponse({"error": exc.reason}, status_code=exc.status, headers=headers)
-
-    @app.exception_handler(Rejected)
-    async def _rejected(_: Request, exc: Rejected) -> JSONResponse:
-        return JSONResponse({"error": exc.reason}, status_code=exc.status)
-
-    @app.exception_handler(StoreUnavailable)
-    async def _store(_: Request, exc: StoreUnavailable) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "5"})
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        # Same shape as every other refusal: {"error": ...}, naming where the problem is.
-        problems = [
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        ]
-        return JSONResponse(
-            {"error": "invalid request: " + "; ".join(problems), "problems": problems},
-            status_code=422,
-        )
-
-    def who(request: Request, needs: str) -> Identity:
-        peer = request.client.host if request.client else None
-        return ctx.auth.identify(request.headers.get("authorization"), peer, needs)
-
-    async def dead_letter(source: str, reason: str, body: bytes, size: int) -> None:
-        ctx.metrics.dead_letters.labels(source).inc()
-        try:
-            await ing.submit(
-                [
-                    RecordDeadLetter(
-                        record_id=uuid4(),
-                        source=source,
-                        reason=reason,
-                        payload=body[:DEAD_LETTER_BYTES].decode("utf-8", "replace"),
-                        size=size,
-                    )
-                ]
-            )
-        except StoreUnavailable:
-            log.exception("could not record dead letter source=%s", source)
-
-    intake_paths = {"/api/v2/alerts": "api_v2", "/api/v1/webhook/alertmanager": "alertmanager"}
+    app.state.ctx = ctx
+    # Slack buttons; Approve/Reject go to the actions stage (daemon/actions/approvals.py).
+    app.include_router(slack_router(ctx, SlackApprovals(ctx.ingestor)))
+    app.include_router(actions_router)
+    app.include_router(situations_router)
+    app.include_router(runbooks_router)
+    # The review console at / (daemon/web/console.py).
+    app.state.console = Console(ctx)
+    app.include_router(console_router)
+    # Working incidents (daemon/web/incidents.py), from the console too (console_work.py),
+    # and outcome figures (stats.py); the console's forms share its sessions.
+    app.include_router(incidents_router(ctx))
+    app.include_router(console_work_router(ctx, app.state.console.sessions))
+    app.include_router(stats_router(ctx, app.state.console.sessions))
+    # Alert intake: Alertmanager API v2 and webhook (daemon/intake/routes.py).
+    app.include_router(intake_router)
+    app.include_router(router)
+    app.add_exception_handler(_Problem, _problem)  # type: ignore[arg-type]
+    app.add_exception_handler(AuthError, _auth)  # type: ignore[arg-type]
+    app.add_exception_handler(Rejected, _rejected)  # type: ignore[arg-type]
+    app.add_exception_handler(StoreUnavailable, _store)  # type: ignore[arg-type]
+    app.add_exception_handler(PersistenceError, _store_read)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
 
     async def body_refused(scope: Scope, head: bytes, size: int) -> None:
         # An oversized alert post is a refused intake: dead-lettered, if its sender may post.
-        source = intake_paths.get(scope.get("path", ""))
+        source = _INTAKE_PATHS.get(scope.get("path", ""))
         if source is None:
             return
         headers = dict(scope.get("headers", []))
@@ -210,271 +177,117 @@ def create_app(ctx: ApiContext) -> FastAPI:  # noqa: PLR0915
         limit = ctx.settings.http.max_body_bytes
         ctx.metrics.alerts_rejected.labels(source, "too_large").inc()
         reason = f"body of {size} bytes exceeds http.max_body_bytes ({limit})"
-        await dead_letter(source, reason, head, size)
+        await record_dead_letter(ctx, source, reason, head, size)
 
+    # X-Forwarded-For and proxy single sign-on, believed from http.trusted_proxies only.
+    app.add_middleware(TrustedProxies, settings=ctx.settings)
     # Outermost but for the error handler: no route reads more than the limit.
     app.add_middleware(
         BodyLimit, limit=lambda: ctx.settings.http.max_body_bytes, on_refused=body_refused
     )
-
-    async def read_body(request: Request, source: str) -> bytes:
-        limit = ctx.settings.http.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            head = b""
-            async for chunk in request.stream():
-                head += chunk
-                if len(head) >= DEAD_LETTER_BYTES:
-                    break
-            await _too_large(source, head, int(declared), limit)
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                await _too_large(source, bytes(body), len(body), limit)
-        return bytes(body)
-
-    async def _too_large(source: str, head: bytes, size: int, limit: int) -> None:
-        reason = f"body of {size} bytes exceeds http.max_body_bytes ({limit})"
-        ctx.metrics.alerts_rejected.labels(source, "too_large").inc()
-        await dead_letter(source, reason, head, size)
-        raise _Problem(413, reason)
-
-    async def ingest(
-        request: Request, source: str, parse: Callable[[bytes], list[Any]]
-    ) -> dict[str, Any]:
-        peer = request.client.host if request.client else None
-        ctx.auth.check_ingest(request.headers.get("authorization"), peer)
-        body = await read_body(request, source)
-        try:
-            alerts = parse(body)
-        except PayloadError as e:
-            ctx.metrics.alerts_rejected.labels(source, "invalid").inc()
-            reason = "; ".join(e.problems)
-            await dead_letter(source, reason, body, len(body))
-            raise _Problem(400, "invalid payload: " + reason, e.problems) from None
-        events = await ing.submit([ReceiveAlert(a) for a in alerts])
-        ctx.metrics.alerts_received.labels(source).inc(len(alerts))
-        # A firing alert the world does not hold was refused at a hot-set limit (its dead
-        # letter is among the events, or was recorded on an earlier refusal).
-        held = ing.world.alerts
-        refused = [a for a in alerts if a.status == "firing" and a.fingerprint not in held]
-        if refused:
-            # The rest are held; these met a limit of the hot set.
-            ctx.metrics.alerts_rejected.labels(source, "limit").inc(len(refused))
-            why = [e.reason for e in events if isinstance(e, DeadLetterRecorded)] or [
-                f"{len(refused)} alerts refused at a limit of the hot set (dead-lettered "
-                "within the last hour)"
-            ]
-            raise _Problem(429, "refused at a limit: " + "; ".join(why[:5]), why[:20])
-        return {"status": "success", "alerts": len(alerts), "events": len(events)}
-
-    @app.post("/api/v2/alerts")
-    async def post_alerts_v2(request: Request) -> Response:
-        rt = ctx.settings.grouping.resolve_timeout
-        await ingest(
-            request,
-            "api_v2",
-            lambda b: parse_postable_alerts(
-                b, now=ctx.clock(), resolve_timeout=rt, limits=ctx.settings.limits.alert_limits()
-            ),
-        )
-        # Alertmanager answers 200 with an empty body; Prometheus only looks at the status.
-        return Response(status_code=200)
-
-    @app.post("/api/v1/webhook/alertmanager")
-    async def post_webhook(request: Request) -> dict[str, Any]:
-        limits = ctx.settings.limits.alert_limits()
-        return await ingest(
-            request, "alertmanager", lambda b: parse_webhook(b, now=ctx.clock(), limits=limits)
-        )
-
-    @app.get("/api/v1/dead-letters")
-    async def dead_letters(request: Request, limit: int = 100) -> dict[str, Any]:
-        who(request, "viewer")
-        items = list(ing.projections.dead_letters)[-max(1, min(limit, 1000)) :]
-        return {"dead_letters": [d.model_dump() for d in reversed(items)]}
-
-    @app.get("/api/v1/incidents")
-    async def incidents(
-        request: Request,
-        state: Annotated[list[str] | None, Query()] = None,
-        match: Annotated[list[str] | None, Query()] = None,
-        limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
-        cursor: str = "",
-    ) -> dict[str, Any]:
-        who(request, "viewer")
-        try:
-            matchers = [Matcher.parse(m) for m in match or []]
-        except (ValueError, ValidationError) as e:
-            raise _Problem(400, f"match: {e}") from None
-        world = ing.world
-        pool = list(world.incidents.values())
-        if state and "closed" in state:
-            pool += list(world.closed.values())
-        found = []
-        for inc in pool:
-            if state and inc.state not in state:
-                continue
-            # Alerts carry the group labels and more; matching the group labels alone would
-            # let a negative matcher (severity!="critical") pass on a label they lack.
-            label_sets = [a.alert.labels for a in world.incident_alerts(inc.id)]
-            if matchers and not any(
-                matches_all(matchers, labels) for labels in label_sets or [inc.group_labels]
-            ):
-                continue
-            found.append(inc)
-        # Newest first, one page at a time: the cursor is the last item's (opened_at, id).
-        found.sort(key=lambda i: (i.opened_at.isoformat(), str(i.id)), reverse=True)
-        if cursor:
-            found = [i for i in found if (i.opened_at.isoformat(), str(i.id)) < _cursor(cursor)]
-        size = limit or ctx.settings.limits.page_size
-        page = found[:size]
-        more = len(found) > size
-        nxt = f"{page[-1].opened_at.isoformat()}|{page[-1].id}" if more and page else None
-        return {"incidents": [incident_view(i) for i in page], "next": nxt}
-
-    async def load_incident(incident_id: UUID) -> tuple[dict[str, Any], list[Any]]:
-        timeline = await asyncio.to_thread(ing.log.stream, incident_id)
-        world = ing.world
-        inc = world.incidents.get(incident_id) or world.closed.get(incident_id)
-        if inc is None:
-            if not timeline:
-                raise _Problem(404, f"no incident {incident_id}")
-            scratch = World(policy=world.policy)
-            for ev in timeline:
-                evolve(ev, scratch)
-            inc = scratch.incidents.get(incident_id) or scratch.closed[incident_id]
-            return incident_view(inc), timeline
-        return incident_view(inc, world), timeline
-
-    @app.get("/api/v1/incidents/{incident_id}")
-    async def incident(request: Request, incident_id: UUID) -> dict[str, Any]:
-        who(request, "viewer")
-        view, timeline = await load_incident(incident_id)
-        view["timeline"] = [event_view(None, e) for e in timeline]
-        view["investigation"] = investigation_view(ing.world, incident_id)
-        return view
-
-    @app.post("/api/v1/incidents/{incident_id}/ack")
-    async def ack(request: Request, incident_id: UUID) -> dict[str, Any]:
-        ident = who(request, "responder")
-        body = await _json_model(request, CommentIn)
-        await ing.execute(Acknowledge(incident_id, ident.name, body.comment))
-        return incident_view(ing.world.incidents[incident_id], ing.world)
-
-    @app.post("/api/v1/incidents/{incident_id}/resolve")
-    async def resolve(request: Request, incident_id: UUID) -> dict[str, Any]:
-        ident = who(request, "responder")
-        body = await _json_model(request, CommentIn)
-        await ing.execute(ResolveIncident(incident_id, ident.name, body.comment))
-        inc = ing.world.incidents.get(incident_id) or ing.world.closed[incident_id]
-        return incident_view(inc, ing.world)
-
-    @app.post("/api/v1/silences")
-    async def add_silence(request: Request) -> JSONResponse:
-        ident = who(request, "responder")
-        body = await _json_model(request, SilenceIn)
-        now = ctx.clock()
-        try:
-            matchers = tuple(_to_matcher(m) for m in body.matchers)
-            starts = body.startsAt or now
-            if body.endsAt is not None:
-                ends = body.endsAt
-            else:
-                length = parse_duration(body.duration) if body.duration else timedelta(hours=1)
-                ends = starts + length
-        except (ValueError, ValidationError, OverflowError) as e:
-            raise _Problem(422, f"invalid silence: {e}") from None
-        longest = ctx.settings.limits.max_silence
-        if ends - max(starts, now) > longest:
-            raise _Problem(422, f"invalid silence: longer than limits.max_silence ({longest})")
-        # One that matches even an empty label set the domain refuses outright (422).
-        broad = silences_everything(matchers) and not matches_all(matchers, {})
-        if broad and not (body.force and ident.can("admin")):
-            raise _Problem(
-                403,
-                "this silence would match every alert; an admin must send force=true "
-                "(watchkeeper silence add --force)",
-            )
-        sid = uuid4()
-        # Recorded as the authenticated caller, whatever createdBy the body claims.
-        await ing.execute(CreateSilence(sid, matchers, starts, ends, ident.name, body.comment))
-        return JSONResponse({"silenceID": str(sid)}, status_code=200)
-
-    @app.get("/api/v1/silences")
-    async def silences(request: Request) -> dict[str, Any]:
-        who(request, "viewer")
-        now = ctx.clock()
-        return {
-            "silences": [
-                {
-                    "id": str(s.id),
-                    "state": s.state(now),
-                    "matchers": [str(m) for m in s.matchers],
-                    "starts_at": s.starts_at.isoformat(),
-                    "ends_at": s.ends_at.isoformat(),
-                    "created_by": s.created_by,
-                    "comment": s.comment,
-                }
-                for s in sorted(
-                    ing.world.silences.values(), key=lambda s: s.starts_at, reverse=True
-                )
-            ]
-        }
-
-    @app.delete("/api/v1/silences/{silence_id}")
-    async def delete_silence(request: Request, silence_id: UUID) -> dict[str, Any]:
-        ident = who(request, "responder")
-        await ing.execute(EndSilence(silence_id, ident.name))
-        return {"status": "success"}
-
-    @app.get("/api/v1/events")
-    async def events(request: Request, after: int = 0, limit: int = 100) -> dict[str, Any]:
-        who(request, "viewer")
-        if not 0 <= after < 2**63:  # a position SQLite can hold; beyond it was a 500
-            raise _Problem(400, "after: must be >= 0" if after < 0 else "after: too large")
-        rows = await asyncio.to_thread(ing.log.read_raw, after, max(1, min(limit, 1000)))
-        out = [
-            {
-                "position": pos,
-                "type": registry.event_name(topic),
-                "stream": str(oid),
-                "version": ver,
-                "data": json.loads(state),
-            }
-            for pos, topic, state, oid, ver in rows
-        ]
-        nxt = out[-1]["position"] if out else after
-        return {"events": out, "next": nxt}
-
-    @app.get("/api/v1/status")
-    async def status(request: Request) -> dict[str, Any]:
-        who(request, "viewer")
-        return ctx.health()
-
-    @app.get("/healthz")
-    async def healthz(request: Request) -> JSONResponse:
-        h = ctx.health()
-        code = 200 if h["healthy"] else 503
-        try:
-            who(request, "viewer")
-        except AuthError:
-            # Who paused and the sources' error texts are for viewers; probes get the verdict.
-            return JSONResponse({"healthy": h["healthy"]}, status_code=code)
-        return JSONResponse(h, status_code=code)
-
-    @app.get("/readyz")
-    async def readyz() -> PlainTextResponse:
-        if ing.ready:
-            return PlainTextResponse("ready\n")
-        return PlainTextResponse("starting: rebuilding state from the event log\n", status_code=503)
-
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
     return app
+
+
+_INTAKE_PATHS = {"/api/v2/alerts": "api_v2", "/api/v1/webhook/alertmanager": "alertmanager"}
+
+
+# --- refusals, all in one shape: {"error": ..., "problems": [...]} ----------------------
+
+
+async def _problem(_: Request, exc: _Problem) -> JSONResponse:
+    body: dict[str, Any] = {"error": exc.error}
+    if exc.problems:
+        body["problems"] = exc.problems
+    return JSONResponse(body, status_code=exc.status)
+
+
+async def _auth(request: Request, exc: AuthError) -> JSONResponse:
+    peer = request.client.host if request.client else "-"
+    log.warning(
+        "refused status=%d %s %s peer=%s reason=%s",
+        exc.status, request.method, request.url.path, peer, exc.reason,
+    )
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return JSONResponse({"error": exc.reason}, status_code=exc.status, headers=headers)
+
+
+async def _rejected(_: Request, exc: Rejected) -> JSONResponse:
+    return JSONResponse({"error": exc.reason}, status_code=exc.status)
+
+
+async def _store(request: Request, exc: StoreUnavailable) -> JSONResponse:
+    # Nothing was committed: senders (Prometheus, Alertmanager) retry on a 5xx.
+    ctx: ApiContext = request.app.state.ctx
+    retry = max(1, math.ceil(ctx.settings.tuning.reconnect_max_backoff.total_seconds()))
+    return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": str(retry)})
+
+
+async def _store_read(request: Request, exc: PersistenceError) -> JSONResponse:
+    # A read from the log (timeline, events) while the store is gone: say so, not 500.
+    return await _store(request, StoreUnavailable(f"event store unavailable: {exc}"))
+
+
+async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    # Same shape as every other refusal: {"error": ...}, naming where the problem is.
+    problems = validation_problems(exc.errors())
+    return JSONResponse(
+        {"error": "invalid request: " + "; ".join(problems), "problems": problems},
+        status_code=422,
+    )
+
+
+# --- incidents, silences, the raw log, health ---------------------------------------------
+
+router = APIRouter()
+
+
+@router.get("/api/v1/dead-letters")
+async def dead_letters(request: Request, ctx: Ctx, limit: int = 100) -> dict[str, Any]:
+    ctx.identify(request, "viewer")
+    items = list(ctx.ingestor.projections.dead_letters)[-max(1, min(limit, 1000)) :]
+    return {"dead_letters": [d.model_dump() for d in reversed(items)]}
+
+
+@router.get("/api/v1/incidents")
+async def incidents(
+    request: Request,
+    ctx: Ctx,
+    *,
+    state: Annotated[list[str] | None, Query()] = None,
+    match: Annotated[list[str] | None, Query()] = None,
+    limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
+    cursor: str = "",
+) -> dict[str, Any]:
+    ctx.identify(request, "viewer")
+    try:
+        matchers = [Matcher.parse(m) for m in match or []]
+    except (ValueError, ValidationError) as e:
+        raise _Problem(400, f"match: {e}") from None
+    world = ctx.ingestor.world
+    pool = list(world.incidents.values())
+    if state and "closed" in state:
+        pool += list(world.closed.values())
+    found = []
+    for inc in pool:
+        if state and inc.state not in state:
+            continue
+        # Alerts carry the group labels and more; matching the group labels alone would
+        # let a negative matcher (severity!="critical") pass on a label they lack.
+        label_sets = [a.alert.labels for a in world.incident_alerts(inc.id)]
+        if matchers and not any(
+            matches_all(matchers, labels) for labels in label_sets or [inc.group_labels]
+        ):
+            continue
+        found.append(inc)
+    # Newest first, one page at a time: the cursor is the last item's (opened_at, id).
+    found.sort(key=lambda i: (i.opened_at.isoformat(), str(i.id)), reverse=True)
+    if cursor:
+        found = [i for i in found if (i.opened_at.isoformat(), str(i.id)) < _cursor(cursor)]
+    size = limit or ctx.settings.limits.page_size
+    page = found[:size]
+    more = len(found) > size
+    nxt = f"{page[-1].opened_at.isoformat()}|{page[-1].id}" if more and page else None
+    return {"incidents": [incident_view(i) for i in page], "next": nxt}
 
 
 def _cursor(text: str) -> tuple[str, str]:
@@ -487,6 +300,162 @@ def _cursor(text: str) -> tuple[str, str]:
     return at, ident
 
 
+async def load_incident(ctx: ApiContext, incident_id: UUID) -> tuple[dict[str, Any], list[Any]]:
+    timeline = await asyncio.to_thread(ctx.ingestor.log.stream, incident_id)
+    world = ctx.ingestor.world
+    inc = world.incidents.get(incident_id) or world.closed.get(incident_id)
+    if inc is None:
+        if not timeline:
+            raise _Problem(404, f"no incident {incident_id}")
+        scratch = World(policy=world.policy)
+        for ev in timeline:
+            evolve(ev, scratch)
+        inc = scratch.incidents.get(incident_id) or scratch.closed[incident_id]
+        return incident_view(inc), timeline
+    return incident_view(inc, world), timeline
+
+
+@router.get("/api/v1/incidents/{incident_id}")
+async def incident(request: Request, ctx: Ctx, incident_id: UUID) -> dict[str, Any]:
+    ctx.identify(request, "viewer")
+    view, timeline = await load_incident(ctx, incident_id)
+    view["timeline"] = [event_view(None, e) for e in timeline]
+    view["investigation"] = investigation_view(ctx.ingestor.world, incident_id)
+    # The whole story: agent steps, actions, notifications, people (daemon/web/story.py).
+    view.update({k: v for k, v in (await story_of(ctx, incident_id)).items() if k not in view})
+    return view
+
+
+@router.post("/api/v1/incidents/{incident_id}/ack")
+async def ack(request: Request, ctx: Ctx, incident_id: UUID) -> dict[str, Any]:
+    ident = ctx.identify(request, "responder")
+    body = await _json_model(request, CommentIn)
+    await ctx.ingestor.execute(Acknowledge(incident_id, ident.name, body.comment))
+    return incident_view(ctx.ingestor.world.incidents[incident_id], ctx.ingestor.world)
+
+
+@router.post("/api/v1/incidents/{incident_id}/resolve")
+async def resolve(request: Request, ctx: Ctx, incident_id: UUID) -> dict[str, Any]:
+    ident = ctx.identify(request, "responder")
+    body = await _json_model(request, CommentIn)
+    await ctx.ingestor.execute(ResolveIncident(incident_id, ident.name, body.comment))
+    inc = ctx.ingestor.world.incidents.get(incident_id) or ctx.ingestor.world.closed[incident_id]
+    return incident_view(inc, ctx.ingestor.world)
+
+
+@router.post("/api/v1/silences")
+async def add_silence(request: Request, ctx: Ctx) -> JSONResponse:
+    ident = ctx.identify(request, "responder")
+    body = await _json_model(request, SilenceIn)
+    now = ctx.clock()
+    try:
+        matchers = tuple(_to_matcher(m) for m in body.matchers)
+        starts = body.startsAt or now
+        if body.endsAt is not None:
+            ends = body.endsAt
+        else:
+            length = parse_duration(body.duration) if body.duration else timedelta(hours=1)
+            ends = starts + length
+    except (ValueError, ValidationError, OverflowError) as e:
+        raise _Problem(422, f"invalid silence: {e}") from None
+    longest = ctx.settings.limits.max_silence
+    if ends - max(starts, now) > longest:
+        raise _Problem(422, f"invalid silence: longer than limits.max_silence ({longest})")
+    # One that matches even an empty label set the domain refuses outright (422).
+    broad = silences_everything(matchers) and not matches_all(matchers, {})
+    if broad and not (body.force and ident.can("admin")):
+        raise _Problem(
+            403,
+            "this silence would match every alert; an admin must send force=true "
+            "(watchkeeper silence add --force)",
+        )
+    sid = uuid4()
+    # Recorded as the authenticated caller, whatever createdBy the body claims.
+    await ctx.ingestor.execute(CreateSilence(sid, matchers, starts, ends, ident.name, body.comment))
+    return JSONResponse({"silenceID": str(sid)}, status_code=200)
+
+
+@router.get("/api/v1/silences")
+async def silences(request: Request, ctx: Ctx) -> dict[str, Any]:
+    ctx.identify(request, "viewer")
+    now = ctx.clock()
+    return {
+        "silences": [
+            {
+                "id": str(s.id),
+                "state": s.state(now),
+                "matchers": [str(m) for m in s.matchers],
+                "starts_at": s.starts_at.isoformat(),
+                "ends_at": s.ends_at.isoformat(),
+                "created_by": s.created_by,
+                "comment": s.comment,
+            }
+            for s in sorted(
+                ctx.ingestor.world.silences.values(), key=lambda s: s.starts_at, reverse=True
+            )
+        ]
+    }
+
+
+@router.delete("/api/v1/silences/{silence_id}")
+async def delete_silence(request: Request, ctx: Ctx, silence_id: UUID) -> dict[str, Any]:
+    ident = ctx.identify(request, "responder")
+    await ctx.ingestor.execute(EndSilence(silence_id, ident.name))
+    return {"status": "success"}
+
+
+@router.get("/api/v1/events")
+async def events(request: Request, ctx: Ctx, after: int = 0, limit: int = 100) -> dict[str, Any]:
+    ctx.identify(request, "viewer")
+    if not 0 <= after < 2**63:  # a position SQLite can hold; beyond it was a 500
+        raise _Problem(400, "after: must be >= 0" if after < 0 else "after: too large")
+    rows = await asyncio.to_thread(ctx.ingestor.log.read_raw, after, max(1, min(limit, 1000)))
+    out = [
+        {
+            "position": pos,
+            "type": registry.event_name(topic),
+            "stream": str(oid),
+            "version": ver,
+            "data": json.loads(state),
+        }
+        for pos, topic, state, oid, ver in rows
+    ]
+    nxt = out[-1]["position"] if out else after
+    return {"events": out, "next": nxt}
+
+
+@router.get("/api/v1/status")
+async def status(request: Request, ctx: Ctx) -> dict[str, Any]:
+    ctx.identify(request, "viewer")
+    return ctx.health()
+
+
+@router.get("/healthz")
+async def healthz(request: Request, ctx: Ctx) -> JSONResponse:
+    h = ctx.health()
+    code = 200 if h["healthy"] else 503
+    try:
+        ctx.identify(request, "viewer")
+    except AuthError:
+        # Who paused and the sources' error texts are for viewers; probes get the verdict.
+        return JSONResponse({"healthy": h["healthy"]}, status_code=code)
+    return JSONResponse(h, status_code=code)
+
+
+@router.get("/readyz")
+async def readyz(ctx: Ctx) -> PlainTextResponse:
+    if not ctx.ingestor.ready:
+        return PlainTextResponse("starting: rebuilding state from the event log\n", status_code=503)
+    if not ctx.ingestor.store.up:
+        return PlainTextResponse(f"not ready: {ctx.ingestor.store.problem()}\n", status_code=503)
+    return PlainTextResponse("ready\n")
+
+
+@router.get("/metrics")
+async def metrics(ctx: Ctx) -> Response:
+    return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
 async def _json_model(request: Request, model: type[Any]) -> Any:
     raw = await request.body()
     if not raw.strip():
@@ -494,8 +463,5 @@ async def _json_model(request: Request, model: type[Any]) -> Any:
     try:
         return model.model_validate_json(raw)
     except ValidationError as e:
-        problems = []
-        for err in e.errors(include_url=False):
-            loc = ".".join(str(p) for p in err["loc"]) or "body"
-            problems.append(f"{loc}: {err['msg'].removeprefix('Value error, ')}")
+        problems = validation_problems(e.errors(include_url=False))
         raise _Problem(422, "invalid request body: " + "; ".join(problems), problems) from None

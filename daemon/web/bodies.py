@@ -7,6 +7,7 @@ from typing import TypeVar
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
+from daemon.config.problems import problems
 from daemon.domain import Rejected
 
 M = TypeVar("M", bound=BaseModel)
@@ -20,8 +21,5 @@ async def json_body(request: Request, model: type[M]) -> M:
     try:
         return model.model_validate_json(raw)
     except ValidationError as e:
-        problems = []
-        for err in e.errors(include_url=False):
-            loc = ".".join(str(p) for p in err["loc"]) or "body"
-            problems.append(f"{loc}: {err['msg'].removeprefix('Value error, ')}")
-        raise Rejected("invalid request body: " + "; ".join(problems), 422) from None
+        lines = problems(e.errors(include_url=False), noun="field")
+        raise Rejected("invalid request body: " + "; ".join(lines), 422) from None

@@ -16,21 +16,23 @@ import math
 import secrets
 import time
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Annotated, Any
 from urllib.parse import parse_qs, quote
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader
 
 from daemon.actions.approvals import approve_action, reject_action
 from daemon.actions.views import book_view
 from daemon.agent.views import investigation_view
-from daemon.config.auth import AuthError, Identity, is_loopback
+from daemon.config.auth import SSO_IDENTITY, AuthError, Identity, is_loopback
 from daemon.domain import Rejected
 from daemon.domain.durations import format_duration
 from daemon.domain.state import SEVERITY_RANK, Incident
+from daemon.web.console_work import group_rows, select_rows
+from daemon.web.context import ApiContext
 from daemon.web.login_limit import LoginThrottle
 from daemon.web.sessions import (
     COOKIE,
@@ -39,16 +41,16 @@ from daemon.web.sessions import (
     Sessions,
     token_digest,
 )
+from daemon.web.situations import situation_of
 from daemon.web.timeline import timeline
-
-if TYPE_CHECKING:
-    from daemon.web.context import ApiContext
 
 log = logging.getLogger("watchkeeper.console")
 FORM_BYTES = 16_384
+SSO_SESSION = "sso"  # the token digest of sessions opened by a trusted proxy's sign-on
 HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+        "script-src 'self'; connect-src 'self'; "
         "frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
@@ -80,204 +82,138 @@ def _age(now: datetime, since: datetime) -> str:
     return format_duration(now - since)
 
 
-def console_router(ctx: ApiContext) -> APIRouter:  # noqa: PLR0915 - one closure per page
-    """The console's pages, bound to a running daemon."""
-    router = APIRouter(include_in_schema=False)
-    env = _env()
-    sessions = Sessions()
-    throttle = LoginThrottle()
-    ing = ctx.ingestor
+class Console:
+    """The console's state on one app: the running daemon, its templates, the open sessions."""
+
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx
+        self.env = _env()
+        self.sessions = Sessions(resolve=self.identity_now)
+        self.throttle = LoginThrottle()
 
     # --- sessions and security -----------------------------------------------------------
 
-    def secure(request: Request) -> bool:
-        return request.url.scheme == "https" or ctx.settings.http.external_url.startswith(
+    def secure(self, request: Request) -> bool:
+        """Whether cookies must be `Secure` (served over https, or behind an https URL)."""
+        return request.url.scheme == "https" or self.ctx.settings.http.external_url.startswith(
             "https://"
         )
 
-    def set_cookie(resp: Response, request: Request, name: str, value: str) -> None:
+    def set_cookie(self, resp: Response, request: Request, name: str, value: str) -> None:
+        """Set an HttpOnly, SameSite=Strict cookie for the whole console."""
         resp.set_cookie(
-            name, value, httponly=True, samesite="strict", secure=secure(request), path="/"
+            name, value, httponly=True, samesite="strict", secure=self.secure(request), path="/"
         )
 
-    def session_of(request: Request) -> Session | None:
-        session = sessions.get(request.cookies.get(COOKIE))
-        if session is None:
+    def session_of(self, request: Request) -> Session | None:
+        """The request's session, if its cookie names one that is still valid."""
+        return self.sessions.get(request.cookies.get(COOKIE))
+
+    def identity_now(self, session: Session) -> Identity | None:
+        """Who a session is now (None: it is over), asked by `Sessions.get` on every request,
+        so the console's forms, pages and figures all see a SIGHUP's tokens and roles."""
+        if session.token_digest == SSO_SESSION:
+            # A proxy sign-on session lasts while the proxy still names the same person.
+            sso = SSO_IDENTITY.get()
+            if isinstance(sso, Identity) and sso.name == session.identity.name:
+                return Identity(sso.name, sso.role, "console")
             return None
-        # Who the session is comes from the tokens as configured now, on every request: a
-        # SIGHUP that removes a token ends its sessions, one that changes a role applies.
-        if not session.token_digest:
-            current: Identity | None = session.identity if not ctx.auth.tokens else None
-        else:
-            known = {token_digest(t): ident for t, ident in ctx.auth.tokens.items()}
-            ident = known.get(session.token_digest)
-            current = Identity(ident.name, ident.role, "console") if ident else None
-        if current is None:
-            sessions.close(request.cookies.get(COOKIE))
-            return None
-        session.identity = current
-        return session
+        if not session.token_digest:  # the local session: only while no tokens are set
+            return session.identity if not self.ctx.auth.tokens else None
+        # A token removed from the config ends its sessions; a changed role applies.
+        for token, ident in self.ctx.auth.tokens.items():
+            if token_digest(token) == session.token_digest:
+                return Identity(ident.name, ident.role, "console")
+        return None
 
     def page(
+        self,
         request: Request,
         name: str,
         session: Session | None,
         status: int = 200,
         **data: Any,
     ) -> HTMLResponse:
-        book = ing.world.actions
-        html = env.get_template(name).render(
+        """A page rendered from its template, with the header every page shows."""
+        book = self.ctx.ingestor.world.actions
+        html = self.env.get_template(name).render(
             me=session.identity if session else None,
             csrf=session.csrf if session else "",
             flashes=session.take_flashes() if session else [],
             execution=book_view(book),
             pending=len(book.pending()),
             path=request.url.path,
+            position=self.ctx.ingestor.world.position,  # live updates resume here
             **data,
         )
         return HTMLResponse(html, status_code=status, headers=HEADERS)
 
-    def login_redirect(request: Request) -> RedirectResponse:
-        target = quote(request.url.path)
-        return RedirectResponse(f"/login?next={target}", status_code=303, headers=HEADERS)
-
-    def current(request: Request, response_cookies: list[tuple[str, str]]) -> Session:
+    def current(self, request: Request, response_cookies: list[tuple[str, str]]) -> Session:
         """The session, or (no tokens configured, loopback) a fresh local one."""
-        session = session_of(request)
+        session = self.session_of(request)
         if session is not None:
             return session
+        sso = SSO_IDENTITY.get()
+        if isinstance(sso, Identity):
+            who = Identity(sso.name, sso.role, "console")
+            sid, session = self.sessions.open(who, SSO_SESSION)
+            response_cookies.append((COOKIE, sid))
+            return session
         peer = request.client.host if request.client else None
-        if not ctx.auth.tokens and is_loopback(peer):
-            sid, session = sessions.open(Identity("local", "admin", "console"), "")
+        if not self.ctx.auth.tokens and is_loopback(peer):
+            sid, session = self.sessions.open(Identity("local", "admin", "console"), "")
             response_cookies.append((COOKIE, sid))
             return session
         raise _LoginNeeded
 
-    async def form(request: Request) -> dict[str, str]:
-        # Read as it streams and stop at the limit: a form is never more than a few fields.
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > FORM_BYTES:
-                raise Rejected(f"form larger than {FORM_BYTES} bytes", 413)
-        parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
-        return {k: v[0] for k, v in parsed.items()}
-
-    def with_cookies(resp: Response, request: Request, cookies: list[tuple[str, str]]) -> Response:
+    def with_cookies(
+        self, resp: Response, request: Request, cookies: list[tuple[str, str]]
+    ) -> Response:
+        """`resp` with the cookies a fresh session needs."""
         for name, value in cookies:
-            set_cookie(resp, request, name, value)
+            self.set_cookie(resp, request, name, value)
         return resp
 
-    async def guarded(request: Request, render: Any) -> Response:
+    async def guarded(self, request: Request, render: Any) -> Response:
+        """`render(session)` for a logged-in person; otherwise the way to the login page."""
         cookies: list[tuple[str, str]] = []
         try:
-            session = current(request, cookies)
+            session = self.current(request, cookies)
         except _LoginNeeded:
-            return login_redirect(request)
+            return _login_redirect(request)
         resp: Response = await render(session)
-        return with_cookies(resp, request, cookies)
+        return self.with_cookies(resp, request, cookies)
 
-    # --- login ---------------------------------------------------------------------------
+    # --- what pages show -----------------------------------------------------------------
 
-    @router.get("/login")
-    async def login_form(request: Request, next: str = "/") -> Response:
-        nonce = secrets.token_urlsafe(24)
-        resp = page(request, "login.html", None, next=_safe_next(next, "/"), nonce=nonce)
-        set_cookie(resp, request, LOGIN_COOKIE, nonce)
-        return resp
-
-    @router.post("/login")
-    async def login(request: Request) -> Response:
-        nonce = request.cookies.get(LOGIN_COOKIE, "")
-        # No login cookie, no form of ours: refused before the body is read.
-        data = await form(request) if nonce else {}
-        target = _safe_next(data.get("next"), "/")
-        if not nonce or not secrets.compare_digest(nonce, data.get("nonce", "")):
-            return page(
-                request, "login.html", None, 403, next=target, nonce="",
-                error="the login form expired or did not come from this console; reload it",
+    def incident_rows(self) -> list[dict[str, Any]]:
+        """Open incidents first, the most severe first, then by age; each row holds only its
+        incident until `detail_rows` completes the ones a page shows."""
+        return [
+            {"inc": inc}
+            for inc in sorted(
+                self.ctx.ingestor.world.incidents.values(),
+                key=lambda i: (
+                    i.state not in ("open", "acknowledged"),
+                    -SEVERITY_RANK.get(i.severity, 0),
+                    i.opened_at,
+                ),
             )
-        token = data.get("token", "").strip()
-        peer = request.client.host if request.client else None
-        wait = throttle.wait(peer or "-", time.monotonic())
-        if wait:
-            log.warning("console login refused: too many failures peer=%s", peer)
-            return page(
-                request, "login.html", None, 429, next=target, nonce="",
-                error=f"too many failed logins from {peer}; try again in {math.ceil(wait)}s",
-            )
-        try:
-            ident = ctx.auth.identify(f"Bearer {token}", peer, "viewer")
-        except AuthError as e:
-            throttle.failed(peer or "-", time.monotonic())
-            log.warning("console login failed peer=%s reason=%s", peer, e.reason)
-            again = secrets.token_urlsafe(24)
-            refused = page(
-                request, "login.html", None, 401, next=target, nonce=again, error=e.reason
-            )
-            set_cookie(refused, request, LOGIN_COOKIE, again)
-            return refused
-        throttle.succeeded(peer or "-")
-        log.info("console login name=%s role=%s peer=%s", ident.name, ident.role, peer)
-        sid, _ = sessions.open(Identity(ident.name, ident.role, "console"), token_digest(token))
-        resp = RedirectResponse(target, status_code=303, headers=HEADERS)
-        set_cookie(resp, request, COOKIE, sid)
-        resp.delete_cookie(LOGIN_COOKIE, path="/")
-        return resp
+        ]
 
-    @router.post("/logout")
-    async def logout(request: Request) -> Response:
-        session = session_of(request)
-        # No session, nothing to read: the body is parsed only for a logged-in browser.
-        data = await form(request) if session is not None else {}
-        if session is None or not session.csrf_ok(data.get("csrf")):
-            return HTMLResponse("missing or invalid CSRF token", 403, headers=HEADERS)
-        sessions.close(request.cookies.get(COOKIE))
-        resp = RedirectResponse("/login", status_code=303, headers=HEADERS)
-        resp.delete_cookie(COOKIE, path="/")
-        return resp
+    def detail_rows(self, now: datetime, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """`rows` with their age and actions: only a page's rows are completed, since each
+        asks the action book and there can be tens of thousands of incidents."""
+        actions = self.ctx.ingestor.world.actions
+        for row in rows:
+            acts = actions.for_incident(row["inc"].id)
+            row["age"] = _age(now, row["inc"].opened_at)
+            row["pending"] = sum(1 for a in acts if a.status == "pending_approval")
+            row["actions"] = len(acts)
+        return rows
 
-    # --- pages ---------------------------------------------------------------------------
-
-    def incident_rows(now: datetime, start: int, stop: int) -> tuple[list[dict[str, Any]], int]:
-        """Rows for incidents [start, stop) in console order, and how many there are."""
-        world = ing.world
-        incs = sorted(
-            world.incidents.values(),
-            key=lambda i: (
-                i.state not in ("open", "acknowledged"),
-                -SEVERITY_RANK.get(i.severity, 0),
-                i.opened_at,
-            ),
-        )
-        out = []
-        # Only the page's rows are built: each asks the action book, and there can be many.
-        for inc in incs[start:stop]:
-            acts = world.actions.for_incident(inc.id)
-            out.append(
-                {
-                    "inc": inc,
-                    "age": _age(now, inc.opened_at),
-                    "pending": sum(1 for a in acts if a.status == "pending_approval"),
-                    "actions": len(acts),
-                }
-            )
-        return out, len(incs)
-
-    @router.get("/")
-    async def incidents(request: Request, page_no: int = Query(0, alias="page", ge=0)) -> Response:
-        async def render(session: Session) -> Response:
-            # One page at a time: 60k incidents were a 17 MB page that held the loop.
-            size = ctx.settings.limits.page_size
-            shown, total = incident_rows(ctx.clock(), page_no * size, (page_no + 1) * size)
-            return page(
-                request, "incidents.html", session, rows=shown, page=page_no,
-                more=total > (page_no + 1) * size, total=total,
-            )
-
-        return await guarded(request, render)
-
-    def raw_alerts(incident_id: UUID) -> list[dict[str, Any]]:
+    def raw_alerts(self, incident_id: UUID) -> list[dict[str, Any]]:
+        """The incident's alerts as they arrived (Alertmanager's field names)."""
         return [
             {
                 "status": a.alert.status,
@@ -287,101 +223,225 @@ def console_router(ctx: ApiContext) -> APIRouter:  # noqa: PLR0915 - one closure
                 "generatorURL": a.alert.generator_url,
                 "source": a.alert.source,
             }
-            for a in ing.world.incident_alerts(incident_id)
+            for a in self.ctx.ingestor.world.incident_alerts(incident_id)
         ]
 
-    @router.get("/incidents/{incident_id}")
-    async def incident(request: Request, incident_id: UUID) -> Response:
-        async def render(session: Session) -> Response:
-            world = ing.world
-            inc: Incident | None = world.incidents.get(incident_id) or world.closed.get(
-                incident_id
-            )
-            if inc is None:
-                return page(request, "missing.html", session, 404, what=f"incident {incident_id}")
-            streams: list[tuple[str, list[Any]]] = [
-                ("incident", await asyncio.to_thread(ing.log.stream, incident_id))
-            ]
-            for inv in world.investigations.for_incident(incident_id):
-                events = await asyncio.to_thread(ing.log.stream, inv.id)
-                streams.append((f"investigation {inv.runbook_id} #{inv.run}", events))
-            actions = world.actions.for_incident(incident_id)
-            for a in actions:
-                events = await asyncio.to_thread(ing.log.stream, a.id)
-                streams.append((f"action {a.action_id}", events))
-            return page(
-                request,
-                "incident.html",
-                session,
-                inc=inc,
-                age=_age(ctx.clock(), inc.opened_at),
-                alerts=raw_alerts(incident_id),
-                investigation=investigation_view(world, incident_id),
-                actions=actions,
-                rows=timeline(streams),
-                now=ctx.clock(),
-            )
 
-        return await guarded(request, render)
+def console(request: Request) -> Console:
+    """The console of this app (`app.state.console`, set by `create_app`)."""
+    c: Console = request.app.state.console
+    return c
 
-    @router.get("/approvals")
-    async def approvals(request: Request) -> Response:
-        async def render(session: Session) -> Response:
-            world, now = ing.world, ctx.clock()
-            items = [
-                {
-                    "a": a,
-                    "inc": world.incidents.get(a.incident_id),
-                    "alerts": raw_alerts(a.incident_id),
-                    "expires_in": format_duration(a.expires_at - now) if a.expires_at else "-",
-                }
-                for a in world.actions.pending()
-            ]
-            return page(request, "approvals.html", session, items=items)
 
-        return await guarded(request, render)
+Con = Annotated[Console, Depends(console)]
+router = APIRouter(include_in_schema=False)
 
-    async def decide(request: Request, action_id: UUID, approve: bool) -> Response:
-        session = session_of(request)
-        data = await form(request) if session is not None else {}
-        if session is None or not session.csrf_ok(data.get("csrf")):
-            # Refused before anything is decided: no session, or a form from elsewhere.
-            return HTMLResponse(
-                "missing or invalid CSRF token: reload the page and submit the form again",
-                403,
-                headers=HEADERS,
-            )
-        target = _safe_next(data.get("next"), "/approvals")
-        ident = session.identity
-        try:
-            if approve:
-                entry = await approve_action(ing, action_id, ident, data.get("comment", ""))
-                done = "approved" if entry.status == "approved" else "approval recorded"
-            else:
-                reason = data.get("reason", "").strip()
-                if not reason:
-                    raise Rejected("a rejection needs a reason", 422)
-                entry = await reject_action(ing, action_id, ident, reason)
-                done = "rejected"
-            what = entry.plan.summary if entry.plan else entry.action_id
-            session.flash("ok", f"{done}: {what}")
-        except Rejected as e:
-            session.flash("error", e.reason)
-        return RedirectResponse(target, status_code=303, headers=HEADERS)
 
-    @router.post("/actions/{action_id}/approve")
-    async def approve(request: Request, action_id: UUID) -> Response:
-        return await decide(request, action_id, True)
+def _login_redirect(request: Request) -> RedirectResponse:
+    target = quote(request.url.path)
+    return RedirectResponse(f"/login?next={target}", status_code=303, headers=HEADERS)
 
-    @router.post("/actions/{action_id}/reject")
-    async def reject(request: Request, action_id: UUID) -> Response:
-        return await decide(request, action_id, False)
 
-    @router.get("/console.css")
-    async def css() -> Response:
-        text = env.loader.get_source(env, "console.css")[0]  # type: ignore[union-attr]
-        return Response(
-            text, media_type="text/css", headers={**HEADERS, "Cache-Control": "max-age=300"}
+async def _form(request: Request) -> dict[str, str]:
+    # Read as it streams and stop at the limit: a form is never more than a few fields.
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > FORM_BYTES:
+            raise Rejected(f"form larger than {FORM_BYTES} bytes", 413)
+    parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    return {k: v[0] for k, v in parsed.items()}
+
+
+# --- login ---------------------------------------------------------------------------
+
+
+@router.get("/login")
+async def login_form(request: Request, con: Con, next: str = "/") -> Response:
+    nonce = secrets.token_urlsafe(24)
+    resp = con.page(request, "login.html", None, next=_safe_next(next, "/"), nonce=nonce)
+    con.set_cookie(resp, request, LOGIN_COOKIE, nonce)
+    return resp
+
+
+@router.post("/login")
+async def login(request: Request, con: Con) -> Response:
+    nonce = request.cookies.get(LOGIN_COOKIE, "")
+    # No login cookie, no form of ours: refused before the body is read.
+    data = await _form(request) if nonce else {}
+    target = _safe_next(data.get("next"), "/")
+    if not nonce or not secrets.compare_digest(nonce, data.get("nonce", "")):
+        return con.page(
+            request, "login.html", None, 403, next=target, nonce="",
+            error="the login form expired or did not come from this console; reload it",
+        )
+    token = data.get("token", "").strip()
+    peer = request.client.host if request.client else None
+    wait = con.throttle.wait(peer or "-", time.monotonic())
+    if wait:
+        log.warning("console login refused: too many failures peer=%s", peer)
+        return con.page(
+            request, "login.html", None, 429, next=target, nonce="",
+            error=f"too many failed logins from {peer}; try again in {math.ceil(wait)}s",
+        )
+    try:
+        ident = con.ctx.auth.identify(f"Bearer {token}", peer, "viewer")
+    except AuthError as e:
+        con.throttle.failed(peer or "-", time.monotonic())
+        log.warning("console login failed peer=%s reason=%s", peer, e.reason)
+        again = secrets.token_urlsafe(24)
+        refused = con.page(
+            request, "login.html", None, 401, next=target, nonce=again, error=e.reason
+        )
+        con.set_cookie(refused, request, LOGIN_COOKIE, again)
+        return refused
+    con.throttle.succeeded(peer or "-")
+    log.info("console login name=%s role=%s peer=%s", ident.name, ident.role, peer)
+    sid, _ = con.sessions.open(Identity(ident.name, ident.role, "console"), token_digest(token))
+    resp = RedirectResponse(target, status_code=303, headers=HEADERS)
+    con.set_cookie(resp, request, COOKIE, sid)
+    resp.delete_cookie(LOGIN_COOKIE, path="/")
+    return resp
+
+
+@router.post("/logout")
+async def logout(request: Request, con: Con) -> Response:
+    session = con.session_of(request)
+    # No session, nothing to read: the body is parsed only for a logged-in browser.
+    data = await _form(request) if session is not None else {}
+    if session is None or not session.csrf_ok(data.get("csrf")):
+        return HTMLResponse("missing or invalid CSRF token", 403, headers=HEADERS)
+    con.sessions.close(request.cookies.get(COOKIE))
+    resp = RedirectResponse("/login", status_code=303, headers=HEADERS)
+    resp.delete_cookie(COOKIE, path="/")
+    return resp
+
+
+# --- pages ---------------------------------------------------------------------------
+
+
+@router.get("/")
+async def incidents(
+    request: Request, con: Con, page_no: int = Query(0, alias="page", ge=0)
+) -> Response:
+    async def render(session: Session) -> Response:
+        # One page at a time: 60k incidents were a 17 MB page that held the loop. Filters
+        # (state, severity, labels, owner, text) are daemon/web/console_work.py's.
+        size = con.ctx.settings.limits.page_size
+        listing = select_rows(
+            con.incident_rows(), con.ctx.ingestor.world, dict(request.query_params), size
+        )
+        return con.page(
+            request, "incidents.html", session,
+            rows=con.detail_rows(con.ctx.clock(), listing.rows), page=listing.page,
+            more=listing.more, total=listing.total, listing=listing,
         )
 
-    return router
+    return await con.guarded(request, render)
+
+
+@router.get("/incidents/{incident_id}")
+async def incident(request: Request, con: Con, incident_id: UUID) -> Response:
+    async def render(session: Session) -> Response:
+        world = con.ctx.ingestor.world
+        inc: Incident | None = world.incidents.get(incident_id) or world.closed.get(
+            incident_id
+        )
+        if inc is None:
+            what = f"incident {incident_id}"
+            return con.page(request, "missing.html", session, 404, what=what)
+        streams: list[tuple[str, list[Any]]] = [
+            ("incident", await asyncio.to_thread(con.ctx.ingestor.log.stream, incident_id))
+        ]
+        for inv in world.investigations.for_incident(incident_id):
+            events = await asyncio.to_thread(con.ctx.ingestor.log.stream, inv.id)
+            streams.append((f"investigation {inv.runbook_id} #{inv.run}", events))
+        situation = world.situations.of_incident(incident_id)
+        if situation is not None:
+            events = await asyncio.to_thread(con.ctx.ingestor.log.stream, situation.id)
+            streams.append(("situation", events))
+        actions = world.actions.for_incident(incident_id)
+        for a in actions:
+            events = await asyncio.to_thread(con.ctx.ingestor.log.stream, a.id)
+            streams.append((f"action {a.action_id}", events))
+        return con.page(
+            request,
+            "incident.html",
+            session,
+            inc=inc,
+            age=_age(con.ctx.clock(), inc.opened_at),
+            alerts=con.raw_alerts(incident_id),
+            investigation=investigation_view(world, incident_id),
+            situation=situation_of(world, incident_id),
+            actions=actions,
+            groups=group_rows(timeline(streams)),  # agent steps, actions: collapsible
+            now=con.ctx.clock(),
+        )
+
+    return await con.guarded(request, render)
+
+
+@router.get("/approvals")
+async def approvals(request: Request, con: Con) -> Response:
+    async def render(session: Session) -> Response:
+        world, now = con.ctx.ingestor.world, con.ctx.clock()
+        items = [
+            {
+                "a": a,
+                "inc": world.incidents.get(a.incident_id),
+                "alerts": con.raw_alerts(a.incident_id),
+                "expires_in": format_duration(a.expires_at - now) if a.expires_at else "-",
+            }
+            for a in world.actions.pending()
+        ]
+        return con.page(request, "approvals.html", session, items=items)
+
+    return await con.guarded(request, render)
+
+
+async def _decide(request: Request, con: Console, action_id: UUID, approve: bool) -> Response:
+    session = con.session_of(request)
+    data = await _form(request) if session is not None else {}
+    if session is None or not session.csrf_ok(data.get("csrf")):
+        # Refused before anything is decided: no session, or a form from elsewhere.
+        return HTMLResponse(
+            "missing or invalid CSRF token: reload the page and submit the form again",
+            403,
+            headers=HEADERS,
+        )
+    target = _safe_next(data.get("next"), "/approvals")
+    ident = session.identity
+    try:
+        if approve:
+            comment = data.get("comment", "")
+            entry = await approve_action(con.ctx.ingestor, action_id, ident, comment)
+            done = "approved" if entry.status == "approved" else "approval recorded"
+        else:
+            reason = data.get("reason", "").strip()
+            if not reason:
+                raise Rejected("a rejection needs a reason", 422)
+            entry = await reject_action(con.ctx.ingestor, action_id, ident, reason)
+            done = "rejected"
+        what = entry.plan.summary if entry.plan else entry.action_id
+        session.flash("ok", f"{done}: {what}")
+    except Rejected as e:
+        session.flash("error", e.reason)
+    return RedirectResponse(target, status_code=303, headers=HEADERS)
+
+
+@router.post("/actions/{action_id}/approve")
+async def approve(request: Request, con: Con, action_id: UUID) -> Response:
+    return await _decide(request, con, action_id, True)
+
+
+@router.post("/actions/{action_id}/reject")
+async def reject(request: Request, con: Con, action_id: UUID) -> Response:
+    return await _decide(request, con, action_id, False)
+
+
+@router.get("/console.css")
+async def css(con: Con) -> Response:
+    text = con.env.loader.get_source(con.env, "console.css")[0]  # type: ignore[union-attr]
+    return Response(
+        text, media_type="text/css", headers={**HEADERS, "Cache-Control": "max-age=300"}
+    )

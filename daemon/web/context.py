@@ -6,9 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from daemon.config.auth import Authenticator
+from fastapi import Depends, Request
+
+from daemon.config.auth import Authenticator, Identity
 from daemon.config.settings import Settings
 from daemon.engine.ingest import Ingestor
 from daemon.engine.metrics import Metrics
@@ -24,3 +26,18 @@ class ApiContext:
     metrics: Metrics
     auth: Authenticator
     health: Callable[[], dict[str, Any]]
+
+    def identify(self, request: Request, needs: str) -> Identity:
+        """Who asks (bearer token, or a loopback peer); AuthError unless their role is `needs`."""
+        peer = request.client.host if request.client else None
+        return self.auth.identify(request.headers.get("authorization"), peer, needs)
+
+
+def api_context(request: Request) -> ApiContext:
+    """The running daemon, as `create_app` put it on the app (`app.state.ctx`)."""
+    ctx: ApiContext = request.app.state.ctx
+    return ctx
+
+
+# A route's parameter `ctx: Ctx` receives the running daemon.
+Ctx = Annotated[ApiContext, Depends(api_context)]

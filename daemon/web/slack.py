@@ -139,33 +139,38 @@ def _action(action_id: str) -> str:
     return parts[1] if len(parts) >= 2 and parts[0] == "wk" else ""
 
 
-def slack_router(ctx: ApiContext, approvals: ApprovalDecider | None = None) -> APIRouter:
-    """The interactions endpoint, bound to a running daemon."""
-    router = APIRouter()
-    replies: set[asyncio.Task[None]] = set()
+class Interactions:
+    """Slack's interactivity endpoint for one daemon, and the replies it is still sending."""
 
-    seen = SeenSignatures()
+    def __init__(self, ctx: ApiContext, approvals: ApprovalDecider | None = None) -> None:
+        self.ctx = ctx
+        self.approvals = approvals
+        self.replies: set[asyncio.Task[None]] = set()
+        self.seen = SeenSignatures()
 
-    def tell(response_url: str, text: str) -> None:
+    def tell(self, response_url: str, text: str) -> None:
         """Answer the person in Slack (ephemeral), without holding up our 3-second reply."""
-        if not reply_allowed(response_url, ctx.settings.notifications.slack_app.response_hosts):
+        hosts = self.ctx.settings.notifications.slack_app.response_hosts
+        if not reply_allowed(response_url, hosts):
             log.info("slack reply not sent: response_url host not in response_hosts")
             return
         task = asyncio.create_task(_post_reply(response_url, text), name="slack-reply")
-        replies.add(task)
-        task.add_done_callback(replies.discard)
+        self.replies.add(task)
+        task.add_done_callback(self.replies.discard)
 
-    def refuse(status: int, reason: str, response_url: str = "") -> JSONResponse:
+    def refuse(self, status: int, reason: str, response_url: str = "") -> JSONResponse:
+        """Refuse with the reason, told to the person in Slack too when we know where."""
         log.info("slack interaction refused status=%d reason=%s", status, reason)
         if response_url:
-            tell(response_url, reason)
+            self.tell(response_url, reason)
         return JSONResponse({"error": reason}, status_code=status)
 
-    @router.post("/api/v1/slack/interactions")
-    async def interactions(request: Request) -> JSONResponse:
+    async def interactions(self, request: Request) -> JSONResponse:
+        """A button pressed in Slack: check the signature and the person, then act."""
+        ctx, approvals = self.ctx, self.approvals
         app_cfg = ctx.settings.notifications.slack_app
         if not app_cfg.signing_secret:
-            return refuse(
+            return self.refuse(
                 404,
                 "Slack interactivity is not configured (notifications.slack_app.signing_secret)",
             )
@@ -176,7 +181,7 @@ def slack_router(ctx: ApiContext, approvals: ApprovalDecider | None = None) -> A
             ctx.clock().timestamp(),
         )
         if problem:
-            return refuse(401, problem)
+            return self.refuse(401, problem)
         body = await request.body()
         problem = signature_problem(
             resolve_secret(app_cfg.signing_secret),
@@ -186,19 +191,21 @@ def slack_router(ctx: ApiContext, approvals: ApprovalDecider | None = None) -> A
             ctx.clock().timestamp(),
         )
         if problem:
-            return refuse(401, problem)
-        if seen.replayed(request.headers.get("x-slack-signature", ""), ctx.clock().timestamp()):
-            return refuse(401, "this signed request was received already (replay); refused")
+            return self.refuse(401, problem)
+        if self.seen.replayed(
+            request.headers.get("x-slack-signature", ""), ctx.clock().timestamp()
+        ):
+            return self.refuse(401, "this signed request was received already (replay); refused")
         try:
             payload = _Interaction.model_validate_json(parse_qs(body.decode())["payload"][0])
         except (KeyError, IndexError, ValueError, ValidationError, UnicodeDecodeError):
-            return refuse(
+            return self.refuse(
                 400, "expected a form field `payload` holding a block_actions JSON document"
             )
         user_id, action, response_url = payload.user.id, payload.actions[0], payload.response_url
         user = app_cfg.users.get(user_id)
         if user is None:
-            return refuse(
+            return self.refuse(
                 403,
                 f"Slack user {user_id} is not mapped to a watchkeeper identity; ask an admin to "
                 "add it under notifications.slack_app.users",
@@ -207,9 +214,9 @@ def slack_router(ctx: ApiContext, approvals: ApprovalDecider | None = None) -> A
         ident = Identity(user.name, user.role, channel="slack")
         kind = _action(action.action_id)
         if kind not in ACTIONS:
-            return refuse(400, f"unknown action {action.action_id[:100]!r}", response_url)
+            return self.refuse(400, f"unknown action {action.action_id[:100]!r}", response_url)
         if not ident.can(ACTIONS[kind]):
-            return refuse(
+            return self.refuse(
                 403,
                 f"{ident.name} has role {ident.role}; {kind} needs role {ACTIONS[kind]} or higher",
                 response_url,
@@ -220,7 +227,7 @@ def slack_router(ctx: ApiContext, approvals: ApprovalDecider | None = None) -> A
                 text = await _acknowledge(ctx, value, ident)
             else:
                 if approvals is None:
-                    return refuse(
+                    return self.refuse(
                         501,
                         "approving actions from Slack is not available: this watchkeeper has no "
                         "approval workflow connected",
@@ -236,15 +243,21 @@ def slack_router(ctx: ApiContext, approvals: ApprovalDecider | None = None) -> A
                     by=ident,
                 )
         except Rejected as e:
-            return refuse(e.status, e.reason, response_url)
+            return self.refuse(e.status, e.reason, response_url)
         except (ValueError, KeyError, TypeError):
-            return refuse(
+            return self.refuse(
                 400, f"button value {value[:100]!r} is not one watchkeeper sent", response_url
             )
         log.info("slack interaction action=%s by=%s slack_user=%s", kind, ident.name, user_id)
-        tell(response_url, text)
+        self.tell(response_url, text)
         return JSONResponse({"ok": True, "result": text})
 
+
+def slack_router(ctx: ApiContext, approvals: ApprovalDecider | None = None) -> APIRouter:
+    """The interactions endpoint, bound to a running daemon."""
+    router = APIRouter()
+    endpoint = Interactions(ctx, approvals).interactions
+    router.add_api_route("/api/v1/slack/interactions", endpoint, methods=["POST"])
     return router
 
 

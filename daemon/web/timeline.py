@@ -42,6 +42,14 @@ def _cut(text: str) -> str:
     return text if len(text) <= DETAIL_CHARS else text[:DETAIL_CHARS] + "…"
 
 
+# What a policy outcome means for the person reading the timeline.
+_OUTCOME_WORDS = {
+    "execute": "runs without approval",
+    "approve": "needs approval",
+    "refuse": "refused",
+    "observe": "recorded only (observe mode)",
+}
+
 Describe = Callable[[Any], tuple[str, str]]
 _DESCRIBE: dict[str, Describe] = {
     "IncidentOpened": lambda e: (f"Incident opened for {e.group_key}", ""),
@@ -54,6 +62,24 @@ _DESCRIBE: dict[str, Describe] = {
     "IncidentAcknowledged": lambda e: (f"Acknowledged by {e.by}", e.comment),
     "IncidentResolved": lambda e: (f"Incident resolved: {e.reason}", ""),
     "IncidentReopened": lambda e: (f"Incident reopened: {e.reason}", ""),
+    "IncidentNoted": lambda e: (f"Note by {e.by} via {e.channel}", e.text),
+    "IncidentAssigned": lambda e: (
+        (f"Assigned to {e.assignee}" if e.assignee else "Unassigned")
+        + f" by {e.by} via {e.channel}",
+        f"was {e.previous}" if e.previous else "",
+    ),
+    "IncidentUnacknowledged": lambda e: (
+        f"Unacknowledged by {e.by} via {e.channel} (was {e.previous})", e.reason
+    ),
+    "IncidentSnoozed": lambda e: (
+        f"Escalation snoozed until {e.until.isoformat(timespec='minutes')} by {e.by}", e.reason
+    ),
+    "IncidentLinked": lambda e: (
+        f"Linked to incident {e.other} by {e.by} via {e.channel}", e.reason
+    ),
+    "IncidentSeverityChanged": lambda e: (
+        f"Severity {e.previous} → {e.severity} by {e.by} via {e.channel}", e.reason
+    ),
     "IncidentClosed": lambda e: (f"Incident closed: {e.reason}", ""),
     "IncidentEscalated": lambda e: (
         f"Escalated: policy {e.policy} level {e.level + 1} → {', '.join(e.channels)}",
@@ -86,7 +112,7 @@ _DESCRIBE: dict[str, Describe] = {
     "InvestigationEscalated": lambda e: (f"Investigation escalated: {e.reason}", ""),
     "InvestigationAbandoned": lambda e: (f"Investigation abandoned: {e.reason}", ""),
     "PolicyDecided": lambda e: (
-        f"Policy ({e.mode}): {e.outcome}",
+        f"Policy ({e.mode}): {_OUTCOME_WORDS.get(e.outcome, e.outcome)}",
         "\n".join(e.reasons) + (f"\nwill run: {e.plan.summary}" if e.plan else ""),
     ),
     "ApprovalRequested": lambda e: (
@@ -120,6 +146,17 @@ _DESCRIBE: dict[str, Describe] = {
     "RolledBack": lambda e: (f"Rolled back: {e.detail}", e.output),
     "RollbackFailed": lambda e: (f"Rollback failed: {e.reason}", e.output),
     "ActionEscalated": lambda e: ("Handed to a person", e.reason),
+    "ActionLeaseWaiting": lambda e: (
+        f"Waiting for {e.target} until {e.until.isoformat(timespec='seconds')}", e.holder
+    ),
+    "SituationOpened": lambda e: (f"Situation opened ({e.rule})", e.reason),
+    "SituationLinked": lambda e: (
+        f"Incident {e.incident_id} linked ({e.rule}{' by ' + e.by if e.by else ''})", e.reason
+    ),
+    "SituationUnlinked": lambda e: (
+        f"Incident {e.incident_id} unlinked{' by ' + e.by if e.by else ''}", e.reason
+    ),
+    "SituationClosed": lambda e: (f"Situation closed: {e.reason}", ""),
 }
 
 

@@ -17,8 +17,10 @@ from daemon.actions.executor import ExecOutcome
 BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LC_ALL": "C.UTF-8"}
 
 
-async def _read_capped(stream: asyncio.StreamReader, cap: int) -> tuple[bytes, bool]:
-    """Read to EOF, keeping the first `cap` bytes; report whether anything was dropped."""
+async def _read_capped(
+    stream: asyncio.StreamReader, cap: int, drain: bool = True
+) -> tuple[bytes, bool]:
+    """Read to EOF (or, without `drain`, until past `cap`), keeping the first `cap` bytes."""
     buf = bytearray()
     dropped = False
     while True:
@@ -29,6 +31,8 @@ async def _read_capped(stream: asyncio.StreamReader, cap: int) -> tuple[bytes, b
         if room > 0:
             buf += chunk[:room]
         dropped = dropped or len(chunk) > room
+        if dropped and not drain:
+            return bytes(buf), dropped
 
 
 def _kill_group(proc: asyncio.subprocess.Process) -> None:
@@ -41,8 +45,13 @@ async def run_argv(
     timeout: float,  # noqa: ASYNC109 - enforced here with wait_for, then the group is killed
     output_bytes: int,
     env: dict[str, str],
+    *,
+    drain: bool = True,
 ) -> ExecOutcome:
-    """Run `argv` once and report its outcome (exit 0 succeeded, else failed; timeout unknown)."""
+    """Run `argv` once and report its outcome (exit 0 succeeded, else failed; timeout unknown).
+
+    Without `drain` (diagnostics) a command whose output passes the cap is killed there.
+    """
     started = time.monotonic()
     try:
         proc = await asyncio.create_subprocess_exec(
@@ -57,7 +66,11 @@ async def run_argv(
         return ExecOutcome("failed", f"{argv[0]}: cannot run: {e.strerror}")
     assert proc.stdout is not None
     try:
-        out, dropped = await asyncio.wait_for(_read_capped(proc.stdout, output_bytes), timeout)
+        out, dropped = await asyncio.wait_for(
+            _read_capped(proc.stdout, output_bytes, drain), timeout
+        )
+        if dropped and not drain:
+            _kill_group(proc)  # enough output: stop it rather than wait for its timeout
         code = await asyncio.wait_for(proc.wait(), max(timeout - (time.monotonic() - started), 1))
     except TimeoutError:
         _kill_group(proc)
@@ -75,5 +88,5 @@ async def run_argv(
     last = lines[-1][:200] if lines else "no output"
     seconds = time.monotonic() - started
     if code == 0:
-        return ExecOutcome("succeeded", f"exited 0: {last}", text, seconds)
-    return ExecOutcome("failed", f"exited {code}: {last}", text, seconds)
+        return ExecOutcome("succeeded", f"exited 0: {last}", text, seconds, 0)
+    return ExecOutcome("failed", f"exited {code}: {last}", text, seconds, code)

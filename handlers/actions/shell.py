@@ -22,6 +22,7 @@ from daemon.actions.executor import (
     scalar,
     used_params,
 )
+from daemon.actions.hosts import HostRouter
 from daemon.domain.action_model import ActionPlan
 from daemon.domain.durations import parse_duration
 from daemon.runbooks.runbook import ShellAction
@@ -42,10 +43,17 @@ class ShellExecutor:
 
     kind = "shell"
 
-    def __init__(self, allow: list[str], timeout: float, output_bytes: int) -> None:
+    def __init__(
+        self,
+        allow: list[str],
+        timeout: float,
+        output_bytes: int,
+        hosts: HostRouter | None = None,
+    ) -> None:
         self.allow = {os.path.normpath(p) for p in allow}
         self.timeout = timeout
         self.output_bytes = output_bytes
+        self.hosts = hosts
 
     def plan(self, action: ShellAction, params: dict[str, Any]) -> ActionPlan:
         """The argv that would run."""
@@ -108,4 +116,6 @@ class ShellExecutor:
         if argv[0] not in self.allow:
             return ExecOutcome("failed", f"{argv[0]} is no longer in actions.shell.allow; not run")
         env = {"WATCHKEEPER_IDEMPOTENCY_KEY": key, "WATCHKEEPER_ACTION": plan.action_id}
-        return await run_argv(argv, plan.timeout, self.output_bytes, env)
+        if self.hosts is None:
+            return await run_argv(argv, plan.timeout, self.output_bytes, env)
+        return await self.hosts.run(plan, argv, env, plan.timeout, self.output_bytes)

@@ -1,7 +1,9 @@
 """`systemd` actions: `systemctl <operation> -- <unit>` for allowlisted units and operations.
 
 Pair with the polkit rule in systemd/50-watchkeeper.rules, which lets the watchkeeper user
-manage exactly the same units and verbs; the two allowlists should say the same thing.
+manage exactly the same units and verbs; the two allowlists should say the same thing. On
+another host the same argv runs over SSH, behind `sudo -n` when the inventory says
+`ansible_become: true` (systemd/contrib/sudoers.d/watchkeeper is the matching rule).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import re
 from typing import Any
 
 from daemon.actions.executor import ExecOutcome, PlanError, fill
+from daemon.actions.hosts import HostRouter
 from daemon.domain.action_model import ActionPlan
 from daemon.runbooks.runbook import SystemdAction
 from handlers.actions.process import run_argv
@@ -33,7 +36,10 @@ class SystemdExecutor:
         systemctl: str = "/usr/bin/systemctl",
         timeout: float = 90.0,
         output_bytes: int = 8192,
+        *,
+        hosts: HostRouter | None = None,
     ) -> None:
+        self.hosts = hosts
         self.units = units
         self.operations = operations
         self.systemctl = systemctl
@@ -73,4 +79,8 @@ class SystemdExecutor:
         unit, argv = str(plan.spec["unit"]), [str(a) for a in plan.spec["argv"]]
         if _GLOB.search(unit) or not any(fnmatch.fnmatchcase(unit, u) for u in self.units):
             return ExecOutcome("failed", f"{unit} is not in actions.systemd.units; not run")
-        return await run_argv(argv, plan.timeout, self.output_bytes, {"SYSTEMD_PAGER": ""})
+        env = {"SYSTEMD_PAGER": "", "WATCHKEEPER_IDEMPOTENCY_KEY": key}
+        if self.hosts is None:
+            return await run_argv(argv, plan.timeout, self.output_bytes, env)
+        # On another host the argv may start with `sudo -n` (ansible_become), as planned.
+        return await self.hosts.run(plan, argv, env, plan.timeout, self.output_bytes)

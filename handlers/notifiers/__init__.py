@@ -1,1 +1,1 @@
-"""Chat and webhook notifiers, one module per system, each a `daemon.notify.Notifier`."""
+"""Chat and webhook notifiers, one module per system, each a `daemon.notify.ChatNotifier`."""

@@ -36,6 +36,7 @@ from daemon.intake.streams import (
     SourceTasks,
     StoreUnavailable,
     describe,
+    pause_for_store,
 )
 
 log = logging.getLogger("watchkeeper.sources.kafka")
@@ -286,7 +287,7 @@ class KafkaSource(SourceTasks):
             self.forget(tp)
             consumer.seek(tp, records[0].offset)
             self.health.failed(str(e))
-            await asyncio.sleep(self.backoff.next())
+            await pause_for_store(self.intake, self.backoff.next())
             return None
         self.positions[tp] = last
         self.health.seen(len(records))

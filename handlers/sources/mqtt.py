@@ -36,6 +36,7 @@ from daemon.intake.streams import (
     SourceTasks,
     StoreUnavailable,
     describe,
+    pause_for_store,
 )
 
 log = logging.getLogger("watchkeeper.sources.mqtt")
@@ -203,7 +204,7 @@ class MqttSource(SourceTasks):
                     "mqtt source=%s store unavailable, retrying %d message(s) in %.1fs: %s",
                     self.name, len(batch), delay, e,
                 )
-                await asyncio.sleep(delay)
+                await pause_for_store(self.intake, delay)
                 continue
             except Exception:
                 log.exception("mqtt source=%s submit failed messages=%d", self.name, len(batch))

@@ -2,7 +2,9 @@
 
 Parameter values are checked against a conservative pattern (no spaces, quotes, shell
 metacharacters or leading dashes), so a value can neither add options nor commands. Output
-is capped and the process is killed at its timeout.
+is capped and the process is killed at its timeout. With a host router the command runs on
+the incident's target host through its transport (ssh, or local for this host), never on
+another host instead.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import contextlib
 import re
 
+from daemon.actions.hosts import HostRouter, TargetError
 from daemon.runbooks.tools import (
     ShellDiagnosticArgs,
     ToolContext,
@@ -72,9 +75,15 @@ class ShellDiagnostic:
     name = "shell_diagnostic"
     args = ShellDiagnosticArgs
 
-    def __init__(self, templates: dict[str, ShellTemplateSpec], output_bytes: int) -> None:
+    def __init__(
+        self,
+        templates: dict[str, ShellTemplateSpec],
+        output_bytes: int,
+        hosts: HostRouter | None = None,
+    ) -> None:
         self.templates = templates
         self.output_bytes = output_bytes
+        self.hosts = hosts
 
     async def run(self, args: ShellDiagnosticArgs, ctx: ToolContext) -> ToolResult:
         """Render, run with a timeout, capture capped output."""
@@ -90,6 +99,8 @@ class ShellDiagnostic:
             argv = tpl.render(args.args)
         except ValueError as e:
             return error(ctx.now, f"{args.command}: {e}", status="refused")
+        if self.hosts is not None:
+            return await self._run_on_target(argv, tpl.timeout, ctx)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
@@ -129,4 +140,37 @@ class ShellDiagnostic:
             summary=f"{' '.join(argv)} exited {code}: {head}",
             facts={"exit_code": code, "lines": len(lines), "truncated": truncated},
             data={"argv": argv, "exit_code": code, "output": text, "truncated": truncated},
+        )
+
+    async def _run_on_target(
+        self,
+        argv: list[str],
+        timeout: float,  # noqa: ASYNC109 - the transport enforces it
+        ctx: ToolContext,
+    ) -> ToolResult:
+        assert self.hosts is not None
+        try:
+            host, out = await self.hosts.run_on(
+                ctx.target, argv, {"SYSTEMD_PAGER": ""}, timeout, self.output_bytes
+            )
+        except TargetError as e:
+            return error(ctx.now, f"{' '.join(argv)}: not run: {e}", status="refused")
+        if out.exit_code is None:
+            return error(ctx.now, f"{' '.join(argv)}: {out.detail}")
+        truncated = out.output.endswith("[output truncated]")
+        text = out.output
+        lines = text.splitlines()
+        head = lines[0][:200] if lines else "(no output)"
+        return ToolResult(
+            status="ok",
+            observed_at=ctx.now,
+            summary=f"{' '.join(argv)} on {host} exited {out.exit_code}: {head}",
+            facts={"exit_code": out.exit_code, "lines": len(lines), "truncated": truncated},
+            data={
+                "argv": argv,
+                "host": host,
+                "exit_code": out.exit_code,
+                "output": text,
+                "truncated": truncated,
+            },
         )

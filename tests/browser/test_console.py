@@ -153,7 +153,8 @@ def test_approve_in_the_browser_and_see_the_action_run(
             expect(card.locator(".evidence")).to_contain_text("alert_context observed")
             # The raw alert is shown as text: the markup in it is not markup here.
             expect(card.locator("pre.raw")).to_contain_text('<script>alert(\\"owned\\")</script>')
-            assert page.locator("script").count() == 0
+            # No script but the console's own live-update file.
+            assert page.locator("script:not([src='/console.js'])").count() == 0
             assert not ran.exists()
 
             page.screenshot(path=str(tmp_path / "approvals.png"), full_page=True)
@@ -179,7 +180,7 @@ def test_approve_in_the_browser_and_see_the_action_run(
                 "Tool alert_context [ok]",
                 "(observed at",
                 "Proposed restart_app",
-                "Policy (review): approve",
+                "Policy (review): needs approval",
                 "Approved by alice (approver) via console [1/1]",
                 "Drift check passed",
                 "Dispatched (key",
@@ -212,3 +213,86 @@ def test_approve_in_the_browser_and_see_the_action_run(
     after = api(wk, f"/api/v1/actions/{action['id']}")
     assert after["status"] == "succeeded"
     assert after["approvals"][0]["channel"] == "console"
+
+
+def test_work_an_incident_and_see_the_outcome_arrive_without_reloading(
+    daemon: tuple[realstack.Watchkeeper, Path, Path], tmp_path: Path
+) -> None:
+    """Open an incident, acknowledge it, add a note, approve its action, and watch the
+    outcome appear on the same page (live updates), with no reload."""
+    import time
+
+    from playwright.sync_api import expect, sync_playwright
+
+    wk, _script, ran = daemon
+    alert = [{"labels": {"alertname": "AppBroken", "service": "web", "severity": "critical"}}]
+    assert httpx.post(f"{wk.url}/api/v2/alerts", json=alert, timeout=10).status_code == 200
+
+    def pending() -> dict[str, Any] | None:
+        acts = api(wk, "/api/v1/actions?status=pending_approval")["actions"]
+        return acts[0] if acts else None
+
+    action = realstack.wait_for(pending, timeout=60, what="a pending approval")
+    inc = action["incident_id"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            page = browser.new_context().new_page()
+            page.set_default_timeout(30_000)
+            page.goto(f"{wk.url}/login")
+            page.fill("input[name=token]", APPROVER)
+            page.click("button[type=submit]")
+            page.wait_for_url(f"{wk.url}/")
+            # The list shows a new incident within 2 s, without a reload.
+            expect(page.locator("body")).to_have_attribute("data-live", "connected")
+            page.evaluate("window.stillTheSamePage = true")
+            other = [{"labels": {"alertname": "QueueBacklog", "severity": "warning"}}]
+            httpx.post(f"{wk.url}/api/v2/alerts", json=other, timeout=10)
+            expect(page.locator("#incident-list")).to_contain_text("QueueBacklog", timeout=2_000)
+            assert page.evaluate("window.stillTheSamePage") is True
+
+            page.click(f"a[href='/incidents/{inc}']")
+            page.wait_for_url(f"{wk.url}/incidents/{inc}")
+            page.click("form.work-ack button[type=submit]")
+            expect(page.locator(".flash.ok")).to_contain_text("acknowledged")
+            expect(page.locator("#incident-state")).to_have_text("acknowledged")
+
+            page.click("#more-work summary")
+            page.fill("form.work-note textarea[name=text]", "restarting web; errors since deploy")
+            page.click("form.work-note button[type=submit]")
+            expect(page.locator(".flash.ok")).to_contain_text("note recorded")
+            timeline = page.locator("table.timeline")
+            expect(timeline).to_contain_text("Note by alice via console")
+            expect(timeline).to_contain_text("restarting web; errors since deploy")
+
+            section = page.locator(f"#action-{action['id']}")
+            section.locator("form.approve textarea[name=comment]").fill("go")
+            section.locator("form.approve button[type=submit]").click()
+            expect(page.locator(".flash.ok")).to_contain_text("approved")
+            # From here on: no navigation. The outcome must arrive by itself.
+            page.evaluate("window.stillTheSamePage = true")
+            done = None
+            for _ in range(120):
+                done = api(wk, f"/api/v1/actions/{action['id']}")
+                if done["status"] in ("succeeded", "verified", "failed"):
+                    break
+                time.sleep(0.25)
+            assert done is not None
+            assert done["status"] == "succeeded", done
+            outcome = page.locator(f"#action-{action['id']} .outcome")
+            expect(outcome).to_have_text("Outcome: exited 0: restarted web", timeout=2_000)
+            expect(page.locator(f"#action-{action['id']} .status")).to_have_text("succeeded")
+            assert page.evaluate("window.stillTheSamePage") is True
+            page.screenshot(path=str(tmp_path / "worked.png"), full_page=True)
+        finally:
+            browser.close()
+    assert ran.read_text().splitlines() == ["restarted web (--reason=errors seen)"]
+    story = api(wk, f"/api/v1/incidents/{inc}")
+    kinds = [row["kind"] for row in story["story"]]
+    assert {"IncidentAcknowledged", "IncidentNoted", "ActionApproved", "ActionSucceeded"} <= set(
+        kinds
+    )
+    [act] = story["actions"]
+    assert (act["status"], act["approvals"][0]["via"]) == ("succeeded", "console")

@@ -264,3 +264,87 @@ def test_console_script(wk: Watchkeeper) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["healthy"] is True
+
+
+def test_working_an_incident_from_the_cli_and_exporting_it(wk: Watchkeeper) -> None:
+    inc = fire(wk, "CliWorked")
+    prefix = inc["id"][:8]
+    assert f"noted on {inc['id']}" in ok(cli(wk, "note", prefix, "cleaning /var/log"))
+    assert f"took {inc['id']}" in ok(cli(wk, "take", prefix))
+    assert "snoozed" in ok(cli(wk, "snooze", prefix, "--for", "20m", "-r", "deploy"))
+    assert "critical:" in ok(cli(wk, "severity", prefix, "critical"))
+    refused = cli(wk, "unack", prefix)
+    assert refused.exit_code == 1
+    assert "only an acknowledged one can be unacknowledged" in refused.stderr
+    shown = ok(cli(wk, "incidents", "show", prefix))
+    assert "owner ops" in shown
+    assert "escalation snoozed until" in shown
+    md = ok(cli(wk, "incidents", "export", prefix, "--format", "markdown"))
+    assert md.startswith("# CliWorked (open)")
+    assert "Note by ops via cli" in md
+    assert "- People: ops" in md
+    data = json.loads(ok(cli(wk, "incidents", "export", prefix, "--format", "json")))
+    kinds = [row["kind"] for row in data["story"]]
+    assert kinds[-4:] == [
+        "IncidentNoted",
+        "IncidentAssigned",
+        "IncidentSnoozed",
+        "IncidentSeverityChanged",
+    ]
+    assert all(
+        row["text"].endswith("via cli") for row in data["story"][-4:] if "via" in row["text"]
+    )
+    assert cli(wk, "incidents", "export", prefix, "--format", "pdf").exit_code == 1
+
+
+def test_stats_from_the_cli(wk: Watchkeeper) -> None:
+    inc = fire(wk, "CliStats")
+    ok(cli(wk, "ack", inc["id"][:8]))
+    table = ok(cli(wk, "stats", "--by", "severity", "--since", "1d"))
+    assert "outcomes by severity" in table
+    data = json.loads(ok(cli(wk, "stats", "--by", "all", as_json=True)))
+    assert data["groups"]["all"]["time_to_acknowledge"]["count"] >= 1
+    bad = cli(wk, "stats", "--by", "planet")
+    assert bad.exit_code == 1
+
+
+def test_per_person_tokens_in_cli_contexts(
+    wk: Watchkeeper, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = tmp_path / "conf" / "cli.yaml"
+    monkeypatch.setenv("WATCHKEEPER_CLI_CONFIG", str(store))
+    env = {"COLUMNS": "200", "WATCHKEEPER_TOKEN": "", "WATCHKEEPER_URL": ""}
+
+    def run(*args: str, stdin: str | None = None) -> Result:
+        return runner.invoke(app, list(args), env=env, input=stdin)
+
+    # Each person stores their own token; nothing needs --url or --token afterwards.
+    (tmp_path / "tok").write_text(ADMIN + "\n")
+    ok(run("context", "set", "prod", "--url", wk.url, "--token-file", str(tmp_path / "tok")))
+    ok(
+        run(
+            "context", "set", "readonly", "--url", wk.url, "--token-stdin", "--no-use", stdin=VIEWER
+        )
+    )
+    assert oct(store.stat().st_mode & 0o777) == "0o600"
+    listed = json.loads(ok(run("--json", "context", "list")))
+    assert [(c["name"], c["current"], c["token"]) for c in listed["contexts"]] == [
+        ("prod", True, True),
+        ("readonly", False, True),
+    ]
+    assert ADMIN not in ok(run("context", "list"))
+    inc = fire(wk, "CliContexts")
+    assert "noted on" in ok(run("note", inc["id"], "as ops, from my context"))
+    # The viewer's context is refused as the viewer, by name.
+    refused = run("--context", "readonly", "note", inc["id"], "nope")
+    assert refused.exit_code == 1
+    assert "vera has role viewer" in refused.stderr
+    ok(run("context", "use", "readonly"))
+    assert run("take", inc["id"]).exit_code == 1
+    missing = run("--context", "staging", "incidents", "list")
+    assert missing.exit_code == 1
+    assert "no CLI context 'staging'" in missing.stderr
+    story = json.loads(ok(run("--context", "prod", "incidents", "export", inc["id"], "-f", "json")))
+    assert [r["text"] for r in story["story"] if r["kind"] == "IncidentNoted"] == [
+        "Note by ops via cli"
+    ]

@@ -54,6 +54,9 @@ def test_demo_alert_to_verified_fix_within_two_minutes(tmp_path: Path) -> None:
 
         wait_for(lambda: bool(pending()), timeout=90, what="a proposed cleanup awaiting approval")
         action = pending()[0]
+        # The cleanup is about web2, the host whose disk fills (its instance label).
+        assert action["target"] == "web2"
+        assert action["runs_on"].endswith(" on web2")
         r = httpx.post(
             f"{api}/actions/{action['id']}/approve", json={"comment": "demo test"}, timeout=10
         )
@@ -80,9 +83,18 @@ def test_demo_alert_to_verified_fix_within_two_minutes(tmp_path: Path) -> None:
             x for x in metrics.splitlines() if x.startswith('demo_disk_used_ratio{instance="web2"')
         )
         assert float(line.rsplit(" ", 1)[1]) < 0.8
+
+        # The second simulated host: the checkout service dies on web1, a restart for web1.
+        def restart() -> dict[str, Any] | None:
+            acts = _get(f"{api}/actions")["actions"]
+            return next((a for a in acts if a["action_id"] != "clean_tmp"), None)
+
+        other = wait_for(restart, timeout=90, what="the restart proposed for web1")
+        assert other["target"] == "web1"
     finally:
         child.stop()
     log = (tmp_path / "demo.log").read_text()
     assert "console     http://127.0.0.1:" in log
     assert "awaiting approval" in log
+    assert "on host web2" in log
     assert "verified" in log

@@ -509,3 +509,92 @@ def test_daemon_stopped_across_a_deadline_fires_it_exactly_once_after_restart(
     finally:
         wk.stop()
     assert stub.problems() == []
+
+
+async def test_action_follow_ups_say_what_happened_in_the_thread(rig: Rig, stub: ChatStub) -> None:
+    from daemon.domain.action_model import ActionPlan, DecidePolicy, RejectAction
+    from daemon.domain.investigation_model import (
+        ActionSpec,
+        Budget,
+        ProposeAction,
+        StartInvestigation,
+        investigation_id_for,
+    )
+    from daemon.domain.policy import PolicyRules
+
+    inc = await rig.fire()
+    await rig.settle()
+    inv = investigation_id_for(inc, "disk", 1)
+    spec = ActionSpec(id="rotate_logs", kind="systemd", risk="low", params_schema={})
+    await rig.ing.submit(
+        [StartInvestigation(inv, inc, 1, "disk", "1", "deterministic", "", "h", Budget(), (spec,))]
+    )
+    v = rig.ing.world.investigations.active[inv].version
+    [proposed, *_] = await rig.ing.submit([ProposeAction(inv, v, "c1", "rotate_logs", {}, "full")])
+    pid = proposed.proposal_id  # type: ignore[attr-defined]
+    plan = ActionPlan(
+        kind="systemd",
+        action_id="rotate_logs",
+        summary="systemctl start logrotate.service",
+        targets=("logrotate.service",),
+        spec={},
+    )
+    labels = {"instance": "web1"}
+    await rig.ing.submit([DecidePolicy(pid, PolicyRules(), plan, labels=labels)])
+    rig.clock.advance(minutes=1)
+    await rig.ing.submit([RejectAction(pid, "bea", "approver", "api", "not now")])
+    await rig.settle()
+    bodies = [r.body for r in stub.at(stub.SLACK_API)]
+    replies = [b["text"] for b in bodies if "thread_ts" in b]
+    act = "rotate_logs on web1 (`systemctl start logrotate.service`)"
+    assert replies == [
+        "Agent proposed rotate_logs (systemd), risk low: full",
+        f"Approval requested for {act}: needs 1 approval(s); 30m left (expires 12:30 UTC)",
+        f"bea (approver) rejected {act} via api; it will not run: not now",
+    ]
+    updates = [b for b in bodies if "ts" in b]
+    # Nobody acknowledged: the header still says Firing, and names the instance.
+    assert {u["blocks"][0]["text"]["text"] for u in updates} == {
+        "🔥 Firing: [CRITICAL] DiskFull on web1"
+    }
+    # No Slack app is configured here, so no message carries buttons nobody could answer.
+    assert all(b["type"] != "actions" for body in bodies for b in body.get("blocks", []))
+
+
+async def test_a_snoozed_incident_escalates_only_when_the_snooze_ends(
+    rig: Rig, stub: ChatStub
+) -> None:
+    from daemon.domain.incident_work import SnoozeIncident
+
+    inc = await rig.fire()
+    await rig.settle()
+    await rig.ing.submit([SnoozeIncident(inc, "alice", T0 + timedelta(minutes=15), "deploy")])
+    rig.clock.advance(minutes=10)  # level 2 is due now, but the incident is snoozed
+    await rig.settle()
+    assert stub.at(stub.TEAMS) == []
+    rig.clock.advance(minutes=4, seconds=59)
+    await rig.settle()
+    assert stub.at(stub.TEAMS) == []
+    rig.clock.advance(seconds=1)
+    await rig.settle()
+    assert len(stub.at(stub.TEAMS)) == 1
+    assert len(stub.at(stub.WEBHOOK)) == 1
+
+
+async def test_an_unacknowledged_incident_escalates_again(rig: Rig, stub: ChatStub) -> None:
+    from daemon.domain.incident_work import UnacknowledgeIncident
+
+    inc = await rig.fire()
+    await rig.settle()
+    await rig.ing.submit([Acknowledge(inc, "alice")])
+    await rig.settle()
+    rig.clock.advance(minutes=15)
+    await rig.settle()
+    assert stub.at(stub.TEAMS) == []  # acknowledged: the chain stopped
+    await rig.ing.submit([UnacknowledgeIncident(inc, "alice", "end of shift")])
+    await rig.settle()
+    replies = [r.body["text"] for r in stub.at(stub.SLACK_API) if "thread_ts" in r.body]
+    assert "Unacknowledged by alice: end of shift" in replies
+    rig.clock.advance(minutes=10)
+    await rig.settle()
+    assert len(stub.at(stub.TEAMS)) == 1  # nobody has it: level 2 is paged again

@@ -44,6 +44,17 @@ API: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/incidents/{incident_id}"): "viewer",
     ("POST", "/api/v1/incidents/{incident_id}/ack"): "responder",
     ("POST", "/api/v1/incidents/{incident_id}/resolve"): "responder",
+    ("POST", "/api/v1/incidents/{incident_id}/note"): "responder",
+    ("POST", "/api/v1/incidents/{incident_id}/assign"): "responder",
+    ("POST", "/api/v1/incidents/{incident_id}/take"): "responder",
+    ("POST", "/api/v1/incidents/{incident_id}/unack"): "responder",
+    ("POST", "/api/v1/incidents/{incident_id}/snooze"): "responder",
+    ("POST", "/api/v1/incidents/{incident_id}/reopen"): "responder",
+    ("POST", "/api/v1/incidents/{incident_id}/severity"): "responder",
+    ("POST", "/api/v1/incidents/{incident_id}/link"): "responder",
+    ("GET", "/api/v1/incidents/{incident_id}/story"): "viewer",
+    ("GET", "/api/v1/incidents/{incident_id}/export"): "viewer",
+    ("GET", "/api/v1/stats"): "viewer",
     ("POST", "/api/v1/silences"): "responder",
     ("GET", "/api/v1/silences"): "viewer",
     ("DELETE", "/api/v1/silences/{silence_id}"): "responder",
@@ -59,12 +70,20 @@ API: dict[tuple[str, str], str] = {
     ("POST", "/api/v2/alerts"): "responder",
     ("POST", "/api/v1/webhook/alertmanager"): "responder",
 }
-CONSOLE_PAGES = {("GET", "/"), ("GET", "/incidents/{incident_id}"), ("GET", "/approvals")}
+CONSOLE_PAGES = {
+    ("GET", "/"),
+    ("GET", "/incidents/{incident_id}"),
+    ("GET", "/approvals"),
+    ("GET", "/stats"),
+}
 CONSOLE_FORMS = {
     ("POST", "/actions/{action_id}/approve"),
     ("POST", "/actions/{action_id}/reject"),
     ("POST", "/logout"),
+    ("POST", "/incidents/{incident_id}/do/{verb}"),
 }
+# Needs a console session but answers 401 (an EventSource cannot follow a login redirect).
+CONSOLE_STREAMS = {("GET", "/console/live")}
 PUBLIC = {
     ("GET", "/healthz"),
     ("GET", "/readyz"),
@@ -72,6 +91,7 @@ PUBLIC = {
     ("GET", "/login"),
     ("POST", "/login"),
     ("GET", "/console.css"),
+    ("GET", "/console.js"),
     # Authenticated by Slack's request signature (tests/test_slack_interactions.py).
     ("POST", "/api/v1/slack/interactions"),
 }
@@ -117,12 +137,17 @@ def routes(app: FastAPI) -> set[tuple[str, str]]:
 def concrete(path: str) -> str:
     for name in ("incident_id", "action_id", "silence_id"):
         path = path.replace("{" + name + "}", SOME_ID)
-    return path
+    return path.replace("{verb}", "note")
 
 
 BODIES: dict[str, Any] = {
     "/api/v1/silences": {"matchers": ['alertname="X"'], "duration": "1h"},
     "/api/v1/actions/{action_id}/reject": {"reason": "no"},
+    "/api/v1/incidents/{incident_id}/note": {"text": "x"},
+    "/api/v1/incidents/{incident_id}/assign": {"assignee": "x"},
+    "/api/v1/incidents/{incident_id}/snooze": {"for": "1h"},
+    "/api/v1/incidents/{incident_id}/severity": {"severity": "critical"},
+    "/api/v1/incidents/{incident_id}/link": {"other": "5b0c3f7e-0000-4000-8000-000000000002"},
     "/api/v2/alerts": [{"labels": {"alertname": "X"}}],
     "/api/v1/webhook/alertmanager": {"alerts": []},
 }
@@ -135,7 +160,13 @@ async def ask(c: httpx.AsyncClient, method: str, path: str, token: str | None) -
 
 
 async def test_the_table_covers_every_route(app: FastAPI) -> None:
-    assert routes(app) == set(API) | CONSOLE_PAGES | CONSOLE_FORMS | PUBLIC
+    assert routes(app) == set(API) | CONSOLE_PAGES | CONSOLE_FORMS | CONSOLE_STREAMS | PUBLIC
+
+
+async def test_the_live_stream_needs_a_console_session(app: FastAPI) -> None:
+    async with client(app) as c:
+        r = await c.get("/console/live", headers={"Authorization": "Bearer tok-admin"})
+        assert r.status_code == 401
 
 
 @pytest.mark.parametrize(("method", "path"), sorted(API))

@@ -17,7 +17,7 @@ from test_runtime import NotifySocket
 
 from daemon.config.settings import Settings
 from daemon.runtime.logs import setup_logging
-from daemon.runtime.sdnotify import Notifier
+from daemon.runtime.sdnotify import SystemdNotifier
 from daemon.runtime.supervisor import Supervisor
 
 
@@ -47,7 +47,7 @@ async def test_a_wedged_writer_stops_the_watchdog_pings(tmp_path: Path) -> None:
         logging={"level": "warning"},
     )
     # systemd would expect a ping every 400 ms; the daemon pings every 200 ms.
-    notifier = Notifier({"NOTIFY_SOCKET": ns.path, "WATCHDOG_USEC": "400000"})
+    notifier = SystemdNotifier({"NOTIFY_SOCKET": ns.path, "WATCHDOG_USEC": "400000"})
     sup = Supervisor(settings, notifier=notifier)
     runner = asyncio.create_task(sup.run())
     try:

@@ -38,6 +38,7 @@ from typing import Any
 WEBHOOK_EVENTS = {
     "incident_opened",
     "acknowledged",
+    "unacknowledged",
     "escalated",
     "action_proposed",
     "approval_requested",
@@ -45,7 +46,15 @@ WEBHOOK_EVENTS = {
     "action_failed",
     "resolved",
     "investigation_concluded",
+    "investigation_escalated",
+    "action_approved",
+    "action_rejected",
+    "approval_expired",
+    "action_cancelled",
+    "action_verified",
+    "action_rolled_back",
     "notifications_held",
+    "situation_changed",
 }
 _HEX = re.compile(r"^#[0-9A-Fa-f]{6}$")
 

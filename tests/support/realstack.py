@@ -564,9 +564,48 @@ def _as_postgres(argv: list[str]) -> list[str]:
     return argv
 
 
+@dataclass
+class PostgresControl:
+    """A private PostgreSQL a test may stop (as a crash would) and start again, same port."""
+
+    server: PostgresServer
+    bindir: Path
+    data: Path
+    opts: str
+    log: Path
+
+    def stop(self) -> None:
+        """`pg_ctl -m immediate stop`: the server dies as in a crash (no clean shutdown)."""
+        subprocess.run(
+            _as_postgres(
+                [str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w",
+                 "stop"]
+            ),
+            capture_output=True, timeout=60, check=True,
+        )
+
+    def start(self) -> None:
+        """Start it again on the same port and wait until it answers."""
+        subprocess.run(
+            _as_postgres(
+                [str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w",
+                 "-t", "60", "-o", self.opts, "start"]
+            ),
+            capture_output=True, timeout=90, check=True,
+        )
+        wait_for(self.server.answers, timeout=30, what="private PostgreSQL after restart")
+
+
 @contextlib.contextmanager
 def private_postgres() -> Iterator[PostgresServer]:
     """initdb + pg_ctl a throwaway server on a free port in a temp dir; removed afterwards."""
+    with private_postgres_control() as ctl:
+        yield ctl.server
+
+
+@contextlib.contextmanager
+def private_postgres_control() -> Iterator[PostgresControl]:
+    """Like `private_postgres`, with `stop()`/`start()` for outage tests."""
     bindir = _pg_bin()
     if bindir is None:
         raise Unavailable("no PostgreSQL server binaries under /usr/lib/postgresql/*/bin")
@@ -632,7 +671,7 @@ def private_postgres() -> Iterator[PostgresServer]:
         try:
             server = PostgresServer(LOOPBACK, port, "postgres", "postgres", "private")
             wait_for(server.answers, timeout=30, what="private PostgreSQL")
-            yield server
+            yield PostgresControl(server, bindir, data, opts, root / "server.log")
         finally:
             subprocess.run(
                 _as_postgres(

@@ -374,3 +374,13 @@ def test_a_plan_that_cannot_be_made_is_refused_by_policy() -> None:
     ) == ["PolicyDecided"]
     assert s.entry.status == "refused"
     assert s.entry.reasons == ("cannot run restart_service: /bin/rm is not in actions.shell.allow",)
+
+
+def test_the_approval_request_says_which_host_and_the_target_is_kept() -> None:
+    s = Story()
+    on_web3 = PLAN.model_copy(update={"host": "web-3", "transport": "ssh"})
+    evs = s.do(DecidePolicy(s.id, PolicyRules(), on_web3, labels=LABELS))
+    asked = next(e for e in evs if type(e).__name__ == "ApprovalRequested")
+    assert asked.summary == f"{PLAN.summary} on web-3 (ssh)"  # type: ignore[attr-defined]
+    assert s.entry.plan.host == "web-3"
+    assert s.rebuilt().actions == s.world.actions

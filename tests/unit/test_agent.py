@@ -33,6 +33,16 @@ DISK = {
 FREE = "node_filesystem_avail_bytes"
 
 
+def model_only(events: list[Any]) -> list[Any]:
+    """The stream without the runbook diagnostics the loop runs before the first model step."""
+    return [e for e in events if not str(getattr(e, "call_id", "")).startswith("d-")]
+
+
+def model_queries(tool: CannedPromQL) -> list[str]:
+    """Queries the model asked for (the runbook's diagnostics use double-quoted labels)."""
+    return [q for q in tool.queries if 'instance="web1:9100"' not in q]
+
+
 @pytest.fixture
 def llm() -> Iterator[ScriptedLLM]:
     server = ScriptedLLM()
@@ -228,7 +238,14 @@ async def test_token_budget(tmp_path: Path, llm: ScriptedLLM) -> None:
 async def test_wall_time_budget(tmp_path: Path, llm: ScriptedLLM) -> None:
     clock = Clock()
     tools = prom_tools()
-    tools["promql_instant"].on_call = lambda: clock.advance(minutes=11)  # a slow query
+    promql = tools["promql_instant"]
+
+    def slow_model_query() -> None:
+        # The model's query is slow; the runbook's diagnostics before it are not.
+        if promql.queries[-1] == FREE:
+            clock.advance(minutes=11)
+
+    promql.on_call = slow_model_query
     llm.script = [
         Turn(tool_calls=[call("promql_instant", query=FREE)]),
         Turn(content="out of time"),
@@ -257,12 +274,12 @@ async def test_repeated_calls_are_refused_then_stopped(tmp_path: Path, llm: Scri
     async with harness(tmp_path, agent=agent_cfg(llm), tools=tools) as h:
         [iid] = await h.start(await h.fire(DISK))
         run = await h.investigator().investigate(iid)
-        results = [e for e in h.stream(iid) if isinstance(e, ToolResulted)]
+        results = [e for e in model_only(h.stream(iid)) if isinstance(e, ToolResulted)]
         assert [r.status for r in results] == ["ok", "refused", "refused", "refused"]
         assert "repeated call: same as s1-0" in results[1].summary
         # Only the first of the near-identical queries reached the tool.
-        assert len(tools["promql_instant"].queries) == 1
-        assert not tools["promql_range"].queries
+        assert len(model_queries(tools["promql_instant"])) == 1
+        assert not model_queries(tools["promql_range"])
         assert run.exhausted is not None
         assert run.exhausted.limit == "repetition"
         assert len(llm.requests) == 5
@@ -319,7 +336,7 @@ async def test_prompt_injection_cannot_produce_an_action_outside_the_runbook(
         run = await h.investigator().investigate(iid)
         events = h.stream(iid)
         assert not [e for e in events if isinstance(e, ActionProposed)]
-        results = [e for e in events if isinstance(e, ToolResulted)]
+        results = [e for e in model_only(events) if isinstance(e, ToolResulted)]
         assert len(results) == 6
         assert all(r.status == "refused" for r in results), [r.summary for r in results]
         assert "not one of runbook disk-filling's actions" in results[0].summary
@@ -383,8 +400,9 @@ async def test_resume_never_repeats_a_recorded_model_step(tmp_path: Path, llm: S
 
     class Slow(CannedPromQL):
         async def run(self, args: Any, ctx: Any) -> Any:
-            entered.set()
-            await gate.wait()
+            if args.query == FREE:  # the model's query, not the runbook's diagnostics
+                entered.set()
+                await gate.wait()
             return await super().run(args, ctx)
 
     slow = Slow("promql_instant", {FREE: {"value": 0.04}})
@@ -409,8 +427,9 @@ async def test_resume_never_repeats_a_recorded_model_step(tmp_path: Path, llm: S
         assert len(llm.requests) == 2
         assert [assistant_turns(r) for r in llm.requests] == [0, 1]
         # The interrupted call ran again; the answered one did not.
-        assert h.types(iid).count("ToolCalled") == 3
-        assert h.types(iid).count("ToolResulted") == 2
+        model_types = [type(e).__name__ for e in model_only(h.stream(iid))]
+        assert model_types.count("ToolCalled") == 3
+        assert model_types.count("ToolResulted") == 2
 
 
 async def test_a_request_without_response_is_asked_again(tmp_path: Path, llm: ScriptedLLM) -> None:
@@ -423,7 +442,10 @@ async def test_a_request_without_response_is_asked_again(tmp_path: Path, llm: Sc
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert h.types(iid) == ["InvestigationStarted", "LLMRequested"]
+        assert [type(e).__name__ for e in model_only(h.stream(iid))] == [
+            "InvestigationStarted",
+            "LLMRequested",
+        ]
         release.set()
         run = await h.investigator().investigate(iid)
         assert run.concluded is not None

@@ -21,7 +21,7 @@ from realstack import free_port
 
 from daemon.config.settings import load_config
 from daemon.engine.store import EventLog
-from daemon.runtime.sdnotify import Notifier
+from daemon.runtime.sdnotify import SystemdNotifier
 from daemon.runtime.supervisor import Supervisor
 
 SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "samples"
@@ -91,7 +91,7 @@ async def running(
     path = tmp_path / "watchkeeper.yaml"
     path.write_text(yaml.safe_dump(config))
     clock = Clock(T0)
-    sup = Supervisor(load_config(path), path, clock=clock, notifier=Notifier({}))
+    sup = Supervisor(load_config(path), path, clock=clock, notifier=SystemdNotifier({}))
     task = asyncio.create_task(sup.run(), name="supervisor")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     base = f"http://{config['http']['listen']}"
@@ -339,6 +339,28 @@ async def test_incident_detail_has_the_full_timeline(daemon: Daemon) -> None:
     detail = (await daemon.http.get(f"/api/v1/incidents/{inc['id']}")).json()
     assert detail["state"] == "closed"
     assert detail["timeline"][-1]["type"] == "IncidentClosed"
+
+
+async def test_a_resolve_while_the_alert_fires_reopens_when_it_keeps_firing(
+    daemon: Daemon,
+) -> None:
+    # As Prometheus sends it: the same startsAt on every evaluation while it fires.
+    firing = {**alert("DiskFull"), "startsAt": T0.isoformat()}
+    await daemon.post_alerts(firing)
+    [inc] = await daemon.incidents()
+    url = f"/api/v1/incidents/{inc['id']}"
+    r = await daemon.http.post(f"{url}/resolve", json={"comment": "looks fine"})
+    assert r.json()["state"] == "resolved"
+    # Inside the grace period a re-send is only a renewal.
+    daemon.clock.advance(timedelta(minutes=2))
+    assert (await daemon.post_alerts(firing)).status_code == 200
+    assert (await daemon.http.get(url)).json()["state"] == "resolved"
+    daemon.clock.advance(timedelta(minutes=3))
+    assert (await daemon.post_alerts(firing)).status_code == 200
+    detail = (await daemon.http.get(url)).json()
+    assert (detail["state"], detail["reopen_count"]) == ("open", 1)
+    assert detail["timeline"][-1]["type"] == "IncidentReopened"
+    assert "still firing 5m after local resolved it" in detail["timeline"][-1]["data"]["reason"]
 
 
 async def test_unknown_and_malformed_incident_ids(daemon: Daemon) -> None:
@@ -629,3 +651,131 @@ async def test_loopback_ingestion_needs_no_token_by_default(tmp_path: Path) -> N
     async with running(tmp_path, settings) as d:
         assert (await d.post_alerts(alert("DiskFull"))).status_code == 200
         assert (await d.http.get("/api/v1/incidents")).status_code == 401
+
+
+# --- working an incident: verbs, the whole story, the postmortem export ------------------
+
+
+async def test_incident_verbs_are_events_with_who_and_where(daemon: Daemon) -> None:
+    await daemon.post_alerts(alert("DiskFull", severity="warning"))
+    [inc] = await daemon.incidents()
+    url = f"/api/v1/incidents/{inc['id']}"
+    steps: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+        ("ack", {}, {"state": "acknowledged"}),
+        ("note", {"text": "disk at 95%, cleaning /var/log", "via": "cli"}, {"notes": 1}),
+        ("take", {}, {"assignee": "local"}),
+        ("assign", {"assignee": "bob"}, {"assignee": "bob"}),
+        ("unack", {"reason": "handing over"}, {"state": "open", "acknowledged_by": ""}),
+        ("snooze", {"for": "30m"}, {"snoozed_until": "2026-11-28T23:57:06Z"}),
+        ("severity", {"severity": "critical", "reason": "users see it"}, {"severity": "critical"}),
+        ("resolve", {}, {"state": "resolved"}),
+        ("reopen", {"reason": "not fixed"}, {"state": "open", "reopen_count": 1}),
+    ]
+    for verb, body, expect in steps:
+        r = await daemon.http.post(f"{url}/{verb}", json=body)
+        assert r.status_code == 200, (verb, r.text)
+        assert {k: r.json()[k] for k in expect} == expect, verb
+    # Refusals say why.
+    r = await daemon.http.post(f"{url}/severity", json={"severity": "urgent"})
+    assert (r.status_code, r.json()["error"]) == (
+        422,
+        "severity must be one of critical, error, warning, info, none",
+    )
+    r = await daemon.http.post(f"{url}/snooze", json={})
+    assert r.status_code == 422
+    assert "either `until`" in r.json()["error"]
+    r = await daemon.http.post(f"{url}/note", json={"text": ""})
+    assert r.status_code == 422
+    detail = (await daemon.http.get(url)).json()
+    kinds = [e["type"] for e in detail["timeline"]]
+    assert kinds[-8:] == [
+        "IncidentNoted",
+        "IncidentAssigned",
+        "IncidentAssigned",
+        "IncidentUnacknowledged",
+        "IncidentSnoozed",
+        "IncidentSeverityChanged",
+        "IncidentResolved",
+        "IncidentReopened",
+    ]
+    noted = next(e for e in detail["timeline"] if e["type"] == "IncidentNoted")
+    assert noted["data"] == {
+        "by": "local",
+        "channel": "cli",
+        "text": "disk at 95%, cleaning /var/log",
+    }
+    assert noted["at"] == "2026-11-28T23:27:06Z"
+    texts = [row["text"] for row in detail["story"]]
+    assert "Note by local via cli" in texts
+    assert "Severity warning → critical by local via api" in texts
+    assert detail["people"] == ["local"]
+    assert detail["figures"]["time_to_acknowledge"] == 0.0
+    # The log holds them under their registered names.
+    stored = names(read_log(daemon.store))
+    assert {"IncidentNoted", "IncidentSnoozed", "IncidentSeverityChanged"} <= set(stored)
+
+
+async def test_postmortem_export_as_markdown_and_json(daemon: Daemon) -> None:
+    await daemon.post_alerts(alert("DiskFull", instance="db1"))
+    [inc] = await daemon.incidents()
+    url = f"/api/v1/incidents/{inc['id']}"
+    daemon.clock.advance(timedelta(minutes=3))
+    await daemon.http.post(f"{url}/ack")
+    await daemon.http.post(f"{url}/note", json={"text": "rotated | the logs"})
+    daemon.clock.advance(timedelta(minutes=7))
+    await daemon.http.post(f"{url}/resolve")
+    r = await daemon.http.get(f"{url}/export", params={"format": "markdown"})
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/markdown")
+    md = r.text
+    assert md.startswith("# DiskFull (resolved)\n")
+    assert "- Time to acknowledge: 3m" in md
+    assert "- Time to resolve: 10m" in md
+    assert "- People: local" in md
+    assert "| Note by local via api | rotated \\| the logs |" in md
+    r = await daemon.http.get(f"{url}/export", params={"format": "json"})
+    data = r.json()
+    assert data["figures"]["time_to_resolve"] == 600.0
+    assert data["id"] == inc["id"]
+    r = await daemon.http.get(f"{url}/export", params={"format": "pdf"})
+    assert r.status_code == 422
+
+
+async def test_outcome_figures_from_the_log_and_on_metrics(daemon: Daemon) -> None:
+    await daemon.post_alerts(alert("DiskFull", service="db", severity="critical"))
+    await daemon.post_alerts(alert("WebSlow", service="web", severity="warning"))
+    incs = {i["title"]: i for i in await daemon.incidents()}
+    daemon.clock.advance(timedelta(minutes=3))
+    await daemon.http.post(f"/api/v1/incidents/{incs['DiskFull']['id']}/ack")
+    daemon.clock.advance(timedelta(minutes=2))
+    await daemon.http.post(f"/api/v1/incidents/{incs['DiskFull']['id']}/resolve")
+    r = await daemon.http.get("/api/v1/stats", params={"by": "service", "since": "1h"})
+    assert r.status_code == 200, r.text
+    groups = r.json()["groups"]
+    assert set(groups) == {"db", "web"}
+    assert groups["db"]["time_to_acknowledge"] == {
+        "count": 1,
+        "mean": 180.0,
+        "p50": 180.0,
+        "p90": 180.0,
+    }
+    assert groups["db"]["time_to_resolve"]["p50"] == 300.0
+    assert groups["web"]["time_to_acknowledge"]["count"] == 0
+    # Later requests continue the fold from where it stopped.
+    await daemon.http.post(f"/api/v1/incidents/{incs['WebSlow']['id']}/ack")
+    r = await daemon.http.get("/api/v1/stats", params={"by": "severity"})
+    assert r.json()["groups"]["warning"]["time_to_acknowledge"]["p50"] == 300.0
+    r = await daemon.http.get("/api/v1/stats", params={"since": "last tuesday"})
+    assert r.status_code == 422
+    assert "neither a duration" in r.json()["error"]
+    metrics = (await daemon.http.get("/metrics")).text
+    assert 'watchkeeper_time_to_acknowledge_seconds_count{severity="critical"} 1.0' in metrics
+    assert (
+        'watchkeeper_time_to_acknowledge_seconds_bucket{le="300.0",severity="critical"} 1.0'
+        in metrics
+    )
+    assert (
+        'watchkeeper_time_to_acknowledge_seconds_bucket{le="120.0",severity="critical"} 0.0'
+        in metrics
+    )
+    assert 'watchkeeper_time_to_resolve_seconds_count{severity="critical"} 1.0' in metrics

@@ -189,12 +189,21 @@ LIFECYCLE: list[Step] = [
         ["IncidentResolved"],
         "resolved",
     ),
-    (41 * M - S, lambda w: Tick(), [], "resolved"),
-    (41 * M, lambda w: Tick(), ["IncidentClosed"], None),
-    # The alert still fires after the close: a new incident, not a reopen.
+    # Resolved by hand while the alert still fires: after the grace period it reopens.
+    (16 * M - S, lambda w: Tick(), [], "resolved"),
+    (16 * M, lambda w: Tick(), ["IncidentReopened"], "open"),
     (
-        42 * M,
-        lambda w: ReceiveAlert(mk(starts=T0 + 10 * M)),
+        17 * M,
+        lambda w: ReceiveAlert(mk(status="resolved", ends=T0 + 17 * M)),
+        ["AlertResolved", "IncidentResolved"],
+        "resolved",
+    ),
+    (47 * M - S, lambda w: Tick(), [], "resolved"),
+    (47 * M, lambda w: Tick(), ["IncidentClosed"], None),
+    # It fires again after the close: a new incident, not a reopen.
+    (
+        48 * M,
+        lambda w: ReceiveAlert(mk(starts=T0 + 48 * M)),
         ["IncidentOpened", "AlertFired"],
         "open",
     ),
@@ -215,7 +224,7 @@ def test_incident_lifecycle() -> None:
     assert first != second
     closed = world.closed[first]
     assert closed.state == "closed"
-    assert closed.reopen_count == 1
+    assert closed.reopen_count == 2
     assert world.incidents[second].alerts_total == 1
 
 
@@ -580,7 +589,8 @@ def _resolved(world: World) -> UUID:
 
 
 def _closed(world: World) -> UUID:
-    iid = _resolved(world)
+    iid = _open(world)
+    decide(world, ReceiveAlert(mk(status="resolved", ends=T0 + M)), T0 + M)
     decide(world, Tick(), T0 + 40 * M)
     assert iid in world.closed
     return iid
@@ -816,8 +826,13 @@ def test_incident_copy_matches_model_copy() -> None:
     assert not Incident.__private_attributes__
     assert Incident.model_config.get("extra") in (None, "ignore")
     inc = Incident(
-        id=uuid4(), version=1, group_key="{}", group_labels={"alertname": "A"},
-        opened_at=T0, updated_at=T0, title="A",
+        id=uuid4(),
+        version=1,
+        group_key="{}",
+        group_labels={"alertname": "A"},
+        opened_at=T0,
+        updated_at=T0,
+        title="A",
     )
     changes: dict[str, Any] = {"version": 2, "updated_at": T0 + M, "firing": 3}
     fast, slow = _copy(inc, dict(changes)), inc.model_copy(update=changes)
@@ -850,3 +865,63 @@ def test_reaction_filters_name_leaf_event_classes() -> None:
 
     for cls in _INTERESTING | _STARTS | _LIFECYCLE:
         assert cls.__subclasses__() == [], f"{cls.__name__} has subclasses"
+
+
+# --- a manual resolve cannot hide an alert that still fires --------------------------------
+
+
+def _resolved_by_hand(world: World) -> UUID:
+    """An incident a person resolved while its alert (a webhook alert, no lease) still fires."""
+    decide(world, ReceiveAlert(mk()), T0)
+    iid = inc_id(world)
+    decide(world, ResolveIncident(iid, "bob"), T0 + M)
+    assert (only_incident(world).state, only_incident(world).firing) == ("resolved", 1)
+    return iid
+
+
+@pytest.mark.parametrize(
+    ("at", "command", "expected", "reason"),
+    [
+        # The same occurrence re-sent inside the grace period: a repeat, nothing recorded.
+        (2 * M, ReceiveAlert(mk()), [], ""),
+        (5 * M + 59 * S, Tick(), [], ""),
+        # A new occurrence (later startsAt) reopens at once.
+        (
+            2 * M,
+            ReceiveAlert(mk(starts=T0 + 2 * M)),
+            ["IncidentReopened"],
+            "HighScrapeDuration fired again after a manual resolve",
+        ),
+        # Still firing once the grace period (5m after the resolve) is over.
+        (6 * M, Tick(), ["IncidentReopened"], "1 alert(s) still firing 5m after bob resolved it"),
+        (6 * M, ReceiveAlert(mk()), ["IncidentReopened"], "still firing 5m after bob"),
+        # Long after, when the reopen window would close it: it reopens instead.
+        (45 * M, Tick(), ["IncidentReopened"], "still firing 44m after bob"),
+        # The alert stopped: the incident stays resolved.
+        (2 * M, ReceiveAlert(mk(status="resolved", ends=T0 + 2 * M)), ["AlertResolved"], ""),
+    ],
+)
+def test_a_manually_resolved_incident_reopens_while_its_alert_fires(
+    at: timedelta, command: Command, expected: list[str], reason: str
+) -> None:
+    world = World()
+    iid = _resolved_by_hand(world)
+    events = decide(world, command, T0 + at)
+    assert kinds(events) == expected
+    if expected == ["IncidentReopened"]:
+        assert reason in events[0].reason  # type: ignore[attr-defined]
+        inc = world.incidents[iid]
+        assert (inc.state, inc.firing, inc.reopen_count) == ("open", 1, 1)
+        # Reopened once: the next repeat and tick record nothing more.
+        assert decide(world, ReceiveAlert(mk()), T0 + at + S) == []
+        assert decide(world, Tick(), T0 + at + 2 * S) == []
+    else:
+        assert world.incidents[iid].state == "resolved"
+
+
+def test_an_incident_resolved_after_its_alerts_stopped_closes_as_before() -> None:
+    world = World()
+    decide(world, ReceiveAlert(mk()), T0)
+    decide(world, ReceiveAlert(mk(status="resolved", ends=T0 + M)), T0 + M)
+    assert kinds(decide(world, Tick(), T0 + 10 * M)) == []
+    assert kinds(decide(world, Tick(), T0 + 31 * M)) == ["IncidentClosed"]

@@ -65,8 +65,13 @@ async def test_forwarded_headers_are_ignored_unless_the_proxy_is_listed(
     monkeypatch.setenv("FORWARDED_ALLOW_IPS", "*")
     for sub in ("a", "b"):
         (tmp_path / sub).mkdir()
-    async with running(tmp_path / "a", INGEST_LOOPBACK) as d:
-        # The socket peer is loopback: a forged header changes nothing, either way.
+    # Another proxy is listed, so this loopback peer is not one: its header changes nothing.
+    # (With none listed, 127.0.0.1 is believed as a local proxy: daemon/web/sso.py.)
+    elsewhere = {
+        **INGEST_LOOPBACK,
+        "http": {"ingest_auth": "loopback", "trusted_proxies": ["10.9.9.9"]},
+    }
+    async with running(tmp_path / "a", elsewhere) as d:
         for forged in ("203.0.113.9", "127.0.0.1"):
             r = await d.http.post("/api/v2/alerts", json=ALERT, headers={"X-Forwarded-For": forged})
             assert r.status_code == 200, (forged, r.text)

@@ -28,10 +28,10 @@ from daemon.notify.content import (
     truncate,
 )
 from daemon.notify.pipeline import (
+    ChatNotifier,
     Dedup,
     Deliver,
     Notice,
-    Notifier,
     Pipeline,
     Proposal,
     RetryPolicy,
@@ -251,7 +251,7 @@ def test_message_content_has_what_on_call_needs() -> None:
     msg = incident_message(
         w, inc, "opened", T0 + timedelta(minutes=7), console_url="https://wk.example/"
     )
-    assert msg.headline == "🔥 Firing: [CRITICAL] DiskFull"
+    assert msg.headline == "🔥 Firing: [CRITICAL] DiskFull on web1"
     assert msg.summary == "/var is 95% full\ndisk is filling up"
     facts = dict(msg.facts)
     assert facts["Firing for"] == "7m"
@@ -309,7 +309,7 @@ def test_agent_findings_are_shown_when_the_world_has_them() -> None:
 async def test_every_platform_accepts_its_payload_even_for_huge_text(stub: ChatStub) -> None:
     # 20 kB of annotation text: each notifier must cut it to its platform's limits.
     w, inc = world_with_incident(description="x" * 20_000)
-    targets: list[Notifier] = [
+    targets: list[ChatNotifier] = [
         SlackWebhook("sw", stub.url(stub.SLACK_HOOK), 5),
         SlackBot("sb", "xoxb-test-token", "C0ONCALL", stub.url(stub.SLACK_API), 5),
         MattermostWebhook("mm", stub.url(stub.MATTERMOST), 5, username="watchkeeper"),
@@ -395,7 +395,7 @@ def test_validators_catch_what_the_platforms_refuse() -> None:
 
 
 def pipeline_for(
-    notifiers: dict[str, Notifier], w: World, sleep: RecordingSleep, limit: int = 20
+    notifiers: dict[str, ChatNotifier], w: World, sleep: RecordingSleep, limit: int = 20
 ) -> Pipeline:
     return Pipeline(
         [
@@ -415,7 +415,7 @@ async def test_5xx_is_retried_with_backoff_then_delivered(stub: ChatStub) -> Non
     w, inc = world_with_incident()
     stub.script(stub.SLACK_HOOK, Reply(503, b"service unavailable"), Reply(500, b"rollup_error"))
     sleep = RecordingSleep()
-    notifiers: dict[str, Notifier] = {"sw": SlackWebhook("sw", stub.url(stub.SLACK_HOOK), 5)}
+    notifiers: dict[str, ChatNotifier] = {"sw": SlackWebhook("sw", stub.url(stub.SLACK_HOOK), 5)}
     out = await pipeline_for(notifiers, w, sleep).run(notice("sw", w, inc))
     assert (out.status, out.attempts, out.reason) == ("sent", 3, "delivered on attempt 3")
     assert sleep.waits == [0.5, 1.0]
@@ -426,7 +426,7 @@ async def test_429_waits_as_long_as_retry_after_says(stub: ChatStub) -> None:
     w, inc = world_with_incident()
     stub.script(stub.TEAMS, Reply(429, b"", {"Retry-After": "7"}))
     sleep = RecordingSleep()
-    notifiers: dict[str, Notifier] = {"tm": TeamsWorkflow("tm", stub.url(stub.TEAMS), 5)}
+    notifiers: dict[str, ChatNotifier] = {"tm": TeamsWorkflow("tm", stub.url(stub.TEAMS), 5)}
     out = await pipeline_for(notifiers, w, sleep).run(notice("tm", w, inc))
     assert out.status == "sent"
     assert out.attempts == 2
@@ -438,7 +438,7 @@ async def test_slack_api_ratelimit_answer_is_retried(stub: ChatStub) -> None:
     body = json.dumps({"ok": False, "error": "ratelimited"}).encode()
     stub.script(stub.SLACK_API + "/chat.postMessage", Reply(429, body, {"Retry-After": "3"}))
     sleep = RecordingSleep()
-    notifiers: dict[str, Notifier] = {
+    notifiers: dict[str, ChatNotifier] = {
         "sb": SlackBot("sb", "xoxb-test-token", "C1", stub.url(stub.SLACK_API), 5)
     }
     out = await pipeline_for(notifiers, w, sleep).run(notice("sb", w, inc))
@@ -451,7 +451,7 @@ async def test_4xx_is_not_retried_and_is_recorded_with_the_platform_error(stub: 
     w, inc = world_with_incident()
     stub.script(stub.SLACK_HOOK, Reply(404, b"channel_not_found"))
     sleep = RecordingSleep()
-    notifiers: dict[str, Notifier] = {"sw": SlackWebhook("sw", stub.url(stub.SLACK_HOOK), 5)}
+    notifiers: dict[str, ChatNotifier] = {"sw": SlackWebhook("sw", stub.url(stub.SLACK_HOOK), 5)}
     out = await pipeline_for(notifiers, w, sleep).run(notice("sw", w, inc))
     assert (out.status, out.attempts, out.http_status, out.platform_error) == (
         "failed",
@@ -474,7 +474,7 @@ async def test_4xx_is_not_retried_and_is_recorded_with_the_platform_error(stub: 
 
 async def test_slack_api_refusal_keeps_slacks_error_code(stub: ChatStub) -> None:
     w, inc = world_with_incident()
-    notifiers: dict[str, Notifier] = {
+    notifiers: dict[str, ChatNotifier] = {
         "sb": SlackBot("sb", "wrong-token", "C1", stub.url(stub.SLACK_API), 5)
     }
     out = await pipeline_for(notifiers, w, RecordingSleep()).run(notice("sb", w, inc))
@@ -485,7 +485,9 @@ async def test_a_platform_that_does_not_answer_times_out_and_is_retried(stub: Ch
     w, inc = world_with_incident()
     stub.script(stub.MATTERMOST, Reply(200, b"ok", delay=2.0))
     sleep = RecordingSleep()
-    notifiers: dict[str, Notifier] = {"mm": MattermostWebhook("mm", stub.url(stub.MATTERMOST), 0.3)}
+    notifiers: dict[str, ChatNotifier] = {
+        "mm": MattermostWebhook("mm", stub.url(stub.MATTERMOST), 0.3)
+    }
     out = await pipeline_for(notifiers, w, sleep).run(notice("mm", w, inc))
     assert out.status == "sent"
     assert out.attempts == 2
@@ -495,7 +497,7 @@ async def test_a_platform_that_does_not_answer_times_out_and_is_retried(stub: Ch
 async def test_unreachable_platform_gives_up_after_the_configured_attempts() -> None:
     w, inc = world_with_incident()
     # Port 9 on loopback: nothing listens, the connection is refused at once.
-    notifiers: dict[str, Notifier] = {"wh": JsonWebhook("wh", "http://127.0.0.1:9/hook", 2)}
+    notifiers: dict[str, ChatNotifier] = {"wh": JsonWebhook("wh", "http://127.0.0.1:9/hook", 2)}
     sleep = RecordingSleep()
     out = await pipeline_for(notifiers, w, sleep).run(notice("wh", w, inc))
     assert out.status == "failed"
@@ -506,7 +508,7 @@ async def test_unreachable_platform_gives_up_after_the_configured_attempts() -> 
 
 async def test_dedup_and_storm_control_stop_before_sending(stub: ChatStub) -> None:
     w, inc = world_with_incident()
-    notifiers: dict[str, Notifier] = {"sw": SlackWebhook("sw", stub.url(stub.SLACK_HOOK), 5)}
+    notifiers: dict[str, ChatNotifier] = {"sw": SlackWebhook("sw", stub.url(stub.SLACK_HOOK), 5)}
     p = pipeline_for(notifiers, w, RecordingSleep(), limit=1)
     first = await p.run(notice("sw", w, inc))
     cmd = first.command()
@@ -531,3 +533,51 @@ async def test_dedup_and_storm_control_stop_before_sending(stub: ChatStub) -> No
     summary = summary_message("sw", log.held_back, log.held_pending, "5m")
     assert validate_blocks(blocks(summary)) == []
     assert len(stub.at(stub.SLACK_HOOK)) == 1
+
+
+def test_a_proposal_in_chat_says_which_host_it_runs_on() -> None:
+    from daemon.domain.action_model import ActionPlan
+
+    w, inc = world_with_incident()
+    pid = uuid4()
+
+    class Ref:
+        proposal_id = pid
+        action_id = "restart-service"
+        kind = "systemd"
+        risk = "low"
+        params = {"unit": "nginx.service"}
+        rationale = "nginx is down on web-3"
+
+    class Run:
+        incident_id = inc.id
+        summary = ""
+        probable_cause = ""
+        proposals = (Ref(),)
+
+    class Investigations:
+        def for_incident(self, incident_id: object) -> list[Run]:
+            return [Run()]
+
+    class Entry:
+        status = "pending_approval"
+        target = "web-3"
+        plan = ActionPlan(
+            kind="systemd", action_id="restart-service", summary="systemctl restart nginx.service",
+            targets=("nginx.service",), spec={}, host="web-3", transport="ssh",
+        )
+
+    class Book:
+        def get(self, key: object) -> Entry | None:
+            return Entry() if key == pid else None
+
+    class WorldWithAction:
+        investigations = Investigations()
+        actions = Book()
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(w, name)
+
+    msg = incident_message(WorldWithAction(), inc, "opened", T0)  # type: ignore[arg-type]
+    assert msg.proposals[0].runs == "systemctl restart nginx.service on web-3"
+    assert "systemctl restart nginx.service on web-3" in json.dumps(blocks(msg))

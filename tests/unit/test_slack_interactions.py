@@ -460,3 +460,45 @@ async def test_a_reply_to_a_foreign_response_url_is_not_sent(
     r = await post(daemon, body, signed(body, T0))
     assert r.status_code == 403
     await stub.arrived(stub.SLACK_RESPONSE, 1)
+
+
+async def _posted_buttons(d: Daemon, stub: ChatStub, inc: UUID) -> dict[str, dict[str, Any]]:
+    """Send the incident's message through the Slack bot; the buttons Slack received, by kind."""
+    from daemon.notify.content import incident_message
+    from handlers.notifiers.slack import SlackBot
+
+    world = d.ing.world
+    msg = incident_message(world, world.incidents[inc], "action_proposed", T0)
+    bot = SlackBot("oncall", "xoxb-test-token", "C0ONCALL", stub.url(stub.SLACK_API), 5)
+    await bot.deliver(msg, None)
+    assert stub.problems() == []
+    [posted] = stub.at(stub.SLACK_API)
+    [actions] = [b for b in posted.body["blocks"] if b["type"] == "actions"]
+    return {el["action_id"].split("_")[1]: el for el in actions["elements"]}
+
+
+@pytest.mark.parametrize(("button", "status"), [("approve", "approved"), ("reject", "rejected")])
+async def test_a_pending_action_renders_buttons_that_work_when_pressed(
+    daemon: Daemon, stub: ChatStub, button: str, status: str
+) -> None:
+    inc = await open_incident(daemon)
+    pid = await pending_action(daemon, inc)
+    assert daemon.ing.world.actions.get(pid).status == "pending_approval"  # type: ignore[union-attr]
+    buttons = await _posted_buttons(daemon, stub, inc)
+    assert set(buttons) == {"ack", "approve", "reject"}
+    assert buttons["approve"]["text"]["text"] == "Approve rotate_logs"
+    assert buttons["reject"]["style"] == "danger"
+    # Pressing the button Slack rendered: its action_id and value come back signed.
+    pressed = buttons[button]
+    body = form(
+        payload("U0BOSS", pressed["action_id"], pressed["value"], stub.url(stub.SLACK_RESPONSE))
+    )
+    r = await post(daemon, body, signed(body, T0))
+    assert r.status_code == 200, r.text
+    entry = daemon.ing.world.actions.get(pid)
+    assert entry is not None
+    assert entry.status == status
+    if button == "approve":
+        assert [(a.by, a.channel) for a in entry.approvals] == [("bea", "slack")]
+    else:
+        assert (entry.decided_by, entry.approvals) == ("bea", ())

@@ -1,0 +1,222 @@
+"""HTTP API for working an incident: note, assign/take, unacknowledge, snooze, reopen, change
+severity; its whole story; and a postmortem export (Markdown or JSON).
+
+Each verb becomes an event recording who (the caller's identity), when, and the channel
+it came through (`via`: api, cli or console).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Body, Request
+from fastapi.responses import PlainTextResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from daemon.config.auth import Identity
+from daemon.domain import Rejected, evolve
+from daemon.domain.durations import parse_duration
+from daemon.domain.incident_work import (
+    AssignIncident,
+    ChangeSeverity,
+    LinkIncident,
+    NoteIncident,
+    ReopenIncident,
+    SnoozeIncident,
+    UnacknowledgeIncident,
+)
+from daemon.domain.state import Incident, World
+from daemon.web.story import gather, markdown, story
+
+if TYPE_CHECKING:
+    from daemon.web.context import ApiContext
+
+Via = Literal["api", "cli", "console"]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    via: Via = "api"
+
+
+class NoteIn(_In):
+    """A note's text."""
+
+    text: str = Field(min_length=1, max_length=4000)
+
+
+class AssignIn(_In):
+    """Who owns the incident ("" unassigns)."""
+
+    assignee: str = Field(max_length=200)
+
+
+class ReasonIn(_In):
+    """An optional reason."""
+
+    reason: str = Field(default="", max_length=2000)
+
+
+class SnoozeIn(_In):
+    """Until when escalation waits: a time, or a duration from now (`for`: "30m")."""
+
+    until: datetime | None = None
+    for_: str | None = Field(default=None, alias="for", max_length=20)
+    reason: str = Field(default="", max_length=2000)
+
+
+class SeverityIn(_In):
+    """The new severity."""
+
+    severity: str = Field(max_length=20)
+    reason: str = Field(default="", max_length=2000)
+
+
+class LinkIn(_In):
+    """The incident to link to, and why."""
+
+    other: UUID
+    reason: str = Field(default="", max_length=2000)
+
+
+def incident_summary(inc: Incident) -> dict[str, Any]:
+    """The incident's own fields as the API shows them."""
+    out = inc.model_dump(mode="json")
+    out["id"] = str(inc.id)
+    return out
+
+
+def incidents_router(ctx: ApiContext) -> APIRouter:
+    """The incident-work endpoints, bound to a running daemon."""
+    router = APIRouter()
+    ing = ctx.ingestor
+
+    def who(request: Request, needs: str, via: str = "api") -> Identity:
+        peer = request.client.host if request.client else None
+        ident = ctx.auth.identify(request.headers.get("authorization"), peer, needs)
+        return Identity(ident.name, ident.role, via)
+
+    async def run(command: Any, incident_id: UUID) -> dict[str, Any]:
+        await ing.execute(command)
+        return incident_summary(ing.world.incidents[incident_id])
+
+    @router.post("/api/v1/incidents/{incident_id}/note")
+    async def note(request: Request, incident_id: UUID, body: NoteIn) -> dict[str, Any]:
+        me = who(request, "responder", body.via)
+        return await run(NoteIncident(incident_id, me.name, body.text, me.channel), incident_id)
+
+    @router.post("/api/v1/incidents/{incident_id}/assign")
+    async def assign(request: Request, incident_id: UUID, body: AssignIn) -> dict[str, Any]:
+        me = who(request, "responder", body.via)
+        cmd = AssignIncident(incident_id, me.name, body.assignee, me.channel)
+        return await run(cmd, incident_id)
+
+    @router.post("/api/v1/incidents/{incident_id}/take")
+    async def take(
+        request: Request, incident_id: UUID, body: Annotated[_In | None, Body()] = None
+    ) -> dict[str, Any]:
+        me = who(request, "responder", (body or _In()).via)
+        return await run(AssignIncident(incident_id, me.name, me.name, me.channel), incident_id)
+
+    @router.post("/api/v1/incidents/{incident_id}/unack")
+    async def unack(
+        request: Request, incident_id: UUID, body: Annotated[ReasonIn | None, Body()] = None
+    ) -> dict[str, Any]:
+        body = body or ReasonIn()
+        me = who(request, "responder", body.via)
+        cmd = UnacknowledgeIncident(incident_id, me.name, body.reason, me.channel)
+        return await run(cmd, incident_id)
+
+    @router.post("/api/v1/incidents/{incident_id}/snooze")
+    async def snooze(request: Request, incident_id: UUID, body: SnoozeIn) -> dict[str, Any]:
+        me = who(request, "responder", body.via)
+        until = snooze_until(body, ctx.clock())
+        cmd = SnoozeIncident(incident_id, me.name, until, body.reason, me.channel)
+        return await run(cmd, incident_id)
+
+    @router.post("/api/v1/incidents/{incident_id}/reopen")
+    async def reopen(
+        request: Request, incident_id: UUID, body: Annotated[ReasonIn | None, Body()] = None
+    ) -> dict[str, Any]:
+        body = body or ReasonIn()
+        me = who(request, "responder", body.via)
+        return await run(ReopenIncident(incident_id, me.name, body.reason, me.channel), incident_id)
+
+    @router.post("/api/v1/incidents/{incident_id}/severity")
+    async def severity(request: Request, incident_id: UUID, body: SeverityIn) -> dict[str, Any]:
+        me = who(request, "responder", body.via)
+        cmd = ChangeSeverity(incident_id, me.name, body.severity, body.reason, me.channel)
+        return await run(cmd, incident_id)
+
+    @router.post("/api/v1/incidents/{incident_id}/link")
+    async def link(request: Request, incident_id: UUID, body: LinkIn) -> dict[str, Any]:
+        me = who(request, "responder", body.via)
+        cmd = LinkIncident(incident_id, me.name, body.other, body.reason, me.channel)
+        return await run(cmd, incident_id)
+
+    @router.get("/api/v1/incidents/{incident_id}/story")
+    async def whole_story(request: Request, incident_id: UUID) -> dict[str, Any]:
+        who(request, "viewer")
+        return await story_of(ctx, incident_id)
+
+    @router.get("/api/v1/incidents/{incident_id}/export")
+    async def export(
+        request: Request, incident_id: UUID, format: Literal["json", "markdown"] = "markdown"
+    ) -> Response:
+        who(request, "viewer")
+        view = await story_of(ctx, incident_id)
+        if format == "json":
+            return Response(_json(view), media_type="application/json")
+        return PlainTextResponse(markdown(view), media_type="text/markdown; charset=utf-8")
+
+    return router
+
+
+def snooze_until(body: SnoozeIn, now: datetime) -> datetime:
+    """The end of a snooze from its request, refused with the reason when unclear."""
+    if (body.until is None) == (body.for_ is None):
+        raise Rejected("give either `until` (a time) or `for` (a duration such as 30m)", 422)
+    if body.for_ is not None:
+        try:
+            return now + parse_duration(body.for_)
+        except ValueError as e:
+            raise Rejected(f"for: {e}", 422) from None
+    until = body.until
+    assert until is not None
+    if until.tzinfo is None:
+        raise Rejected("until: give a time zone (e.g. 2026-03-01T14:00:00Z)", 422)
+    return until
+
+
+async def story_of(ctx: ApiContext, incident_id: UUID) -> dict[str, Any]:
+    """The incident with its alerts and its whole story (hot, closed, or rebuilt from the log)."""
+    ing = ctx.ingestor
+    world = ing.world
+    streams = await gather(ing, incident_id)
+    inc = world.incidents.get(incident_id) or world.closed.get(incident_id)
+    if inc is None:
+        if not streams[0][1]:
+            raise Rejected(f"no incident {incident_id}", 404)
+        scratch = World(policy=world.policy)
+        for ev in streams[0][1]:
+            evolve(ev, scratch)
+        inc = scratch.incidents.get(incident_id) or scratch.closed[incident_id]
+    view = incident_summary(inc)
+    view["alerts"] = [
+        {
+            "fingerprint": a.alert.fingerprint,
+            "status": a.alert.status,
+            "labels": a.alert.labels,
+            "starts_at": a.alert.starts_at.isoformat(),
+        }
+        for a in world.incident_alerts(incident_id)
+    ]
+    view.update(story(world, incident_id, streams))
+    return view
+
+
+def _json(data: Any) -> str:
+    return json.dumps(data, indent=2, default=str) + "\n"

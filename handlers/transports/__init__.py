@@ -1,0 +1,1 @@
+"""Transports: how an action or diagnostic reaches its target host (local, ssh)."""

@@ -1,0 +1,60 @@
+"""One lead investigation per situation: members start none (or a short one), the lead sees
+them all, and the queue serves leads before members."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from uuid import uuid4
+
+from agentkit import harness
+
+from daemon.agent.queue import InvestigationQueue
+from daemon.domain.situation_model import Correlation
+from daemon.runbooks.context_tools import incident_context
+
+DISK = {
+    "alertname": "HostOutOfDiskSpace",
+    "instance": "web1:9100",
+    "mountpoint": "/var",
+    "severity": "critical",
+}
+DOWN = {"alertname": "NginxDown", "instance": "web1:9100", "severity": "critical"}
+
+
+async def test_members_are_covered_by_the_lead(tmp_path: Path) -> None:
+    async with harness(tmp_path) as h:
+        world = h.ingestor.world
+        world.policy = world.policy.model_copy(update={"correlation": Correlation(enabled=True)})
+        lead = await h.fire(DISK)
+        member = await h.fire(DOWN)
+        assert world.situations.is_member(member)
+        reaction = h.reaction()
+        [start] = reaction.starts_for(lead)
+        assert start.budget.steps > 2
+        assert reaction.starts_for(member) == []
+        # The lead's context lists the member, why it was linked, and its alerts.
+        sit = incident_context(world, lead)["situation"]
+        [m] = sit["members"]
+        assert m["incident"] == "NginxDown"
+        assert m["linked_by"] == "same host"
+        assert m["alerts"][0]["alertname"] == "NginxDown"
+        assert "situation" not in incident_context(world, member)
+        # With member_steps, a member gets a short run of its own.
+        world.policy = world.policy.model_copy(
+            update={"correlation": Correlation(enabled=True, member_steps=2)}
+        )
+        [short] = reaction.starts_for(member)
+        assert short.budget.steps == 2
+
+
+async def test_queue_serves_leads_and_lone_incidents_before_members() -> None:
+    q = InvestigationQueue()
+    opened = datetime(2026, 1, 1, tzinfo=UTC)
+    member, lone = uuid4(), uuid4()
+    common = {"incident_opened_at": opened, "runbook_id": "r", "now": time.monotonic()}
+    await q.put(member, severity="critical", incident_id=uuid4(), member=True, **common)  # type: ignore[arg-type]
+    await q.put(lone, severity="info", incident_id=uuid4(), **common)  # type: ignore[arg-type]
+    assert await q.get() == lone
+    assert await q.get() == member
