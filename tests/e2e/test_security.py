@@ -55,6 +55,14 @@ API: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/incidents/{incident_id}/story"): "viewer",
     ("GET", "/api/v1/incidents/{incident_id}/export"): "viewer",
     ("GET", "/api/v1/stats"): "viewer",
+    ("GET", "/api/v1/situations"): "viewer",
+    ("GET", "/api/v1/situations/{situation_id}"): "viewer",
+    ("POST", "/api/v1/situations"): "responder",
+    ("POST", "/api/v1/situations/{situation_id}/link"): "responder",
+    ("POST", "/api/v1/situations/{situation_id}/unlink"): "responder",
+    ("GET", "/api/v1/inhibited"): "viewer",
+    ("GET", "/api/v1/runbooks/shadow"): "viewer",
+    ("POST", "/api/v1/runbooks/{runbook_id}/promote"): "approver",
     ("POST", "/api/v1/silences"): "responder",
     ("GET", "/api/v1/silences"): "viewer",
     ("DELETE", "/api/v1/silences/{silence_id}"): "responder",
@@ -135,9 +143,9 @@ def routes(app: FastAPI) -> set[tuple[str, str]]:
 
 
 def concrete(path: str) -> str:
-    for name in ("incident_id", "action_id", "silence_id"):
+    for name in ("incident_id", "action_id", "silence_id", "situation_id"):
         path = path.replace("{" + name + "}", SOME_ID)
-    return path.replace("{verb}", "note")
+    return path.replace("{verb}", "note").replace("{runbook_id}", "disk-filling")
 
 
 BODIES: dict[str, Any] = {
@@ -148,6 +156,14 @@ BODIES: dict[str, Any] = {
     "/api/v1/incidents/{incident_id}/snooze": {"for": "1h"},
     "/api/v1/incidents/{incident_id}/severity": {"severity": "critical"},
     "/api/v1/incidents/{incident_id}/link": {"other": "5b0c3f7e-0000-4000-8000-000000000002"},
+    "/api/v1/situations": {"incident_ids": ["5b0c3f7e-0000-4000-8000-000000000002"]},
+    "/api/v1/situations/{situation_id}/link": {
+        "incident_ids": ["5b0c3f7e-0000-4000-8000-000000000002"]
+    },
+    "/api/v1/situations/{situation_id}/unlink": {
+        "incident_id": "5b0c3f7e-0000-4000-8000-000000000002"
+    },
+    "/api/v1/runbooks/{runbook_id}/promote": {"version": "9", "reason": "x"},
     "/api/v2/alerts": [{"labels": {"alertname": "X"}}],
     "/api/v1/webhook/alertmanager": {"alerts": []},
 }
