@@ -209,7 +209,9 @@ def agent_rows(status: dict[str, Any]) -> list[tuple[str, str]]:
         return []
     q = a["queue"]
     by_sev = ", ".join(f"{k}={v}" for k, v in q["by_severity"].items()) or "empty"
+    problem = [("agent PROBLEM", str(a["problem"]))] if a.get("problem") else []
     return [
+        *problem,
         ("agent model", str(a["model"])),
         (
             "agent queue",

@@ -36,6 +36,27 @@ app.add_typer(events_app, name="events")
 app.add_typer(runbooks_app, name="runbooks")
 register_actions(app)  # actions list|show|approve|reject|dry-run, pause, resume
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("watchkeeper")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"watchkeeper {_version()}")
+        raise typer.Exit(0)
+
+
+@app.command("version")
+def version_command() -> None:
+    """Print the installed version."""
+    _print_version(True)
+
+
 @app.callback()
 def _global(
     url: Annotated[str, typer.Option(envvar="WATCHKEEPER_URL", help="Daemon URL.")] = "http://127.0.0.1:9797",
@@ -46,6 +67,12 @@ def _global(
         Path | None, typer.Option(envvar="WATCHKEEPER_TOKEN_FILE", help="File holding the token.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    _version_flag: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print the version."
+        ),
+    ] = False,
 ) -> None:
     client.url = url.rstrip("/")
     client.json = as_json

@@ -117,6 +117,18 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def open_store(url: str) -> EventLog:
+    """Open the event log, or fail naming the store it tried (without its password)."""
+    try:
+        return EventLog(url)
+    except Exception as e:
+        where = url.rsplit("@", 1)[-1] if url.startswith("postgres") else url
+        raise RuntimeError(
+            f"cannot open the event store {where}: {e}; check `store:` and `state_dir:` "
+            "and that the daemon's user may write there"
+        ) from e
+
+
 class Supervisor:
     """Runs the daemon until SIGTERM/SIGINT; SIGHUP reloads what can change safely."""
 
@@ -166,6 +178,8 @@ class Supervisor:
             silences = sum(1 for s in world.silences.values() if s.state(now) == "active")
         writer_age = time.monotonic() - self.writer_ok_at
         writer_ok = writer_age < 30
+        reactions = self.reactor.status() if self.reactor is not None else {}
+        agent_problem = reactions.get("agent", {}).get("problem")
         return {
             "healthy": bool(ing and ing.ready and writer_ok),
             "ready": bool(ing and ing.ready),
@@ -180,7 +194,10 @@ class Supervisor:
             "uptime_seconds": round(time.monotonic() - self.started, 1),
             "store": "postgresql" if self.settings.store.startswith("postgres") else "sqlite",
             "notifications": notification_status(world) if world is not None else {},
-            "reactions": self.reactor.status() if self.reactor is not None else {},
+            "reactions": reactions,
+            # Why /readyz says 503 although the log is loaded (the agent cannot work), if so.
+            "unready_reason": agent_problem if agent_problem and "no usable" in agent_problem
+            else None,
         }
 
     def status_line(self) -> str:
@@ -203,7 +220,7 @@ class Supervisor:
         """Start everything, serve until asked to stop, then drain and exit."""
         s = self.settings
         sock = bind(s.http.host, s.http.port)
-        store = await asyncio.to_thread(EventLog, s.store)
+        store = await asyncio.to_thread(open_store, s.store)
         self.notifier.send("STATUS=rebuilding state from the event log")
         ing = build_ingestor(s, store, self.clock)
         ing.write_latency_observer = self.metrics.store_write.observe

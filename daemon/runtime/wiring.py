@@ -114,7 +114,10 @@ def build_agent(
     investigator = Investigator(
         ingestor, runbooks, tools=tools, model=model, blobs=blobs, config=cfg, clock=clock
     )
-    return AgentReaction(ingestor, runbooks, cfg, investigator, clock)
+    agent = AgentReaction(ingestor, runbooks, cfg, investigator, clock)
+    if agent.problem:
+        _log.error("agent: %s", agent.problem)
+    return agent
 
 
 def build_tools(settings: Settings, prometheus_url: str = "") -> dict[str, Tool]:

@@ -454,6 +454,9 @@ def create_app(ctx: ApiContext) -> FastAPI:  # noqa: PLR0915
     @app.get("/readyz")
     async def readyz() -> PlainTextResponse:
         if ing.ready:
+            why = ctx.health().get("unready_reason")
+            if why:
+                return PlainTextResponse(f"not ready: {why}\n", status_code=503)
             return PlainTextResponse("ready\n")
         return PlainTextResponse("starting: rebuilding state from the event log\n", status_code=503)
 
