@@ -67,10 +67,10 @@ def log_event(position: int, event: Any) -> None:
     name = type(event).__name__
     if name not in _WORTH_LOGGING:
         return
-    detail = " ".join(
-        f"{f}={getattr(event, f)!r}" for f in _DETAIL_FIELDS if getattr(event, f, None)
-    )
-    log.info("%s position=%d stream=%s %s", name, position, event.originator_id, detail)
+    present = [f for f in _DETAIL_FIELDS if getattr(event, f, None)]
+    # Each `name=%s` is a field of its own in logfmt and JSON (daemon/runtime/logs.py).
+    fmt = "%s position=%d stream=%s" + "".join(f" {f}=%s" for f in present)
+    log.info(fmt, name, position, event.originator_id, *(getattr(event, f) for f in present))
 
 
 class QuietServer(uvicorn.Server):

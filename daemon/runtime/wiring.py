@@ -107,7 +107,7 @@ def build_agent(
     cfg = settings.agent
     runbooks = load_runbooks(cfg.runbooks_dir)
     for problem in runbooks.problems:
-        _log.error("runbook skipped: %s", problem)
+        _log.error("runbook skipped problem=%s", problem)
     tools = build_tools(settings)
     model = OpenAIChat(cfg.llm, resolve_secret(cfg.llm.api_key)) if cfg.llm else None
     blobs = BlobStore(ingestor.log, ingestor.writer)
@@ -116,7 +116,7 @@ def build_agent(
     )
     agent = AgentReaction(ingestor, runbooks, cfg, investigator, clock)
     if agent.problem:
-        _log.error("agent: %s", agent.problem)
+        _log.error("agent cannot investigate problem=%s", agent.problem)
     return agent
 
 
