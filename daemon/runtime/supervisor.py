@@ -239,7 +239,7 @@ class Supervisor:
         self.ctx = ApiContext(s, ing, self.clock, self.metrics, Authenticator(s), self.health)
         server = QuietServer(
             uvicorn.Config(
-                create_app(self.ctx),
+                self.metrics.instrument(create_app(self.ctx)),
                 lifespan="off",
                 log_config=None,
                 access_log=False,
@@ -353,6 +353,7 @@ class Supervisor:
             "position": h["position"],
             "event_counts": h["event_counts"],
             "notifications": h["notifications"],
+            "writer_age": time.monotonic() - self.writer_ok_at,
         }
 
     async def _configure_rules(self, s: Settings, *, resuming: bool) -> None:
