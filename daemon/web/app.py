@@ -38,6 +38,7 @@ from daemon.domain.state import World
 from daemon.engine.store import StoreUnavailable
 from daemon.intake.formats import PayloadError, parse_postable_alerts, parse_webhook
 from daemon.web.actions import actions_router
+from daemon.web.alertmanager import alertmanager_router
 from daemon.web.console import console_router
 from daemon.web.context import ApiContext
 from daemon.web.limits import BodyLimit, Scope
@@ -132,6 +133,7 @@ def create_app(ctx: ApiContext) -> FastAPI:  # noqa: PLR0915
     # Slack buttons; Approve/Reject go to the actions stage (daemon/approvals.py).
     app.include_router(slack_router(ctx, SlackApprovals(ing)))
     app.include_router(actions_router(ctx))
+    app.include_router(alertmanager_router(ctx))  # Alertmanager's API v2, for amtool
     # The review console at / (daemon/console.py).
     app.include_router(console_router(ctx))
 
