@@ -112,8 +112,18 @@ def run(
 
 
 @config_app.command("check")
-def config_check(file: Annotated[Path, typer.Argument(help="YAML config file.")]) -> None:
-    """Validate a config file and print every problem with its path in the file."""
+def config_check(
+    file: Annotated[Path, typer.Argument(help="YAML config file.")],
+    strict: Annotated[
+        bool,
+        typer.Option("--strict", help="Runbook actions the allowlists would refuse are errors."),
+    ] = False,
+) -> None:
+    """Validate a config file and print every problem with its path in the file.
+
+    Also lists every runbook action that the `actions:` allowlists would refuse at dispatch,
+    with the setting to add (a warning; an error with --strict).
+    """
     try:
         s = load_config(file)
     except ConfigError as e:
@@ -122,6 +132,17 @@ def config_check(file: Annotated[Path, typer.Argument(help="YAML config file.")]
             err.print(f"{file}: {p}", highlight=False, markup=False, soft_wrap=True)
         err.print(f"{len(e.problems)} problem(s) found", highlight=False)
         raise typer.Exit(1) from None
+    if s.agent.enabled:
+        from daemon.actions.allowlists import refusals
+        from daemon.runbooks.runbook import load_runbooks
+
+        refused = refusals(load_runbooks(s.agent.runbooks_dir), s.actions)
+        kind = "error" if strict else "warning"
+        for r in refused:
+            err.print(f"{file}: {kind}: {r.line()}", highlight=False, markup=False, soft_wrap=True)
+        if refused and strict:
+            err.print(f"{len(refused)} runbook action(s) would be refused", highlight=False)
+            raise typer.Exit(1)
     out.print(
         f"{file}: OK (store {s.store.split('@')[-1]}, listening on {s.http.listen})",
         highlight=False,
