@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,13 +18,18 @@ from rich.table import Table
 from daemon.cli.actions import action_rows
 from daemon.cli.actions import register as register_actions
 from daemon.cli.agent import agent_rows, print_investigation, runbooks_app
+from daemon.cli.argv import hoist_globals
 from daemon.cli.client import age, client, emit, err, fail, out
 from daemon.config.settings import ConfigError, load_config
 
 app = typer.Typer(
     help="watchkeeper: event-sourced alert intake, incidents and on-call workflow.",
+    epilog=(
+        "Global options may also follow the subcommand. Exit codes: 0 done, 1 refused "
+        "(the daemon said no, or a check found problems), 2 usage or invalid configuration, "
+        "3 daemon unreachable. Shell completion: watchkeeper --install-completion."
+    ),
     no_args_is_help=True,
-    add_completion=False,
 )
 config_app = typer.Typer(help="Validate configuration.", no_args_is_help=True)
 incidents_app = typer.Typer(help="List and inspect incidents.")
@@ -35,6 +41,14 @@ app.add_typer(silence_app, name="silence")
 app.add_typer(events_app, name="events")
 app.add_typer(runbooks_app, name="runbooks")
 register_actions(app)  # actions list|show|approve|reject|dry-run, pause, resume
+
+class Output(StrEnum):
+    """`-o/--output`: how replies are printed."""
+
+    table = "table"
+    json = "json"
+    yaml = "yaml"
+
 
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
@@ -66,7 +80,10 @@ def _global(
     token_file: Annotated[
         Path | None, typer.Option(envvar="WATCHKEEPER_TOKEN_FILE", help="File holding the token.")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Same as -o json.")] = False,
+    output: Annotated[
+        Output, typer.Option("--output", "-o", help="Output format.")
+    ] = Output.table,
     _version_flag: Annotated[
         bool,
         typer.Option(
@@ -75,7 +92,8 @@ def _global(
     ] = False,
 ) -> None:
     client.url = url.rstrip("/")
-    client.json = as_json
+    client.json = as_json or output is Output.json
+    client.output = "json" if as_json else output.value
     client.token = token
     if token_file and not token:
         try:
@@ -490,4 +508,5 @@ def sources_table(sources: dict[str, Any]) -> Table:
 def main() -> None:
     """Console-script entry point."""
     os.environ.setdefault("COLUMNS", "160")
-    app()
+    args = hoist_globals(typer.main.get_command(app), sys.argv[1:])
+    app(args=args, prog_name="watchkeeper")
