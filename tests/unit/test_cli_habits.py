@@ -1,4 +1,4 @@
-"""kubectl/amtool habits: global options after the subcommand, -o formats, completion, exit codes."""
+"""kubectl and amtool habits: global options after the subcommand, -o, completion, exit codes."""
 
 from __future__ import annotations
 
