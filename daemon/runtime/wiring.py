@@ -131,7 +131,10 @@ def build_tools(settings: Settings, prometheus_url: str = "") -> dict[str, Tool]
     tools: dict[str, Tool] = {"alert_context": AlertContext(), "past_incidents": PastIncidents()}
     url = prometheus_url or t.prometheus_url
     if url:
-        prom = Prometheus(url, t.prometheus_timeout.total_seconds())
+        # As many query threads as investigations may run at once; see handlers/tools/prometheus.py.
+        prom = Prometheus(
+            url, t.prometheus_timeout.total_seconds(), workers=settings.agent.concurrency
+        )
         tools["promql_instant"] = PromQLInstant(prom)
         tools["promql_range"] = PromQLRange(prom)
     tools["http_probe"] = HttpProbe(t.http_probe_allow, t.http_probe_timeout.total_seconds())
