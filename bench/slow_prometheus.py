@@ -26,7 +26,7 @@ import httpx
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
-from realstack import free_port, wait_for  # noqa: E402
+from realstack import free_port, wait_for
 
 DELAY = 5.0
 
@@ -46,8 +46,8 @@ class SlowPrometheus(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    do_GET = _answer
-    do_POST = _answer
+    do_GET = _answer  # noqa: N815 - http.server's names
+    do_POST = _answer  # noqa: N815
 
     def log_message(self, *args: object) -> None:
         pass
@@ -79,8 +79,6 @@ def main() -> None:
         alerts = [{"labels": {"alertname": "SlowBench", "instance": f"web{i}"}}
                   for i in range(8)]
         assert httpx.post(f"{url}/api/v2/alerts", json=alerts, timeout=10).status_code == 200
-        agent = lambda: httpx.get(f"{url}/api/v1/status", timeout=30).json()[  # noqa: E731
-            "reactions"]["agent"]
         # 6, not 8: before queries had their own pool, the default executor's 6 threads
         # (2 cores + 4) were all Prometheus let in, and reads queued behind them.
         wait_for(lambda: SlowPrometheus.waiting >= 6, timeout=30,
