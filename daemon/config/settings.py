@@ -55,6 +55,8 @@ class HttpConfig(Section):
     ingest_auth: Literal["open", "loopback", "token"] = "loopback"
     external_url: str = ""
     drain_timeout: Duration = timedelta(seconds=10)
+    # Swagger UI at /api/docs (it loads from a CDN: blank on offline hosts). Off by default.
+    api_docs: bool = False
 
     @field_validator("listen")
     @classmethod

@@ -42,6 +42,7 @@ from daemon.web.alertmanager import alertmanager_router
 from daemon.web.console import console_router
 from daemon.web.context import ApiContext
 from daemon.web.limits import BodyLimit, Scope
+from daemon.web.openapi import declare_bearer, docs_url
 from daemon.web.slack import slack_router
 
 log = logging.getLogger("watchkeeper.api")
@@ -128,7 +129,11 @@ def event_view(position: int | None, event: Any) -> dict[str, Any]:
 # Each route is a short closure over `ctx`; the statement count is the number of routes.
 def create_app(ctx: ApiContext) -> FastAPI:  # noqa: PLR0915
     """Build the FastAPI application around a running daemon."""
-    app = FastAPI(title="watchkeeper", version="0.1.0", docs_url="/api/docs", redoc_url=None)
+    app = FastAPI(
+        title="watchkeeper", version="0.1.0", docs_url=docs_url(ctx.settings.http.api_docs),
+        redoc_url=None,
+    )
+    declare_bearer(app)  # daemon/web/openapi.py
     ing = ctx.ingestor
     # Slack buttons; Approve/Reject go to the actions stage (daemon/approvals.py).
     app.include_router(slack_router(ctx, SlackApprovals(ing)))
