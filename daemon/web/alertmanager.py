@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from uuid import UUID, uuid4
 
 from fastapi import APIRouter, Query, Request
@@ -49,6 +49,79 @@ class PostableSilence(BaseModel):
     endsAt: datetime  # noqa: N815
     createdBy: str = ""  # noqa: N815 - the authenticated caller is recorded instead
     comment: str = ""
+
+
+# --- response shapes (Alertmanager's OpenAPI definitions), for /openapi.json -------------
+
+
+class Receiver(BaseModel):
+    """A receiver's name."""
+
+    name: str
+
+
+class AlertStatus(BaseModel):
+    """Whether an alert is active or suppressed, and by what."""
+
+    state: Literal["unprocessed", "active", "suppressed"]
+    silencedBy: list[str]  # noqa: N815
+    inhibitedBy: list[str]  # noqa: N815
+
+
+class GettableAlert(BaseModel):
+    """An alert as `GET /api/v2/alerts` lists it."""
+
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    startsAt: str  # noqa: N815
+    endsAt: str  # noqa: N815
+    updatedAt: str  # noqa: N815
+    generatorURL: str  # noqa: N815
+    fingerprint: str
+    receivers: list[Receiver]
+    status: AlertStatus
+
+
+class AlertGroup(BaseModel):
+    """Alerts grouped by their grouping labels."""
+
+    labels: dict[str, str]
+    receiver: Receiver
+    alerts: list[GettableAlert]
+
+
+class SilenceStatus(BaseModel):
+    """A silence's state now."""
+
+    state: Literal["active", "pending", "expired"]
+
+
+class GettableSilence(BaseModel):
+    """A silence as `GET /api/v2/silences` lists it."""
+
+    id: str
+    status: SilenceStatus
+    updatedAt: str  # noqa: N815
+    comment: str
+    createdBy: str  # noqa: N815
+    startsAt: str  # noqa: N815
+    endsAt: str  # noqa: N815
+    matchers: list[AmMatcher]
+
+
+class SilenceCreated(BaseModel):
+    """The id of a new silence."""
+
+    silenceID: str  # noqa: N815
+
+
+class AlertmanagerStatus(BaseModel):
+    """`GET /api/v2/status`: cluster (none), config, uptime and version."""
+
+    cluster: dict[str, Any]
+    config: dict[str, str]
+    uptime: str
+    versionInfo: dict[str, str]  # noqa: N815
 
 
 class AmProblem(Exception):  # noqa: N818 - carries the answer
@@ -161,7 +234,7 @@ def alertmanager_router(ctx: ApiContext) -> APIRouter:  # noqa: PLR0915
         out.sort(key=lambda x: (x[0].alert.starts_at, x[0].alert.fingerprint))
         return out
 
-    @router.get("/api/v2/alerts")
+    @router.get("/api/v2/alerts", response_model=list[GettableAlert])
     async def get_alerts(  # noqa: PLR0917 - Alertmanager's query parameters
         request: Request,
         active: bool = True,
@@ -180,7 +253,7 @@ def alertmanager_router(ctx: ApiContext) -> APIRouter:  # noqa: PLR0915
             return []
         return [alert_view(a, by) for a, by in found]
 
-    @router.get("/api/v2/alerts/groups")
+    @router.get("/api/v2/alerts/groups", response_model=list[AlertGroup])
     async def get_groups(  # noqa: PLR0917 - Alertmanager's query parameters
         request: Request,
         active: bool = True,
@@ -207,7 +280,7 @@ def alertmanager_router(ctx: ApiContext) -> APIRouter:  # noqa: PLR0915
             for key, items in sorted(groups.items())
         ]
 
-    @router.get("/api/v2/silences")
+    @router.get("/api/v2/silences", response_model=list[GettableSilence])
     async def get_silences(
         request: Request,
         filter: Annotated[list[str] | None, Query()] = None,
@@ -223,7 +296,7 @@ def alertmanager_router(ctx: ApiContext) -> APIRouter:  # noqa: PLR0915
         found.sort(key=lambda s: (order[s.state(now)], s.ends_at))
         return [silence_view(s, now) for s in found]
 
-    @router.post("/api/v2/silences")
+    @router.post("/api/v2/silences", response_model=SilenceCreated)
     async def post_silence(request: Request) -> Any:
         ident = who(request, "responder")
         now = ctx.clock()
@@ -258,7 +331,7 @@ def alertmanager_router(ctx: ApiContext) -> APIRouter:  # noqa: PLR0915
         )
         return {"silenceID": str(sid)}
 
-    @router.get("/api/v2/silence/{silence_id}")
+    @router.get("/api/v2/silence/{silence_id}", response_model=GettableSilence)
     async def get_silence(request: Request, silence_id: str) -> Any:
         who(request, "viewer")
         s = _silence(silence_id)
@@ -284,7 +357,7 @@ def alertmanager_router(ctx: ApiContext) -> APIRouter:  # noqa: PLR0915
         except ValueError:
             return None
 
-    @router.get("/api/v2/status")
+    @router.get("/api/v2/status", response_model=AlertmanagerStatus)
     async def get_status(request: Request) -> dict[str, Any]:
         who(request, "viewer")
         return {

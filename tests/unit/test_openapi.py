@@ -16,6 +16,12 @@ async def test_bearer_scheme_declared_and_docs_off_by_default(tmp_path: Path) ->
         for path in ("/api/v2/alerts", "/api/v2/silences", "/api/v2/silence/{silence_id}",
                      "/api/v1/incidents/{incident_id}"):
             assert path in doc["paths"], path
+        # The Alertmanager routes are typed: clients can generate code from the document.
+        ok = doc["paths"]["/api/v2/alerts"]["get"]["responses"]["200"]["content"]
+        assert ok["application/json"]["schema"]["items"]["$ref"].endswith("/GettableAlert")
+        assert {"GettableAlert", "GettableSilence", "AlertGroup"} <= set(
+            doc["components"]["schemas"]
+        )
 
 
 async def test_docs_when_asked(tmp_path: Path) -> None:
