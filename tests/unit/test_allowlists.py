@@ -66,3 +66,10 @@ def test_config_check_warns_and_strict_fails(tmp_path: Path) -> None:
     off = tmp_path / "off.yaml"
     off.write_text("agent: {enabled: false}\n")
     assert runner.invoke(app, ["config", "check", "--strict", str(off)]).exit_code == 0
+
+
+def test_runbooks_list_with_none_found_fails(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["runbooks", "list", "--dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "no runbooks (*.md) found in" in result.output
+    assert CliRunner().invoke(app, ["runbooks", "list", "--json"]).exit_code == 0
