@@ -15,6 +15,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from daemon import installed_version
 from daemon.cli.actions import action_rows
 from daemon.cli.actions import register as register_actions
 from daemon.cli.agent import agent_rows, print_investigation, runbooks_app
@@ -50,18 +51,9 @@ class Output(StrEnum):
     yaml = "yaml"
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("watchkeeper")
-    except PackageNotFoundError:  # run from a checkout that was never installed
-        return "unknown (not installed)"
-
-
 def _print_version(value: bool) -> None:
     if value:
-        typer.echo(f"watchkeeper {_version()}")
+        typer.echo(f"watchkeeper {installed_version()}")
         raise typer.Exit(0)
 
 

@@ -18,6 +18,8 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from daemon import installed_version
+
 _Scope = MutableMapping[str, Any]
 _Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 _Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
@@ -70,15 +72,6 @@ class _StateCollector(Collector):
         yield nf
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("watchkeeper")
-    except PackageNotFoundError:
-        return "unknown"
-
-
 class Metrics:
     """Counters and histograms the daemon updates, plus gauges read from state at scrape."""
 
@@ -119,7 +112,7 @@ class Metrics:
             ["version", "python"],
             registry=r,
         )
-        build.labels(_version(), platform.python_version()).set(1)
+        build.labels(installed_version(), platform.python_version()).set(1)
 
     def instrument(self, app: _Asgi) -> _Asgi:
         """The ASGI app, timing each HTTP request by method, route template and status code."""

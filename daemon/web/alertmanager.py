@@ -18,6 +18,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from daemon import installed_version
 from daemon.config.auth import Identity
 from daemon.domain.commands import CreateSilence, EndSilence
 from daemon.domain.matchers import Matcher, matches_all, silences_everything
@@ -365,7 +366,7 @@ def alertmanager_router(ctx: ApiContext) -> APIRouter:  # noqa: PLR0915
             "config": {"original": "# watchkeeper: receivers and routes live in its config\n"},
             "uptime": _time(datetime.fromtimestamp(_STARTED, UTC)),
             "versionInfo": {
-                "version": _version(),
+                "version": installed_version(),
                 "revision": "",
                 "branch": "",
                 "buildUser": "",
@@ -375,13 +376,3 @@ def alertmanager_router(ctx: ApiContext) -> APIRouter:  # noqa: PLR0915
         }
 
     return router
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("watchkeeper")
-    except PackageNotFoundError:
-        return "unknown"
-
