@@ -74,6 +74,14 @@ API: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/actions/{action_id}/reject"): "approver",
     ("POST", "/api/v1/pause"): "admin",
     ("POST", "/api/v1/resume"): "admin",
+    # Alertmanager's API v2 (daemon/web/alertmanager.py), roles as for the v1 equivalents.
+    ("GET", "/api/v2/alerts"): "viewer",
+    ("GET", "/api/v2/alerts/groups"): "viewer",
+    ("GET", "/api/v2/silences"): "viewer",
+    ("POST", "/api/v2/silences"): "responder",
+    ("GET", "/api/v2/silence/{silence_id}"): "viewer",
+    ("DELETE", "/api/v2/silence/{silence_id}"): "responder",
+    ("GET", "/api/v2/status"): "viewer",
     # Ingestion (http.ingest_auth: token): an ingest token or a responder.
     ("POST", "/api/v2/alerts"): "responder",
     ("POST", "/api/v1/webhook/alertmanager"): "responder",
@@ -166,6 +174,11 @@ BODIES: dict[str, Any] = {
     "/api/v1/runbooks/{runbook_id}/promote": {"version": "9", "reason": "x"},
     "/api/v2/alerts": [{"labels": {"alertname": "X"}}],
     "/api/v1/webhook/alertmanager": {"alerts": []},
+    "/api/v2/silences": {
+        "matchers": [{"name": "alertname", "value": "X", "isRegex": False}],
+        "startsAt": "2026-03-01T12:00:00Z", "endsAt": "2026-03-01T13:00:00Z",
+        "createdBy": "x", "comment": "x",
+    },
 }
 
 
