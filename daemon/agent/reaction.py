@@ -42,6 +42,23 @@ log = logging.getLogger("watchkeeper.agent")
 _STARTS = frozenset({IncidentOpened, IncidentReopened, SituationUnlinked})
 
 
+def runbook_problem(runbooks: RunbookLibrary, config: AgentConfig) -> str | None:
+    """Why investigations cannot start as configured, or None."""
+    where = str(config.runbooks_dir) if config.runbooks_dir else "the shipped runbooks"
+    if not runbooks.runbooks:
+        return (
+            f"no usable runbook in {where} ({len(runbooks.problems)} problem(s)); "
+            "no investigation can start: set agent.runbooks_dir or fix the runbooks"
+        )
+    default = config.default_runbook
+    if default and default not in runbooks.runbooks:
+        return (
+            f"agent.default_runbook {default!r} is not among the {len(runbooks.runbooks)} "
+            f"runbook(s) in {where}; unmatched incidents get no investigation"
+        )
+    return None
+
+
 class AgentReaction:
     """Routes incidents to runbooks and runs their investigations under a concurrency cap."""
 
@@ -66,6 +83,8 @@ class AgentReaction:
         self.tree: RouteTree = with_runbook_matches(
             config.tree(), {rid: rb.match for rid, rb in runbooks.runbooks.items()}
         )
+        self.problem = runbook_problem(runbooks, config)
+        self._warned: set[str] = set()  # unknown runbook ids already logged, once each
         self.queue = InvestigationQueue()
         self.running: dict[Any, asyncio.Task[Any]] = {}
         self._workers: list[asyncio.Task[None]] = []
@@ -134,7 +153,12 @@ class AgentReaction:
         for rid in route(self.tree, labels):
             rb = self.runbooks.get(rid)
             if rb is None:
-                log.warning("route names an unknown runbook runbook=%s incident=%s", rid, inc.id)
+                if rid not in self._warned:  # once, not once per incident
+                    self._warned.add(rid)
+                    log.warning(
+                        "route names an unknown runbook runbook=%s incident=%s "
+                        "(logged once per runbook)", rid, inc.id,
+                    )
                 continue
             candidate = self.shadow.get(rid)
             tries = [(rb, False)]
@@ -244,6 +268,7 @@ class AgentReaction:
             "queue": self.queue.snapshot(time.monotonic()),
             "runbooks": len(self.runbooks.runbooks),
             "runbook_problems": len(self.runbooks.problems),
+            "problem": self.problem,
             "investigations": {
                 "unfinished": sum(1 for i in active if not i.finished),
                 "concluded": sum(

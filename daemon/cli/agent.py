@@ -71,7 +71,17 @@ def list_runbooks(
     ]
     if as_json:
         out.print_json(json.dumps({"runbooks": rows, "problems": lib.problems}))
-        return
+    else:
+        _table(rows)
+    for p in lib.problems:
+        typer.echo(f"skipped: {p}", err=True)
+    if not rows:
+        # An installed daemon with no runbooks investigates nothing: not a success.
+        err.print(f"no runbooks (*.md) found in {directory or SHIPPED}", highlight=False)
+        raise typer.Exit(1)
+
+
+def _table(rows: list[dict[str, Any]]) -> None:
     t = Table(title=f"{len(rows)} runbook(s)")
     for col in ("id", "version", "title", "match", "actions", "default"):
         t.add_column(col)
@@ -85,8 +95,6 @@ def list_runbooks(
             str(r["default_action"] or "-"),
         )
     out.print(t)
-    for p in lib.problems:
-        typer.echo(f"skipped: {p}", err=True)
 
 
 @runbooks_app.command("show")
@@ -209,7 +217,9 @@ def agent_rows(status: dict[str, Any]) -> list[tuple[str, str]]:
         return []
     q = a["queue"]
     by_sev = ", ".join(f"{k}={v}" for k, v in q["by_severity"].items()) or "empty"
+    problem = [("agent PROBLEM", str(a["problem"]))] if a.get("problem") else []
     return [
+        *problem,
         ("agent model", str(a["model"])),
         (
             "agent queue",

@@ -15,6 +15,12 @@ from rich.markup import escape
 out = Console()
 err = Console(stderr=True)
 
+# Exit codes (README, "Command line"): 0 done, 1 refused (the daemon said no, or a check
+# found problems), 2 usage (bad options or configuration), 3 the daemon is unreachable.
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
 
 class Client:
     """Where the daemon is, how to authenticate, and how to print replies."""
@@ -23,6 +29,7 @@ class Client:
         self.url = "http://127.0.0.1:9797"
         self.token: str | None = None
         self.json = False
+        self.output = "table"  # or json, yaml
         self.timeout = 10.0
 
     def request(self, method: str, path: str, **kw: Any) -> Any:
@@ -41,7 +48,8 @@ class Client:
         except httpx.HTTPError as e:
             fail(
                 f"cannot reach watchkeeper at {self.url} ({e.__class__.__name__}: {e}). "
-                "Is the daemon running? Set --url or WATCHKEEPER_URL."
+                "Is the daemon running? Set --url or WATCHKEEPER_URL.",
+                EXIT_UNREACHABLE,
             )
         if r.status_code >= 400:
             try:
@@ -78,8 +86,13 @@ def resolve_id(prefix: str, ids: Callable[[], Iterable[str]], noun: str, command
 
 
 def emit(data: Any) -> bool:
-    """Print `data` as JSON when --json was given; say whether it did."""
-    if client.json:
+    """Print `data` as JSON or YAML when asked (`-o json|yaml`, `--json`); say whether it did."""
+    if client.output == "yaml":
+        import yaml
+
+        typer.echo(yaml.safe_dump(json.loads(json.dumps(data, default=str)), sort_keys=False))
+        return True
+    if client.json or client.output == "json":
         out.print_json(json.dumps(data, default=str))
         return True
     return False

@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,10 +15,12 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from daemon import installed_version
 from daemon.cli import contexts
 from daemon.cli.actions import action_rows
 from daemon.cli.actions import register as register_actions
 from daemon.cli.agent import agent_rows, print_investigation, runbooks_app
+from daemon.cli.argv import hoist_globals
 from daemon.cli.client import age, client, emit, err, fail, out
 from daemon.cli.evaluate import register as register_eval
 from daemon.cli.incidents import print_story, resolve_incident_id
@@ -28,8 +31,12 @@ from daemon.config.settings import ConfigError, load_config
 
 app = typer.Typer(
     help="watchkeeper: event-sourced alert intake, incidents and on-call workflow.",
+    epilog=(
+        "Global options may also follow the subcommand. Exit codes: 0 done, 1 refused "
+        "(the daemon said no, or a check found problems), 2 usage or invalid configuration, "
+        "3 daemon unreachable. Shell completion: watchkeeper --install-completion."
+    ),
     no_args_is_help=True,
-    add_completion=False,
 )
 config_app = typer.Typer(help="Validate configuration.", no_args_is_help=True)
 incidents_app = typer.Typer(help="List and inspect incidents.")
@@ -47,8 +54,28 @@ register_incident_work(app, incidents_app)  # note, assign, take, unack, snooze,
 register_stats(app)  # stats
 app.add_typer(contexts.context_app, name="context")
 
+class Output(StrEnum):
+    """`-o/--output`: how replies are printed."""
+
+    table = "table"
+    json = "json"
+    yaml = "yaml"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"watchkeeper {installed_version()}")
+        raise typer.Exit(0)
+
+
+@app.command("version")
+def version_command() -> None:
+    """Print the installed version."""
+    _print_version(True)
+
+
 @app.callback()
-def _global(
+def _global(  # noqa: PLR0917 - typer passes global options by position
     url: Annotated[
         str | None,
         typer.Option(
@@ -68,13 +95,23 @@ def _global(
             envvar="WATCHKEEPER_CONTEXT", help="A stored CLI context (`watchkeeper context`)."
         ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Same as -o json.")] = False,
+    output: Annotated[
+        Output, typer.Option("--output", "-o", help="Output format.")
+    ] = Output.table,
+    _version_flag: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print the version."
+        ),
+    ] = False,
 ) -> None:
     # Flags and environment first, then the chosen (or current) context, then the default.
     stored = contexts.chosen(context) if context or not (url and (token or token_file)) else None
     stored = stored or {}
     client.url = (url or stored.get("url") or "http://127.0.0.1:9797").rstrip("/")
-    client.json = as_json
+    client.json = as_json or output is Output.json
+    client.output = "json" if as_json else output.value
     client.token = token or None
     if token_file and not token:
         try:
@@ -113,8 +150,18 @@ def run(
 
 
 @config_app.command("check")
-def config_check(file: Annotated[Path, typer.Argument(help="YAML config file.")]) -> None:
-    """Validate a config file and print every problem with its path in the file."""
+def config_check(
+    file: Annotated[Path, typer.Argument(help="YAML config file.")],
+    strict: Annotated[
+        bool,
+        typer.Option("--strict", help="Runbook actions the allowlists would refuse are errors."),
+    ] = False,
+) -> None:
+    """Validate a config file and print every problem with its path in the file.
+
+    Also lists every runbook action that the `actions:` allowlists would refuse at dispatch,
+    with the setting to add (a warning; an error with --strict).
+    """
     try:
         s = load_config(file)
     except ConfigError as e:
@@ -123,6 +170,17 @@ def config_check(file: Annotated[Path, typer.Argument(help="YAML config file.")]
             err.print(f"{file}: {p}", highlight=False, markup=False, soft_wrap=True)
         err.print(f"{len(e.problems)} problem(s) found", highlight=False)
         raise typer.Exit(1) from None
+    if s.agent.enabled:
+        from daemon.actions.allowlists import refusals
+        from daemon.runbooks.runbook import load_runbooks
+
+        refused = refusals(load_runbooks(s.agent.runbooks_dir), s.actions)
+        kind = "error" if strict else "warning"
+        for r in refused:
+            err.print(f"{file}: {kind}: {r.line()}", highlight=False, markup=False, soft_wrap=True)
+        if refused and strict:
+            err.print(f"{len(refused)} runbook action(s) would be refused", highlight=False)
+            raise typer.Exit(1)
     out.print(
         f"{file}: OK (store {s.store.split('@')[-1]}, listening on {s.http.listen})",
         highlight=False,
@@ -468,4 +526,5 @@ def sources_table(sources: dict[str, Any]) -> Table:
 def main() -> None:
     """Console-script entry point."""
     os.environ.setdefault("COLUMNS", "160")
-    app()
+    args = hoist_globals(typer.main.get_command(app), sys.argv[1:])
+    app(args=args, prog_name="watchkeeper")

@@ -129,7 +129,10 @@ class SystemdConfig(Section):
     """The systemd executor: `systemctl <operation> <unit>` for allowlisted units only."""
 
     units: list[str] = []
-    operations: list[Literal["start", "stop", "restart", "reload", "try-restart"]] = [
+    # reset-failed is allowed (runbooks use it) but, like the rest, only when listed.
+    operations: list[
+        Literal["start", "stop", "restart", "reload", "try-restart", "reset-failed"]
+    ] = [
         "start",
         "stop",
         "restart",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import os
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -18,6 +19,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -86,6 +88,9 @@ class HttpConfig(Section):
         if bad:
             raise ValueError(f"not IP addresses or networks: {', '.join(bad)} (no '*')")
         return v
+
+    # Swagger UI at /api/docs (it loads from a CDN: blank on offline hosts). Off by default.
+    api_docs: bool = False
 
     @field_validator("listen")
     @classmethod
@@ -219,6 +224,12 @@ class StoreTuning(Section):
         return v
 
 
+def default_state_dir() -> Path:
+    """systemd's StateDirectory= (the first, if several), else ./var for local runs."""
+    given = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return Path(given) if given else Path("./var")
+
+
 class Settings(BaseSettings):
     """The whole configuration."""
 
@@ -228,8 +239,9 @@ class Settings(BaseSettings):
         extra="forbid",
     )
 
-    store: str = "sqlite:///./var/events.db"
-    state_dir: Path = Path("./var")
+    # Empty: an SQLite file in state_dir, which is $STATE_DIRECTORY under systemd.
+    store: str = ""
+    state_dir: Path = Field(default_factory=default_state_dir)
     http: HttpConfig = HttpConfig()
     auth: AuthConfig = AuthConfig()
     grouping: GroupingConfig = GroupingConfig()
@@ -257,10 +269,16 @@ class Settings(BaseSettings):
             }
         )
 
+    @model_validator(mode="after")
+    def _default_store(self) -> Settings:
+        if not self.store:
+            self.store = f"sqlite:///{self.state_dir / 'events.db'}"
+        return self
+
     @field_validator("store")
     @classmethod
     def _store_url(cls, v: str) -> str:
-        if v.startswith(("postgresql://", "postgres://", "sqlite://")) or "://" not in v:
+        if not v or v.startswith(("postgresql://", "postgres://", "sqlite://")) or "://" not in v:
             return v
         raise ValueError("expected a file path, sqlite:///path or postgresql://user@host/db")
 

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import shutil
 import time
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from daemon.demo.sim import Estate, create_sim_app
 from daemon.runtime.supervisor import QuietServer, Supervisor, bind
 
 log = logging.getLogger("watchkeeper.demo")
-RUNBOOKS = Path(__file__).resolve().parent / "runbooks"
+RUNBOOKS = Path(str(resources.files("daemon.demo").joinpath("runbooks")))  # package data
 SIM_PORT = 9798  # where the shipped demo runbooks' actions call the estate
 
 # One line per step of the story, printed as the events commit.

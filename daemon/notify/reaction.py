@@ -123,6 +123,18 @@ class NotifyReaction:
     def _world(self) -> World:
         return self.ingestor.world
 
+    # --- Service: each channel keeps one HTTP client while the reactor runs -------------
+
+    async def open(self) -> None:
+        """Nothing to start: channels open their clients at their first message."""
+
+    async def shut(self) -> None:
+        """Close every channel's HTTP client."""
+        for notifier in self.notifiers.values():
+            close = getattr(notifier, "aclose", None)
+            if close is not None:
+                await close()
+
     # --- Reaction protocol ---------------------------------------------------------------
 
     def interested(self, event: DomainEvent) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 from datetime import timedelta
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -34,7 +35,9 @@ from daemon.domain.matchers import Matcher
 from daemon.domain.param_schema import ParamsValidator
 from daemon.runbooks.tools import ARGS
 
-SHIPPED = Path(__file__).resolve().parents[2] / "runbooks"
+# Package data: `daemon/runbooks/shipped` links to the top-level runbooks/ in the source
+# tree, and setuptools copies the files through the link into the wheel.
+SHIPPED = Path(str(resources.files("daemon.runbooks").joinpath("shipped")))
 _PLACEHOLDER = re.compile(r"\{(labels|params)\.([A-Za-z_][A-Za-z0-9_]*)\}")
 _ID = r"^[a-z0-9][a-z0-9_-]*$"
 

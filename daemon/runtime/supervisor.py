@@ -22,7 +22,7 @@ from daemon.domain import Rejected
 from daemon.engine.ingest import Ingestor
 from daemon.engine.metrics import Metrics
 from daemon.engine.reactor import Reactor
-from daemon.engine.store import EventLog, StoreUnavailable
+from daemon.engine.store import EventLog, StoreTimeouts, StoreUnavailable
 from daemon.engine.timers import TimerService
 from daemon.intake.source import Source
 from daemon.intake.status import SourceCollector, rules_command
@@ -75,10 +75,10 @@ def log_event(position: int, event: Any) -> None:
     name = type(event).__name__
     if name not in _WORTH_LOGGING:
         return
-    detail = " ".join(
-        f"{f}={getattr(event, f)!r}" for f in _DETAIL_FIELDS if getattr(event, f, None)
-    )
-    log.info("%s position=%d stream=%s %s", name, position, event.originator_id, detail)
+    present = [f for f in _DETAIL_FIELDS if getattr(event, f, None)]
+    # Each `name=%s` is a field of its own in logfmt and JSON (daemon/runtime/logs.py).
+    fmt = "%s position=%d stream=%s" + "".join(f" {f}=%s" for f in present)
+    log.info(fmt, name, position, event.originator_id, *(getattr(event, f) for f in present))
 
 
 def _served(s: Settings) -> tuple[object, ...]:
@@ -116,6 +116,18 @@ def bind(host: str, port: int) -> socket.socket:
     sock.listen(2048)
     sock.setblocking(False)
     return sock
+
+
+def open_store(url: str, timeouts: StoreTimeouts) -> EventLog:
+    """Open the event log, or fail naming the store it tried (without its password)."""
+    try:
+        return EventLog(url, timeouts)
+    except Exception as e:
+        where = url.rsplit("@", 1)[-1] if url.startswith("postgres") else url
+        raise RuntimeError(
+            f"cannot open the event store {where}: {e}; check `store:` and `state_dir:` "
+            "and that the daemon's user may write there"
+        ) from e
 
 
 class Supervisor:
@@ -168,6 +180,8 @@ class Supervisor:
         writer_age = time.monotonic() - self.writer_ok_at
         writer_ok = writer_age < 30
         store_up = bool(ing and ing.store.up)
+        reactions = self.reactor.status() if self.reactor is not None else {}
+        agent_problem = reactions.get("agent", {}).get("problem")
         return {
             # Healthy: the process works (its writer answers), even while the store is down;
             # ready: it can take traffic, which needs the store.
@@ -185,7 +199,10 @@ class Supervisor:
             "uptime_seconds": round(time.monotonic() - self.started, 1),
             "store": "postgresql" if self.settings.store.startswith("postgres") else "sqlite",
             "notifications": notification_status(world) if world is not None else {},
-            "reactions": self.reactor.status() if self.reactor is not None else {},
+            "reactions": reactions,
+            # Why /readyz says 503 although the log is loaded (the agent cannot work), if so.
+            "unready_reason": agent_problem if agent_problem and "no usable" in agent_problem
+            else None,
         }
 
     def status_line(self) -> str:
@@ -210,7 +227,7 @@ class Supervisor:
         """Start everything, serve until asked to stop, then drain and exit."""
         s = self.settings
         sock = bind(s.http.host, s.http.port)
-        store = await asyncio.to_thread(EventLog, s.store, store_timeouts(s))
+        store = await asyncio.to_thread(open_store, s.store, store_timeouts(s))
         self.notifier.send("STATUS=rebuilding state from the event log")
         ing = build_ingestor(s, store, self.clock)
         ing.write_latency_observer = self.metrics.store_write.observe
@@ -232,7 +249,7 @@ class Supervisor:
         self.ctx = ApiContext(s, ing, self.clock, self.metrics, Authenticator(s), self.health)
         server = QuietServer(
             uvicorn.Config(
-                create_app(self.ctx),
+                self.metrics.instrument(create_app(self.ctx)),
                 lifespan="off",
                 log_config=None,
                 access_log=False,
@@ -358,6 +375,7 @@ class Supervisor:
             "notifications": h["notifications"],
             "store_up": h["store_health"].get("ok", False),
             "store_seconds_since_commit": h["store_health"].get("seconds_since_commit", 0.0),
+            "writer_age": time.monotonic() - self.writer_ok_at,
         }
 
     async def _configure_rules(self, s: Settings, *, resuming: bool) -> None:

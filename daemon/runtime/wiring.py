@@ -164,7 +164,7 @@ def build_agent(
     cfg = settings.agent
     runbooks = load_runbooks(cfg.runbooks_dir)
     for problem in runbooks.problems:
-        _log.error("runbook skipped: %s", problem)
+        _log.error("runbook skipped problem=%s", problem)
     tools = build_tools(settings, hosts=hosts)
     model = OpenAIChat(cfg.llm, resolve_secret(cfg.llm.api_key)) if cfg.llm else None
     blobs = BlobStore(ingestor.log, ingestor.writer)
@@ -176,7 +176,10 @@ def build_agent(
         targets=settings.targets.rules(),
         shadow=shadow,
     )
-    return AgentReaction(ingestor, runbooks, cfg, investigator, clock, shadow=shadow)
+    agent = AgentReaction(ingestor, runbooks, cfg, investigator, clock, shadow=shadow)
+    if agent.problem:
+        _log.error("agent cannot investigate problem=%s", agent.problem)
+    return agent
 
 
 def build_tools(
@@ -192,7 +195,10 @@ def build_tools(
     tools: dict[str, Tool] = {"alert_context": AlertContext(), "past_incidents": PastIncidents()}
     url = prometheus_url or t.prometheus_url
     if url:
-        prom = Prometheus(url, t.prometheus_timeout.total_seconds())
+        # As many query threads as investigations may run at once; see handlers/tools/prometheus.py.
+        prom = Prometheus(
+            url, t.prometheus_timeout.total_seconds(), workers=settings.agent.concurrency
+        )
         tools["promql_instant"] = PromQLInstant(prom)
         tools["promql_range"] = PromQLRange(prom)
     tools["http_probe"] = HttpProbe(t.http_probe_allow, t.http_probe_timeout.total_seconds())

@@ -43,12 +43,14 @@ from daemon.engine.store import StoreUnavailable
 from daemon.intake.routes import record_dead_letter
 from daemon.intake.routes import router as intake_router
 from daemon.web.actions import router as actions_router
+from daemon.web.alertmanager import alertmanager_router
 from daemon.web.console import Console
 from daemon.web.console import router as console_router
 from daemon.web.console_work import console_work_router
 from daemon.web.context import ApiContext, Ctx
 from daemon.web.incidents import incidents_router, story_of
 from daemon.web.limits import BodyLimit, Scope
+from daemon.web.openapi import declare_bearer, docs_url
 from daemon.web.runbooks import router as runbooks_router
 from daemon.web.situations import router as situations_router
 from daemon.web.slack import slack_router
@@ -137,11 +139,16 @@ def event_view(position: int | None, event: Any) -> dict[str, Any]:
 
 def create_app(ctx: ApiContext) -> FastAPI:
     """Build the FastAPI application around a running daemon (routes read it as `Ctx`)."""
-    app = FastAPI(title="watchkeeper", version="0.1.0", docs_url="/api/docs", redoc_url=None)
+    app = FastAPI(
+        title="watchkeeper", version="0.1.0", docs_url=docs_url(ctx.settings.http.api_docs),
+        redoc_url=None,
+    )
+    declare_bearer(app)  # daemon/web/openapi.py
     app.state.ctx = ctx
     # Slack buttons; Approve/Reject go to the actions stage (daemon/actions/approvals.py).
     app.include_router(slack_router(ctx, SlackApprovals(ctx.ingestor)))
     app.include_router(actions_router)
+    app.include_router(alertmanager_router(ctx))  # Alertmanager's API v2, for amtool
     app.include_router(situations_router)
     app.include_router(runbooks_router)
     # The review console at / (daemon/web/console.py).
@@ -448,6 +455,9 @@ async def readyz(ctx: Ctx) -> PlainTextResponse:
         return PlainTextResponse("starting: rebuilding state from the event log\n", status_code=503)
     if not ctx.ingestor.store.up:
         return PlainTextResponse(f"not ready: {ctx.ingestor.store.problem()}\n", status_code=503)
+    why = ctx.health().get("unready_reason")
+    if why:  # the log is loaded, but the agent cannot work (no usable runbook)
+        return PlainTextResponse(f"not ready: {why}\n", status_code=503)
     return PlainTextResponse("ready\n")
 
 

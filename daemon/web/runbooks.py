@@ -35,7 +35,7 @@ async def shadow_runs(request: Request, ctx: Ctx) -> dict[str, Any]:
 
 @router.post("/api/v1/runbooks/{runbook_id}/promote")
 async def promote(request: Request, ctx: Ctx, runbook_id: str) -> dict[str, Any]:
-    ident = ctx.identify(request, "viewer")  # before the body is read: a stranger gets 401
+    ident = ctx.identify(request, "approver")  # before the body is read: a stranger gets 401
     body = await json_body(request, PromoteIn)
     await ctx.ingestor.execute(
         PromoteRunbook(

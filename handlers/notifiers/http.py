@@ -42,23 +42,43 @@ def refusal(resp: httpx.Response, platform: str, platform_error: str = "") -> Se
     )
 
 
+class Connection:
+    """One HTTP client a channel reuses for every message (keep-alive, TLS set up once)."""
+
+    def __init__(self) -> None:
+        self._client: httpx.AsyncClient | None = None
+
+    def client(self, timeout: float) -> httpx.AsyncClient:
+        """The channel's client, made at first use (inside the running loop)."""
+        if self._client is None or self._client.is_closed:
+            self._client = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the client and its pooled connections."""
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
 async def post(
     url: str,
     platform: str,
     timeout: float,  # noqa: ASYNC109 - passed to httpx, which enforces it
     *,
+    via: Connection,
     json: Any = None,
     content: bytes | None = None,
     headers: dict[str, str] | None = None,
 ) -> httpx.Response:
-    """POST and return the response; transport failures become recoverable SendErrors.
+    """POST on the channel's connection and return the response; transport failures become
+    recoverable SendErrors.
 
     The URL is never put into an error: webhook URLs are secrets.
     """
     hdrs = {"User-Agent": USER_AGENT, **(headers or {})}
     try:
-        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
-            return await client.post(url, json=json, content=content, headers=hdrs)
+        return await via.client(timeout).post(url, json=json, content=content, headers=hdrs)
     except httpx.TimeoutException:
         raise SendError(
             f"{platform} did not answer within {timeout:g}s", recoverable=True

@@ -7,7 +7,7 @@ from typing import Any
 from daemon.notify.content import truncate
 from daemon.notify.markup import escaped
 from daemon.notify.pipeline import Message, MessageRef
-from handlers.notifiers.http import post, refusal
+from handlers.notifiers.http import Connection, post, refusal
 
 # Mattermost caps a post at 16,383 characters; attachments share that budget in practice.
 POST_MAX = 16383
@@ -77,11 +77,20 @@ class MattermostWebhook:
 
     def __init__(self, name: str, url: str, timeout: float, username: str = "") -> None:
         self.name, self.url, self.timeout, self.username = name, url, timeout, username
+        self.connection = Connection()  # one client per channel, reused
+
+    async def aclose(self) -> None:
+        """Close the channel's HTTP client."""
+        await self.connection.aclose()
 
     async def deliver(self, message: Message, previous: MessageRef | None) -> MessageRef:
         """Post; Mattermost answers 200 `ok`, or 4xx with a JSON `message` explaining why."""
         resp = await post(
-            self.url, "Mattermost", self.timeout, json=payload(message, self.username)
+            self.url,
+            "Mattermost",
+            self.timeout,
+            via=self.connection,
+            json=payload(message, self.username),
         )
         if resp.status_code != 200:
             err = ""

@@ -13,7 +13,7 @@ from daemon.notify import markup
 from daemon.notify.content import truncate
 from daemon.notify.markup import escaped
 from daemon.notify.pipeline import Message, MessageRef, SendError
-from handlers.notifiers.http import post, refusal
+from handlers.notifiers.http import Connection, post, refusal
 
 # Block Kit limits (docs.slack.dev, Block Kit reference).
 HEADER_MAX = 150
@@ -137,6 +137,11 @@ class SlackWebhook:
 
     def __init__(self, name: str, url: str, timeout: float) -> None:
         self.name, self.url, self.timeout = name, url, timeout
+        self.connection = Connection()  # one client per channel, reused
+
+    async def aclose(self) -> None:
+        """Close the channel's HTTP client."""
+        await self.connection.aclose()
 
     async def deliver(self, message: Message, previous: MessageRef | None) -> MessageRef:
         """Post the message; Slack answers 200 `ok` or an error word such as `invalid_blocks`."""
@@ -144,6 +149,7 @@ class SlackWebhook:
             self.url,
             "Slack",
             self.timeout,
+            via=self.connection,
             json={"text": fallback_text(message), "blocks": blocks(message)},
         )
         if resp.status_code != 200:
@@ -160,12 +166,18 @@ class SlackBot:
     def __init__(self, name: str, token: str, channel: str, api_url: str, timeout: float) -> None:
         self.name, self.token, self.channel = name, token, channel
         self.api_url, self.timeout = api_url.rstrip("/"), timeout
+        self.connection = Connection()  # one client per channel, reused
+
+    async def aclose(self) -> None:
+        """Close the channel's HTTP client."""
+        await self.connection.aclose()
 
     async def _call(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
         resp = await post(
             f"{self.api_url}/{method}",
             "Slack",
             self.timeout,
+            via=self.connection,
             json=body,
             headers={
                 "Authorization": f"Bearer {self.token}",

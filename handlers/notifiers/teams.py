@@ -8,7 +8,7 @@ from typing import Any
 from daemon.notify.content import truncate
 from daemon.notify.markup import escaped
 from daemon.notify.pipeline import Message, MessageRef
-from handlers.notifiers.http import post, refusal
+from handlers.notifiers.http import Connection, post, refusal
 
 # Teams refuses webhook messages over about 28 KB; leave room for the envelope.
 PAYLOAD_MAX_BYTES = 27_000
@@ -124,10 +124,17 @@ class TeamsWorkflow:
 
     def __init__(self, name: str, url: str, timeout: float) -> None:
         self.name, self.url, self.timeout = name, url, timeout
+        self.connection = Connection()  # one client per channel, reused
+
+    async def aclose(self) -> None:
+        """Close the channel's HTTP client."""
+        await self.connection.aclose()
 
     async def deliver(self, message: Message, previous: MessageRef | None) -> MessageRef:
         """Post the card; Workflows answers 202 Accepted (older connectors 200)."""
-        resp = await post(self.url, "Teams", self.timeout, json=payload(message))
+        resp = await post(
+            self.url, "Teams", self.timeout, via=self.connection, json=payload(message)
+        )
         if resp.status_code not in (200, 202):
             err = ""
             try:

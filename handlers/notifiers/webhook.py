@@ -11,7 +11,7 @@ from typing import Any
 
 from daemon.notify.content import truncate
 from daemon.notify.pipeline import Message, MessageRef
-from handlers.notifiers.http import post, refusal
+from handlers.notifiers.http import Connection, post, refusal
 
 ENVELOPE_VERSION = "1"
 TEXT_MAX = 16_000
@@ -47,6 +47,11 @@ class JsonWebhook:
 
     def __init__(self, name: str, url: str, timeout: float, secret: str = "") -> None:
         self.name, self.url, self.timeout, self.secret = name, url, timeout, secret
+        self.connection = Connection()  # one client per channel, reused
+
+    async def aclose(self) -> None:
+        """Close the channel's HTTP client."""
+        await self.connection.aclose()
 
     async def deliver(self, message: Message, previous: MessageRef | None) -> MessageRef:
         """Send one event; the delivery id lets receivers drop duplicates."""
@@ -61,7 +66,9 @@ class JsonWebhook:
         }
         if self.secret:
             headers["X-Watchkeeper-Signature"] = signature(self.secret, ts, body)
-        resp = await post(self.url, "webhook", self.timeout, content=body, headers=headers)
+        resp = await post(
+            self.url, "webhook", self.timeout, via=self.connection, content=body, headers=headers
+        )
         if not 200 <= resp.status_code < 300:
             raise refusal(resp, "webhook")
         return {"delivery_id": delivery}

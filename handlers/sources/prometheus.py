@@ -16,6 +16,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -103,6 +104,7 @@ class PrometheusSource(SourceTasks):
         self.evaluations = 0
         # Fingerprints of imported alerts we last saw firing (None: not polled yet).
         self._imported: set[str] | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"prom-{config.name}")
         self.session = requests.Session()
         self.session.verify = not config.insecure_skip_verify
         self.client = PrometheusConnect(
@@ -119,8 +121,10 @@ class PrometheusSource(SourceTasks):
         return {"evaluate": self._run}
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        # The thread cannot be cancelled; requests' own timeout ends it.
-        return await asyncio.wait_for(asyncio.to_thread(fn, *args), self.timeout + 1)
+        # The thread cannot be cancelled; requests' own timeout ends it. One thread of its
+        # own: a slow Prometheus never occupies the default executor the API uses.
+        pending = asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        return await asyncio.wait_for(pending, self.timeout + 1)
 
     async def _run(self) -> None:
         interval = self.config.interval.total_seconds()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -63,9 +65,13 @@ def trend(values: list[float]) -> str:
 class Prometheus:
     """A Prometheus server's HTTP API (blocking client, used from a worker thread)."""
 
-    def __init__(self, url: str, timeout: float) -> None:
+    def __init__(self, url: str, timeout: float, workers: int = 4) -> None:
         self.url = url
         self.timeout = timeout
+        # Its own bounded pool: a slow Prometheus blocks these threads, never the default
+        # executor the API and the event log use (8 stuck queries made incident reads
+        # wait 6.4 s; bench/slow_prometheus.py).
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="promql")
         self.client = PrometheusConnect(
             url=url,
             disable_ssl=False,
@@ -77,14 +83,13 @@ class Prometheus:
         """Raw result of an instant query at `at`."""
         params = {"time": f"{at.timestamp():.3f}", "timeout": f"{math.ceil(self.timeout)}s"}
         return await asyncio.wait_for(
-            asyncio.to_thread(self.client.custom_query, query, params),
-            self.timeout + 2,
+            self._blocking(self.client.custom_query, query, params), self.timeout + 2
         )
 
     async def range(self, query: str, start: datetime, end: datetime, step: str) -> Any:
         """Raw result of a range query."""
         return await asyncio.wait_for(
-            asyncio.to_thread(
+            self._blocking(
                 self.client.custom_query_range,
                 query,
                 start,
@@ -94,6 +99,9 @@ class Prometheus:
             ),
             self.timeout + 2,
         )
+
+    def _blocking(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        return asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
 
 
 def _failure(now: datetime, query: str, e: Exception) -> ToolResult:

@@ -225,7 +225,7 @@ def test_dead_letters(wk: Watchkeeper) -> None:
 def test_unreachable_daemon(wk: Watchkeeper) -> None:
     nowhere = f"http://127.0.0.1:{free_port()}"
     r = runner.invoke(app, ["--url", nowhere, "status"])
-    assert r.exit_code == 1
+    assert r.exit_code == 3  # unreachable, distinct from 1 (refused) and 2 (usage)
     assert f"cannot reach watchkeeper at {nowhere}" in r.stderr
     assert "Is the daemon running?" in r.stderr
 

@@ -480,7 +480,7 @@ def test_daemon_stopped_across_a_deadline_fires_it_exactly_once_after_restart(
         # once they have settled.
         def pager_sent_line() -> str:
             sent = float(len(stub.at(stub.WEBHOOK)))  # pages, plus follow-ups
-            return f'watchkeeper_notifications{{channel="pager",outcome="sent"}} {sent}'
+            return f'watchkeeper_notifications_total{{channel="pager",outcome="sent"}} {sent}'
 
         wait_for(
             lambda: pager_sent_line() in httpx.get(f"{wk.url}/metrics", timeout=30).text,
@@ -488,7 +488,7 @@ def test_daemon_stopped_across_a_deadline_fires_it_exactly_once_after_restart(
             what="the pager's sent count on /metrics to match what the pager received",
         )
         metrics = httpx.get(f"{wk.url}/metrics", timeout=30).text
-        assert 'watchkeeper_notifications{channel="gone",outcome="failed"} 1.0' in metrics
+        assert 'watchkeeper_notifications_total{channel="gone",outcome="failed"} 1.0' in metrics
         assert pager_sent_line() in metrics
         status = subprocess.run(
             [

@@ -50,6 +50,8 @@ def setup(tmp_path: Path) -> Iterator[tuple[realstack.Watchkeeper, Path]]:
             "agent": {"runbooks_dir": str(runbooks), "default_runbook": None},
             "actions": {"mode": "autonomous", "shell": {"allow": [str(script)]}},
             "situations": {"lease_wait": "20s"},
+            # The alerts are about web1: this daemon is web1, so the fixes run here, locally.
+            "host": {"name": "web1"},
         },
     )
     try:

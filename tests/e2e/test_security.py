@@ -55,6 +55,14 @@ API: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/incidents/{incident_id}/story"): "viewer",
     ("GET", "/api/v1/incidents/{incident_id}/export"): "viewer",
     ("GET", "/api/v1/stats"): "viewer",
+    ("GET", "/api/v1/situations"): "viewer",
+    ("GET", "/api/v1/situations/{situation_id}"): "viewer",
+    ("POST", "/api/v1/situations"): "responder",
+    ("POST", "/api/v1/situations/{situation_id}/link"): "responder",
+    ("POST", "/api/v1/situations/{situation_id}/unlink"): "responder",
+    ("GET", "/api/v1/inhibited"): "viewer",
+    ("GET", "/api/v1/runbooks/shadow"): "viewer",
+    ("POST", "/api/v1/runbooks/{runbook_id}/promote"): "approver",
     ("POST", "/api/v1/silences"): "responder",
     ("GET", "/api/v1/silences"): "viewer",
     ("DELETE", "/api/v1/silences/{silence_id}"): "responder",
@@ -66,6 +74,14 @@ API: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/actions/{action_id}/reject"): "approver",
     ("POST", "/api/v1/pause"): "admin",
     ("POST", "/api/v1/resume"): "admin",
+    # Alertmanager's API v2 (daemon/web/alertmanager.py), roles as for the v1 equivalents.
+    ("GET", "/api/v2/alerts"): "viewer",
+    ("GET", "/api/v2/alerts/groups"): "viewer",
+    ("GET", "/api/v2/silences"): "viewer",
+    ("POST", "/api/v2/silences"): "responder",
+    ("GET", "/api/v2/silence/{silence_id}"): "viewer",
+    ("DELETE", "/api/v2/silence/{silence_id}"): "responder",
+    ("GET", "/api/v2/status"): "viewer",
     # Ingestion (http.ingest_auth: token): an ingest token or a responder.
     ("POST", "/api/v2/alerts"): "responder",
     ("POST", "/api/v1/webhook/alertmanager"): "responder",
@@ -135,9 +151,9 @@ def routes(app: FastAPI) -> set[tuple[str, str]]:
 
 
 def concrete(path: str) -> str:
-    for name in ("incident_id", "action_id", "silence_id"):
+    for name in ("incident_id", "action_id", "silence_id", "situation_id"):
         path = path.replace("{" + name + "}", SOME_ID)
-    return path.replace("{verb}", "note")
+    return path.replace("{verb}", "note").replace("{runbook_id}", "disk-filling")
 
 
 BODIES: dict[str, Any] = {
@@ -148,8 +164,21 @@ BODIES: dict[str, Any] = {
     "/api/v1/incidents/{incident_id}/snooze": {"for": "1h"},
     "/api/v1/incidents/{incident_id}/severity": {"severity": "critical"},
     "/api/v1/incidents/{incident_id}/link": {"other": "5b0c3f7e-0000-4000-8000-000000000002"},
+    "/api/v1/situations": {"incident_ids": ["5b0c3f7e-0000-4000-8000-000000000002"]},
+    "/api/v1/situations/{situation_id}/link": {
+        "incident_ids": ["5b0c3f7e-0000-4000-8000-000000000002"]
+    },
+    "/api/v1/situations/{situation_id}/unlink": {
+        "incident_id": "5b0c3f7e-0000-4000-8000-000000000002"
+    },
+    "/api/v1/runbooks/{runbook_id}/promote": {"version": "9", "reason": "x"},
     "/api/v2/alerts": [{"labels": {"alertname": "X"}}],
     "/api/v1/webhook/alertmanager": {"alerts": []},
+    "/api/v2/silences": {
+        "matchers": [{"name": "alertname", "value": "X", "isRegex": False}],
+        "startsAt": "2026-03-01T12:00:00Z", "endsAt": "2026-03-01T13:00:00Z",
+        "createdBy": "x", "comment": "x",
+    },
 }
 
 

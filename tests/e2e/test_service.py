@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import signal
 import threading
 import time
@@ -157,7 +158,8 @@ def test_no_secret_reaches_the_daemon_log(tmp_path: Path) -> None:
     log = (tmp_path / "wk" / "watchkeeper.log").read_text()
     # The log is real: it has the lines where a careless change would echo a token.
     assert "IncidentOpened" in log
-    assert "refused status=401" in log
+    # The message, then its fields (daemon/runtime/logs.py), in logfmt or JSON.
+    assert re.search(r'msg="refused [^"]*" status=401|"msg": "refused [^"]*", "status": 401', log)
     assert "DeadLetterRecorded" in log
     for name, value in secrets.items():
         assert value not in log, f"the {name} token appeared in the daemon log"

@@ -352,6 +352,7 @@ class Received:
     body: Any
     problems: list[str]
     at: float = field(default_factory=time.monotonic)
+    peer: int = 0  # the client's port: one per TCP connection
 
 
 @dataclass
@@ -374,7 +375,13 @@ class ChatStub:
     TEAMS = "/teams/flow"
     WEBHOOK = "/webhook"
 
-    def __init__(self, *, slack_token: str = "xoxb-test-token", webhook_secret: str = "") -> None:
+    def __init__(
+        self,
+        *,
+        slack_token: str = "xoxb-test-token",
+        webhook_secret: str = "",
+        keep_alive: bool = False,
+    ) -> None:
         self.slack_token = slack_token
         self.webhook_secret = webhook_secret
         self.received: list[Received] = []
@@ -386,6 +393,9 @@ class ChatStub:
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
+            # HTTP/1.1 keeps connections open, so tests can see whether a client reuses one.
+            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
             def do_POST(self) -> None:
                 stub._handle(self)
 
@@ -460,7 +470,9 @@ class ChatStub:
         path = h.path
         problems, reply = self._answer(path, body, headers, raw)
         with self._lock:
-            self.received.append(Received(path, headers, body, problems))
+            self.received.append(
+                Received(path, headers, body, problems, peer=h.client_address[1])
+            )
             script = self.scripts.get(path)
             if script:
                 reply = script.popleft()
