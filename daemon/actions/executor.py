@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
+from urllib.parse import unquote
 
 from daemon.domain.action_model import ActionPlan
 from daemon.runbooks.runbook import (
@@ -72,6 +73,11 @@ def scalar(name: str, value: Any) -> str:
             raise PlanError(f"params.{name} contains control characters")
         return text
     raise PlanError(f"params.{name} must be a string or number here, not {type(value).__name__}")
+
+
+def dot_segment(path: str) -> bool:
+    """Whether a path has a `.` or `..` segment, percent-encoded or not (it could climb out)."""
+    return any(seg in (".", "..") for seg in unquote(path).replace("\\", "/").split("/"))
 
 
 def _lookup(params: dict[str, Any], name: str) -> Any:

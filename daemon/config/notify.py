@@ -111,6 +111,9 @@ class SlackAppConfig(Section):
 
     signing_secret: str = ""
     users: dict[str, SlackUser] = {}
+    # Where a button's `response_url` may point (host globs; https, or http to loopback):
+    # the reply carries refusal reasons and must not go wherever a payload says.
+    response_hosts: list[str] = ["hooks.slack.com"]
 
 
 class NotificationsConfig(Section):

@@ -6,6 +6,7 @@ Secrets are never written in the file itself unless you want to: any secret fiel
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import re
@@ -33,10 +34,11 @@ from daemon.config.inventory import (
 from daemon.config.limits import LimitsConfig
 from daemon.config.notify import NotificationsConfig
 from daemon.config.problems import problems
-from daemon.config.secrets import unresolved
+from daemon.config.secrets import resolve_secret, unresolved
 from daemon.config.situations import InhibitRuleConfig, SituationsConfig
 from daemon.config.sources import RuleConfig, SourcesConfig, rule_name_problems
 from daemon.config.types import Duration, Section
+from daemon.domain.limits import StateLimits
 from daemon.domain.state import GroupingPolicy
 
 Role = Literal["viewer", "responder", "approver", "admin"]
@@ -63,6 +65,13 @@ class HttpConfig(Section):
     ingest_auth: Literal["open", "loopback", "token"] = "loopback"
     external_url: str = ""
     drain_timeout: Duration = timedelta(seconds=10)
+    # A request (headers and body) must be in this soon after its connection opens or its
+    # previous response ends; then 408 and the connection closes (slow clients hold fds).
+    read_timeout: Duration = timedelta(seconds=10)
+    # An idle keep-alive connection closes after this.
+    keep_alive: Duration = timedelta(seconds=5)
+    # Connections and requests at once; past it a new request gets 503 at once.
+    max_connections: int = Field(default=1000, gt=0)
     # Reverse proxies (addresses or networks) whose X-Forwarded-For and single-sign-on
     # headers (auth.sso) are believed; from anyone else those headers are ignored.
     trusted_proxies: list[str] = []
@@ -77,7 +86,7 @@ class HttpConfig(Section):
             except ValueError:
                 bad.append(net)
         if bad:
-            raise ValueError(f"not IP addresses or networks: {', '.join(bad)}")
+            raise ValueError(f"not IP addresses or networks: {', '.join(bad)} (no '*')")
         return v
 
     # Swagger UI at /api/docs (it loads from a CDN: blank on offline hosts). Off by default.
@@ -105,6 +114,10 @@ class HttpConfig(Section):
     def port(self) -> int:
         """The port part of `listen`."""
         return int(self.listen.rpartition(":")[2])
+
+
+# Shortest bearer token accepted (tokens are compared whole; long random ones are best).
+MIN_TOKEN_CHARS = 8
 
 
 class TokenConfig(Section):
@@ -154,12 +167,13 @@ class GroupingConfig(Section):
             raise ValueError(f"not valid label names: {', '.join(bad)}")
         return v
 
-    def policy(self) -> GroupingPolicy:
-        """The pure domain's view of these settings."""
+    def policy(self, limits: StateLimits | None = None) -> GroupingPolicy:
+        """The pure domain's view of these settings (and of the hot set's `limits`)."""
         return GroupingPolicy(
             group_by=tuple(self.group_by),
             resolve_timeout=self.resolve_timeout,
             reopen_window=self.reopen_window,
+            limits=limits or StateLimits(),
             resolve_grace=self.resolve_grace,
         )
 
@@ -247,8 +261,8 @@ class Settings(BaseSettings):
     situations: SituationsConfig = SituationsConfig()
 
     def policy(self) -> GroupingPolicy:
-        """The pure domain's view: grouping, inhibit rules and correlation together."""
-        return self.grouping.policy().model_copy(
+        """The pure domain's view: grouping, the hot set's limits, inhibit rules and correlation."""
+        return self.grouping.policy(self.limits.state_limits()).model_copy(
             update={
                 "inhibit_rules": tuple(r.rule() for r in self.inhibit_rules),
                 "correlation": self.situations.correlation(),
@@ -280,12 +294,17 @@ class Settings(BaseSettings):
         # The environment overrides the file (the file arrives as init kwargs).
         return env_settings, init_settings
 
-    def secret_refs(self) -> list[tuple[str, str]]:
-        """Every secret reference by its path in the file, but those under `notifications`
-        (that section checks its own while it is validated)."""
+    def _token_refs(self) -> list[tuple[str, str]]:
+        """The bearer tokens' references by their path in the file."""
         refs = [(f"auth.tokens[{i}].token", t.token) for i, t in enumerate(self.auth.tokens)]
         if self.auth.ingest_token:
             refs.append(("auth.ingest_token", self.auth.ingest_token))
+        return refs
+
+    def secret_refs(self) -> list[tuple[str, str]]:
+        """Every secret reference by its path in the file, but those under `notifications`
+        (that section checks its own while it is validated)."""
+        refs = self._token_refs()
         refs += (self.agent.secret_refs() | self.actions.secret_refs()).items()
         refs += self.sources.secret_refs().items()
         if self.inventory.ssh.key:
@@ -295,6 +314,14 @@ class Settings(BaseSettings):
     def secrets_problems(self) -> list[str]:
         """Check that every secret reference resolves; return `path: reason` lines."""
         problems = unresolved(self.secret_refs())
+        for path, ref in self._token_refs():
+            with contextlib.suppress(ValueError):  # one that does not resolve is listed above
+                if len(value := resolve_secret(ref)) < MIN_TOKEN_CHARS:
+                    # A token one can guess is no token: `openssl rand -hex 32` makes a good one.
+                    problems.append(
+                        f"{path}: {len(value)} characters; a token needs at least "
+                        f"{MIN_TOKEN_CHARS} (e.g. openssl rand -hex 32)"
+                    )
         # Not secrets, but files read now so a bad one is refused (also on SIGHUP).
         try:
             self.inventory.load()

@@ -7,8 +7,9 @@ working view before the next is decided, so one command can emit several depende
 from __future__ import annotations
 
 import heapq
+import json
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import singledispatch
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -47,6 +48,7 @@ from daemon.domain.events import (
 )
 from daemon.domain.evolve import evolve
 from daemon.domain.inhibit import InhibitRule, inhibiting_source
+from daemon.domain.limits import hot_set_problem
 from daemon.domain.matchers import matches_all
 from daemon.domain.state import Incident, World
 
@@ -60,6 +62,12 @@ OpenHook = Callable[[World, UUID, Alert, datetime], list[DomainEvent]]
 OPEN_HOOKS: list[OpenHook] = []
 
 _NS = uuid5(NAMESPACE_URL, "https://watchkeeper.invalid/ids")
+# A refused alert's dead letter keeps the head of its labels, enough to see what it was.
+_REFUSED_BYTES = 4096
+# An alert refused again within this gets no second dead letter (the log would otherwise
+# grow by every refused alert at every evaluation); at most this many are remembered.
+_REFUSAL_MEMORY = timedelta(hours=1)
+_REFUSALS_KEPT = 50_000
 
 
 def incident_id_for(group_key: str, opened_at: datetime) -> UUID:
@@ -117,6 +125,8 @@ def _fire(out: _Out, alert: Alert) -> None:
     world, now = out.world, out.now
     silences = world.active_silences(alert.labels, now)
     if silences:
+        if _refused_at_limits(out, alert, None, silenced=True):
+            return
         out.emit(
             AlertSilenced(
                 **first_of(silenced_stream_id(alert, world.silenced_episodes + 1), now),
@@ -127,6 +137,8 @@ def _fire(out: _Out, alert: Alert) -> None:
         return
     found = _inhibiting(world, alert) if world.policy.inhibit_rules else None
     if found is not None:
+        if _refused_at_limits(out, alert, None, silenced=True):
+            return
         source, rule = found
         out.emit(
             AlertInhibited(
@@ -147,6 +159,8 @@ def _fire(out: _Out, alert: Alert) -> None:
         # No Tick has closed it yet (say the daemon was down): the window is over all the same.
         _close(out, inc)
         inc = None
+    if _refused_at_limits(out, alert, inc):
+        return
     if inc is None:
         inc_id = incident_id_for(key, now)
         out.emit(
@@ -240,6 +254,44 @@ def _reopen_if_still_firing(
                 reason=reason,
             )
         )
+
+
+def _refused_at_limits(
+    out: _Out, alert: Alert, inc: Incident | None, *, silenced: bool = False
+) -> bool:
+    """Refuse an alert the hot set has no room for, with a dead letter that says which limit."""
+    world = out.world
+    if alert.fingerprint in world.alerts:
+        return False  # already held: firing again takes no more room
+    members = world.members.get(inc.id, {}) if inc is not None else None
+    problem = hot_set_problem(
+        alerts=len(world.alerts),
+        incidents=0 if silenced else len(world.incidents),
+        in_incident=0 if silenced else None if members is None else len(members),
+        limits=world.policy.limits,
+    )
+    if not problem:
+        return False
+    last = world.refused_at.get(alert.fingerprint)
+    if last is not None and out.now - last < _REFUSAL_MEMORY:
+        return True  # refused again: its dead letter is recent enough
+    if len(world.refused_at) >= _REFUSALS_KEPT:
+        world.refused_at.clear()
+    world.refused_at[alert.fingerprint] = out.now
+    payload = json.dumps({"labels": alert.labels}, ensure_ascii=False)
+    out.emit(
+        DeadLetterRecorded(
+            originator_id=uuid5(_NS, f"refused|{alert.fingerprint}|{out.now.isoformat()}"),
+            originator_version=1,
+            timestamp=out.now,
+            source=alert.source,
+            reason=f"alert {alert.name or alert.fingerprint} refused: {problem}",
+            payload=payload[:_REFUSED_BYTES],
+            size=len(payload.encode()),
+            truncated=len(payload) > _REFUSED_BYTES,
+        )
+    )
+    return True
 
 
 def _reopen_window_over(inc: Incident, world: World, now: datetime) -> bool:

@@ -15,6 +15,8 @@ _UNITS = {
     "y": 31536000.0,
 }
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
+# Longer than anything a person means; any time plus it stays a valid datetime for ages.
+MAX_DURATION = timedelta(days=100 * 365)
 
 
 def parse_duration(text: str | int | float | timedelta) -> timedelta:
@@ -26,7 +28,7 @@ def parse_duration(text: str | int | float | timedelta) -> timedelta:
     if isinstance(text, int | float):
         if text < 0:
             raise ValueError("a duration cannot be negative")
-        return timedelta(seconds=float(text))
+        return _bounded(float(text), text)
     s = text.strip()
     pos = 0
     total = 0.0
@@ -37,7 +39,14 @@ def parse_duration(text: str | int | float | timedelta) -> timedelta:
         pos = m.end()
     if not s or pos != len(s):
         raise ValueError(f"expected a duration such as 30s, 5m, 1h30m, got {text!r}")
-    return timedelta(seconds=total)
+    return _bounded(total, text)
+
+
+def _bounded(seconds: float, text: object) -> timedelta:
+    # Checked before timedelta is built: 99999999999h would raise OverflowError, not ValueError.
+    if not seconds <= MAX_DURATION.total_seconds():
+        raise ValueError(f"duration {str(text)[:40]!r} is longer than 100 years")
+    return timedelta(seconds=seconds)
 
 
 def format_duration(d: timedelta) -> str:

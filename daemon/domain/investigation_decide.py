@@ -11,8 +11,6 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from jsonschema import Draft202012Validator
-
 from daemon.domain.commands import Rejected
 from daemon.domain.decide import _decide, _Out, emit_one
 from daemon.domain.events import DomainEvent, first_of, next_of, stamp
@@ -48,13 +46,14 @@ from daemon.domain.investigation_model import (
     proposal_id_for,
     runbook_stream_id,
 )
+from daemon.domain.param_schema import ParamsValidator
 from daemon.domain.state import World
 
 
 def params_problems(schema: dict[str, Any], params: dict[str, Any]) -> list[str]:
     """Every way `params` fails `schema`, as `path: reason` lines (empty when valid)."""
     problems = []
-    for err in sorted(Draft202012Validator(schema).iter_errors(params), key=str):
+    for err in sorted(ParamsValidator(schema).iter_errors(params), key=str):
         where = ".".join(str(p) for p in err.absolute_path) or "params"
         problems.append(f"{where}: {err.message}")
     return problems

@@ -19,6 +19,7 @@ from daemon.domain.action_model import ActionBook
 from daemon.domain.alert_model import Alert
 from daemon.domain.inhibit import InhibitRule, source_key
 from daemon.domain.investigation_model import Investigations
+from daemon.domain.limits import StateLimits
 from daemon.domain.matchers import Matcher, matches_all
 from daemon.domain.notification_model import NotificationLog
 from daemon.domain.rule_model import RuleBook
@@ -122,6 +123,8 @@ class GroupingPolicy(BaseModel):
     resolve_grace: timedelta = timedelta(minutes=5)
     # Ended silences stay listed this long, as in Alertmanager's data retention.
     silence_retention: timedelta = timedelta(days=5)
+    # How much the hot set may hold; an alert past a limit is refused with a dead letter.
+    limits: StateLimits = Field(default_factory=StateLimits)
     # Alertmanager's inhibit rules (daemon/domain/inhibit.py).
     inhibit_rules: tuple[InhibitRule, ...] = ()
     # How incidents are linked into situations (daemon/domain/situation_model.py).
@@ -177,6 +180,9 @@ class World(BaseModel):
     closed_kept: int = 500
     # Silenced firing episodes so far; each gets its own stream (see decide.silenced_stream_id).
     silenced_episodes: int = 0
+    # When each alert was last refused at the hot set's limits (soft, bounded): a source
+    # re-sends a refused alert every evaluation, and one dead letter a while is enough.
+    refused_at: dict[str, datetime] = Field(default_factory=dict, exclude=True)
     # Inhibited firing episodes so far; each gets its own stream, like silenced ones.
     inhibited_episodes: int = 0
     # Durable timers (daemon/domain/timers.py) and the notification log (notifications.py).

@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from eventsourcing.persistence import IntegrityError, Tracking
+from pydantic import BaseModel
 
 from daemon.domain import Command, GroupingPolicy, Rejected, Tick, World, decide, evolve
 from daemon.domain.backoff import Backoff
@@ -506,10 +507,19 @@ class Ingestor:
         cp = self.log.load_checkpoint()
         if cp is not None:
             position, blob = cp
-            data = json.loads(blob)
-            world = World.model_validate({**data["world"], "policy": self.policy})
+            del cp
+            # Straight from the bytes, without a dict of the whole world on the way: at the
+            # largest state the limits allow that dict took the restart past MemoryMax.
+            data = _Checkpoint.model_validate_json(blob)
+            del blob
+            world = data.world
+            world.policy = self.policy  # the checkpoint holds none: it validated with the default
+            for st in world.alerts.values() if self.policy.inhibit_rules else ():
+                if st.firing:  # so its index of inhibit sources is filed under the running rules
+                    world.note_inhibit_source(st.alert)
             world.position = position
-            projections.restore(data.get("projections", {}))
+            projections.restore(data.projections)
+            del data
             self._checkpointed_at = position
         replayed = 0
         while True:
@@ -526,6 +536,13 @@ class Ingestor:
         world.lease_grace_until = self.clock() + self.policy.resolve_timeout
         self.world, self.projections = world, projections
         return replayed
+
+
+class _Checkpoint(BaseModel):
+    """A checkpoint's document as `_state` writes it."""
+
+    world: World
+    projections: dict[str, Any] = {}
 
 
 def _describe(e: BaseException) -> str:

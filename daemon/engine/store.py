@@ -116,8 +116,11 @@ def environment_for(
             env["POSTGRES_SCHEMA"] = schema or params["schema"]
         return env
     path = _sqlite_path(url)
-    if path != ":memory:":
+    if path != ":memory:" and not path.startswith("file:"):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # Created owner-only whatever the umask (outside systemd it is often 022); SQLite
+        # gives its -wal and -shm files the database file's permissions.
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
     return {
         "PERSISTENCE_MODULE": "eventsourcing.sqlite",
         "SQLITE_DBNAME": path,

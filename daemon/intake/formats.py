@@ -119,8 +119,15 @@ def _normalize(
         raise PayloadError([f"{at}.endsAt: is before startsAt"])
     if status == "firing" and ends is not None and ends <= now:
         status = "resolved"
+    computed = fingerprint(a.labels)
+    if fp and fp != computed:
+        # A sender's fingerprint names the alert it updates or resolves: it must be the
+        # labels' own, or one alert could resolve another's incident.
+        raise PayloadError(
+            [f"{at}.fingerprint: {fp[:32]!r} is not the fingerprint of its labels ({computed})"]
+        )
     return Alert(
-        fingerprint=fp or fingerprint(a.labels),
+        fingerprint=computed,
         labels=a.labels,
         annotations=a.annotations,
         status=status,
@@ -153,14 +160,21 @@ def parse_postable_alerts(
 
 
 def parse_postable_alert(
-    body: bytes | str, *, now: datetime, resolve_timeout: timedelta, source: str
+    body: bytes | str,
+    *,
+    now: datetime,
+    resolve_timeout: timedelta,
+    source: str,
+    limits: AlertLimits = DEFAULT_LIMITS,
 ) -> Alert:
     """Parse one postable alert object straight from its JSON (the stream sources' hot path)."""
     try:
         a = _POSTABLE_ALERT.validate_json(body)
     except ValidationError as e:
         raise _errors("alert", e) from None
-    return _normalize(a, now=now, resolve_timeout=resolve_timeout, source=source, where="alert")
+    return _normalize(
+        a, now=now, resolve_timeout=resolve_timeout, source=source, where="alert", limits=limits
+    )
 
 
 def parse_webhook(
@@ -194,7 +208,12 @@ def parse_webhook(
 
 
 def parse_single_alert(
-    obj: Any, *, now: datetime, resolve_timeout: timedelta, source: str
+    obj: Any,
+    *,
+    now: datetime,
+    resolve_timeout: timedelta,
+    source: str,
+    limits: AlertLimits = DEFAULT_LIMITS,
 ) -> Alert:
     """Parse one alert object (either shape: with `status` it is read as a webhook alert)."""
     try:
@@ -211,4 +230,5 @@ def parse_single_alert(
         source=source,
         where="alert",
         fp=getattr(a, "fingerprint", ""),
+        limits=limits,
     )

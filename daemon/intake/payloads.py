@@ -20,6 +20,7 @@ from pydantic_core import from_json
 from daemon.config.sources import PayloadFormat
 from daemon.domain.alert_model import Alert, fingerprint
 from daemon.domain.commands import Command, ReceiveAlert, RecordDeadLetter
+from daemon.domain.limits import DEFAULT_LIMITS, AlertLimits, alert_problems
 from daemon.domain.rule_model import ObserveSamples, Sample
 from daemon.intake.formats import (
     PayloadError,
@@ -35,20 +36,28 @@ DEAD_LETTER_BYTES = 4096
 
 
 def parse_alerts(
-    fmt: PayloadFormat, body: bytes, *, now: datetime, resolve_timeout: timedelta, source: str
+    fmt: PayloadFormat,
+    body: bytes,
+    *,
+    now: datetime,
+    resolve_timeout: timedelta,
+    source: str,
+    limits: AlertLimits = DEFAULT_LIMITS,
 ) -> list[Alert]:
-    """Alerts in one payload of an alert format."""
+    """Alerts in one payload of an alert format, each within `limits`."""
     if fmt == "webhook":
-        return parse_webhook(body, now=now, source=source)
+        return parse_webhook(body, now=now, source=source, limits=limits)
     if fmt == "postable":
-        return parse_postable_alerts(body, now=now, resolve_timeout=resolve_timeout, source=source)
+        return parse_postable_alerts(
+            body, now=now, resolve_timeout=resolve_timeout, source=source, limits=limits
+        )
     if b'"status"' not in body:
         # No `status` anywhere, so not webhook-shaped: validate straight from the bytes (no
         # json.loads). Any problem is reported by the general path below.
         try:
             return [
                 parse_postable_alert(
-                    body, now=now, resolve_timeout=resolve_timeout, source=source
+                    body, now=now, resolve_timeout=resolve_timeout, source=source, limits=limits
                 )
             ]
         except PayloadError:
@@ -59,7 +68,11 @@ def parse_alerts(
         obj = from_json(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise PayloadError([f"alert: malformed JSON ({e})"]) from None
-    return [parse_single_alert(obj, now=now, resolve_timeout=resolve_timeout, source=source)]
+    return [
+        parse_single_alert(
+            obj, now=now, resolve_timeout=resolve_timeout, source=source, limits=limits
+        )
+    ]
 
 
 def with_labels(alert: Alert, labels: Mapping[str, str]) -> Alert:
@@ -80,14 +93,24 @@ def decode(
     source: str,
     labels: Mapping[str, str] | None = None,
     metric: str = "",
+    limits: AlertLimits = DEFAULT_LIMITS,
 ) -> list[Command]:
     """The commands one payload means; raises `PayloadError` when it cannot be read."""
     if fmt == "samples":
         samples = parse_samples(body, now=now, metric=metric, labels=labels)
         return [ObserveSamples(tuple(samples), source)]
-    alerts = parse_alerts(fmt, body, now=now, resolve_timeout=resolve_timeout, source=source)
+    alerts = parse_alerts(
+        fmt, body, now=now, resolve_timeout=resolve_timeout, source=source, limits=limits
+    )
     if labels:
         alerts = [with_labels(a, labels) for a in alerts]
+        problems = [
+            f"alert {a.name or a.fingerprint} with topic labels: {p}"
+            for a in alerts
+            for p in alert_problems(a.labels, a.annotations, limits)
+        ]
+        if problems:
+            raise PayloadError(problems[:10])
     return [ReceiveAlert(a) for a in alerts]
 
 

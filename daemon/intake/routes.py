@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from daemon.config.auth import Authenticator
 from daemon.config.settings import Settings
 from daemon.domain import ReceiveAlert
+from daemon.domain.events import DeadLetterRecorded
 from daemon.engine.ingest import Ingestor
 from daemon.engine.metrics import Metrics
 from daemon.engine.store import StoreUnavailable
@@ -122,6 +123,18 @@ async def _ingest(
         raise _Refused(400, "invalid payload: " + reason, e.problems) from None
     events = await ctx.ingestor.submit([ReceiveAlert(a) for a in alerts])
     ctx.metrics.alerts_received.labels(source).inc(len(alerts))
+    # A firing alert the world does not hold was refused at a hot-set limit (its dead
+    # letter is among the events, or was recorded on an earlier refusal).
+    held = ctx.ingestor.world.alerts
+    refused = [a for a in alerts if a.status == "firing" and a.fingerprint not in held]
+    if refused:
+        # The rest are held; these met a limit of the hot set.
+        ctx.metrics.alerts_rejected.labels(source, "limit").inc(len(refused))
+        why = [e.reason for e in events if isinstance(e, DeadLetterRecorded)] or [
+            f"{len(refused)} alerts refused at a limit of the hot set (dead-lettered "
+            "within the last hour)"
+        ]
+        raise _Refused(429, "refused at a limit: " + "; ".join(why[:5]), why[:20])
     return {"status": "success", "alerts": len(alerts), "events": len(events)}
 
 

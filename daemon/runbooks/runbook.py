@@ -32,6 +32,7 @@ from daemon.domain.conditions import Check, Condition
 from daemon.domain.durations import parse_duration
 from daemon.domain.investigation_model import ActionSpec, Budget
 from daemon.domain.matchers import Matcher
+from daemon.domain.param_schema import ParamsValidator
 from daemon.runbooks.tools import ARGS
 
 # Package data: `daemon/runbooks/shipped` links to the top-level runbooks/ in the source
@@ -371,7 +372,7 @@ class Runbook(_Strict):
                     problems.append(f"default_action.params: {{{kind}.{name}}}: only {{labels.X}}")
             action = next((a for a in self.actions if a.id == da.action), None)
             if action is not None and not placeholders(da.params):
-                bad = list(Draft202012Validator(action.params).iter_errors(da.params))
+                bad = list(ParamsValidator(action.params).iter_errors(da.params))
                 for err in bad:
                     problems.append(f"default_action.params: {err.message}")
         if self.target is not None:

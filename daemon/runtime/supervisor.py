@@ -40,6 +40,7 @@ from daemon.runtime.wiring import (
 )
 from daemon.web.app import create_app
 from daemon.web.context import ApiContext
+from daemon.web.slow_clients import read_deadline_protocol
 
 log = logging.getLogger("watchkeeper.runtime")
 
@@ -78,6 +79,12 @@ def log_event(position: int, event: Any) -> None:
     # Each `name=%s` is a field of its own in logfmt and JSON (daemon/runtime/logs.py).
     fmt = "%s position=%d stream=%s" + "".join(f" {f}=%s" for f in present)
     log.info(fmt, name, position, event.originator_id, *(getattr(event, f) for f in present))
+
+
+def _served(s: Settings) -> tuple[object, ...]:
+    """The http settings uvicorn takes at start (a change needs a restart)."""
+    h = s.http
+    return (h.read_timeout, h.keep_alive, h.max_connections, h.trusted_proxies)
 
 
 class QuietServer(uvicorn.Server):
@@ -249,6 +256,9 @@ class Supervisor:
                 # X-Forwarded-For is believed from http.trusted_proxies only (web/sso.py).
                 proxy_headers=False,
                 timeout_graceful_shutdown=int(s.http.drain_timeout.total_seconds()) or 1,
+                http=read_deadline_protocol(s.http.read_timeout.total_seconds()),
+                timeout_keep_alive=max(1, int(s.http.keep_alive.total_seconds())),
+                limit_concurrency=s.http.max_connections,
             )
         )
         loop = asyncio.get_running_loop()
@@ -399,6 +409,8 @@ class Supervisor:
             for name, a, b in (
                 ("store", old.store, new.store),
                 ("http.listen", old.http.listen, new.http.listen),
+                ("http connection settings", _served(old), _served(new)),
+                ("limits (hot set)", old.limits.state_limits(), new.limits.state_limits()),
                 ("grouping", old.grouping, new.grouping),
                 ("inhibit_rules", old.inhibit_rules, new.inhibit_rules),
                 ("situations", old.situations, new.situations),

@@ -61,6 +61,7 @@ def build_sources(
 
     cfg = settings.sources
     lease = settings.grouping.resolve_timeout
+    limits = settings.limits.alert_limits()
 
     def backoff() -> Backoff:
         return Backoff(cfg.reconnect_min.total_seconds(), cfg.reconnect_max.total_seconds())
@@ -72,18 +73,18 @@ def build_sources(
     for k in cfg.kafka:
         sources.append(
             KafkaSource(k, ingestor, clock, sasl_password=secret(k.sasl_password),
-                        resolve_timeout=lease, backoff=backoff())
+                        resolve_timeout=lease, backoff=backoff(), limits=limits)
         )
     for m in cfg.mqtt:
         sources.append(
             MqttSource(m, ingestor, clock, password=secret(m.password),
-                       resolve_timeout=lease, backoff=backoff())
+                       resolve_timeout=lease, backoff=backoff(), limits=limits)
         )
     for p in cfg.prometheus:
         headers = {h: resolve_secret(v) for h, v in p.headers.items()}
         sources.append(
             PrometheusSource(p, ingestor, clock, headers=headers,
-                             resolve_timeout=lease, backoff=backoff())
+                             resolve_timeout=lease, backoff=backoff(), limits=limits)
         )
     return sources
 

@@ -363,7 +363,7 @@ async def add_silence(request: Request, ctx: Ctx) -> JSONResponse:
         else:
             length = parse_duration(body.duration) if body.duration else timedelta(hours=1)
             ends = starts + length
-    except (ValueError, ValidationError) as e:
+    except (ValueError, ValidationError, OverflowError) as e:
         raise _Problem(422, f"invalid silence: {e}") from None
     longest = ctx.settings.limits.max_silence
     if ends - max(starts, now) > longest:

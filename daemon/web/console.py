@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import math
 import secrets
+import time
 from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import parse_qs, quote
@@ -30,6 +33,7 @@ from daemon.domain.durations import format_duration
 from daemon.domain.state import SEVERITY_RANK, Incident
 from daemon.web.console_work import group_rows, select_rows
 from daemon.web.context import ApiContext
+from daemon.web.login_limit import LoginThrottle
 from daemon.web.sessions import (
     COOKIE,
     LOGIN_COOKIE,
@@ -40,6 +44,7 @@ from daemon.web.sessions import (
 from daemon.web.situations import situation_of
 from daemon.web.timeline import timeline
 
+log = logging.getLogger("watchkeeper.console")
 FORM_BYTES = 16_384
 SSO_SESSION = "sso"  # the token digest of sessions opened by a trusted proxy's sign-on
 HEADERS = {
@@ -83,7 +88,8 @@ class Console:
     def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
         self.env = _env()
-        self.sessions = Sessions()
+        self.sessions = Sessions(resolve=self.identity_now)
+        self.throttle = LoginThrottle()
 
     # --- sessions and security -----------------------------------------------------------
 
@@ -101,22 +107,24 @@ class Console:
 
     def session_of(self, request: Request) -> Session | None:
         """The request's session, if its cookie names one that is still valid."""
-        session = self.sessions.get(request.cookies.get(COOKIE))
-        if session is None:
-            return None
-        # A token removed from the config (and reloaded) ends the sessions it opened; a
-        # proxy sign-on session lasts while the proxy still names the same person.
+        return self.sessions.get(request.cookies.get(COOKIE))
+
+    def identity_now(self, session: Session) -> Identity | None:
+        """Who a session is now (None: it is over), asked by `Sessions.get` on every request,
+        so the console's forms, pages and figures all see a SIGHUP's tokens and roles."""
         if session.token_digest == SSO_SESSION:
+            # A proxy sign-on session lasts while the proxy still names the same person.
             sso = SSO_IDENTITY.get()
             if isinstance(sso, Identity) and sso.name == session.identity.name:
-                return session
-            self.sessions.close(request.cookies.get(COOKIE))
+                return Identity(sso.name, sso.role, "console")
             return None
-        known = {token_digest(t) for t in self.ctx.auth.tokens}
-        if session.identity.name != "local" and session.token_digest not in known:
-            self.sessions.close(request.cookies.get(COOKIE))
-            return None
-        return session
+        if not session.token_digest:  # the local session: only while no tokens are set
+            return session.identity if not self.ctx.auth.tokens else None
+        # A token removed from the config ends its sessions; a changed role applies.
+        for token, ident in self.ctx.auth.tokens.items():
+            if token_digest(token) == session.token_digest:
+                return Identity(ident.name, ident.role, "console")
+        return None
 
     def page(
         self,
@@ -178,29 +186,31 @@ class Console:
 
     # --- what pages show -----------------------------------------------------------------
 
-    def incident_rows(self, now: datetime) -> list[dict[str, Any]]:
-        """Open incidents first, the most severe first, then by age."""
-        world = self.ctx.ingestor.world
-        out = []
-        incs = sorted(
-            world.incidents.values(),
-            key=lambda i: (
-                i.state not in ("open", "acknowledged"),
-                -SEVERITY_RANK.get(i.severity, 0),
-                i.opened_at,
-            ),
-        )
-        for inc in incs:
-            acts = world.actions.for_incident(inc.id)
-            out.append(
-                {
-                    "inc": inc,
-                    "age": _age(now, inc.opened_at),
-                    "pending": sum(1 for a in acts if a.status == "pending_approval"),
-                    "actions": len(acts),
-                }
+    def incident_rows(self) -> list[dict[str, Any]]:
+        """Open incidents first, the most severe first, then by age; each row holds only its
+        incident until `detail_rows` completes the ones a page shows."""
+        return [
+            {"inc": inc}
+            for inc in sorted(
+                self.ctx.ingestor.world.incidents.values(),
+                key=lambda i: (
+                    i.state not in ("open", "acknowledged"),
+                    -SEVERITY_RANK.get(i.severity, 0),
+                    i.opened_at,
+                ),
             )
-        return out
+        ]
+
+    def detail_rows(self, now: datetime, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """`rows` with their age and actions: only a page's rows are completed, since each
+        asks the action book and there can be tens of thousands of incidents."""
+        actions = self.ctx.ingestor.world.actions
+        for row in rows:
+            acts = actions.for_incident(row["inc"].id)
+            row["age"] = _age(now, row["inc"].opened_at)
+            row["pending"] = sum(1 for a in acts if a.status == "pending_approval")
+            row["actions"] = len(acts)
+        return rows
 
     def raw_alerts(self, incident_id: UUID) -> list[dict[str, Any]]:
         """The incident's alerts as they arrived (Alertmanager's field names)."""
@@ -267,15 +277,26 @@ async def login(request: Request, con: Con) -> Response:
         )
     token = data.get("token", "").strip()
     peer = request.client.host if request.client else None
+    wait = con.throttle.wait(peer or "-", time.monotonic())
+    if wait:
+        log.warning("console login refused: too many failures peer=%s", peer)
+        return con.page(
+            request, "login.html", None, 429, next=target, nonce="",
+            error=f"too many failed logins from {peer}; try again in {math.ceil(wait)}s",
+        )
     try:
         ident = con.ctx.auth.identify(f"Bearer {token}", peer, "viewer")
     except AuthError as e:
+        con.throttle.failed(peer or "-", time.monotonic())
+        log.warning("console login failed peer=%s reason=%s", peer, e.reason)
         again = secrets.token_urlsafe(24)
         refused = con.page(
             request, "login.html", None, 401, next=target, nonce=again, error=e.reason
         )
         con.set_cookie(refused, request, LOGIN_COOKIE, again)
         return refused
+    con.throttle.succeeded(peer or "-")
+    log.info("console login name=%s role=%s peer=%s", ident.name, ident.role, peer)
     sid, _ = con.sessions.open(Identity(ident.name, ident.role, "console"), token_digest(token))
     resp = RedirectResponse(target, status_code=303, headers=HEADERS)
     con.set_cookie(resp, request, COOKIE, sid)
@@ -304,13 +325,15 @@ async def incidents(
     request: Request, con: Con, page_no: int = Query(0, alias="page", ge=0)
 ) -> Response:
     async def render(session: Session) -> Response:
-        rows = con.incident_rows(con.ctx.clock())
         # One page at a time: 60k incidents were a 17 MB page that held the loop. Filters
         # (state, severity, labels, owner, text) are daemon/web/console_work.py's.
         size = con.ctx.settings.limits.page_size
-        listing = select_rows(rows, con.ctx.ingestor.world, dict(request.query_params), size)
+        listing = select_rows(
+            con.incident_rows(), con.ctx.ingestor.world, dict(request.query_params), size
+        )
         return con.page(
-            request, "incidents.html", session, rows=listing.rows, page=listing.page,
+            request, "incidents.html", session,
+            rows=con.detail_rows(con.ctx.clock(), listing.rows), page=listing.page,
             more=listing.more, total=listing.total, listing=listing,
         )
 

@@ -1,8 +1,10 @@
 """Console sessions: a token logs a person in once; a cookie carries a random session id.
 
 Sessions live in memory (a restart logs everyone out) and are bound to the hash of the
-token that opened them, so removing a token from the config (and reloading) ends its
-sessions. Each session has its own CSRF token that every form must send back.
+token that opened them. Who a session is gets resolved again on every lookup (the
+`resolve` the console gives), so removing a token from the config (and reloading) ends its
+sessions and a changed role applies at once. Each session has its own CSRF token that
+every form must send back.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import hmac
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from daemon.config.auth import Identity
@@ -54,8 +57,10 @@ class Session:
 class Sessions:
     """In-memory sessions by id, oldest evicted beyond MAX_SESSIONS."""
 
-    def __init__(self) -> None:
+    def __init__(self, resolve: Callable[[Session], Identity | None] | None = None) -> None:
         self._by_id: OrderedDict[str, Session] = OrderedDict()
+        # Who a session is now (None: it is over), asked on every `get`.
+        self._resolve = resolve
 
     def open(self, identity: Identity, digest: str) -> tuple[str, Session]:
         """A new session; returns its id (for the cookie) and the session."""
@@ -77,6 +82,12 @@ class Sessions:
         if session.expires < time.monotonic():
             del self._by_id[sid]
             return None
+        if self._resolve is not None:
+            current = self._resolve(session)
+            if current is None:
+                del self._by_id[sid]
+                return None
+            session.identity = current
         return session
 
     def close(self, sid: str | None) -> None:

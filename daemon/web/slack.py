@@ -2,27 +2,31 @@
 
 Every request is checked against Slack's signature (`X-Slack-Signature`: `v0=` HMAC-SHA256
 of `v0:<timestamp>:<body>` with the app's signing secret) and refused when its
-`X-Slack-Request-Timestamp` is more than five minutes from now, so a captured request
-cannot be replayed. The Slack user must be mapped to a watchkeeper identity and role in
-`notifications.slack_app.users`; anyone else is refused and told why in Slack.
+`X-Slack-Request-Timestamp` is more than five minutes from now, or when its signature was
+seen within those five minutes, so a captured request cannot be replayed. Replies go only
+to a `response_url` on `notifications.slack_app.response_hosts`. The Slack user must be
+mapped to a watchkeeper identity and role in `notifications.slack_app.users`; anyone else
+is refused and told why in Slack.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import hashlib
 import hmac
 import json
 import logging
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import parse_qs, urlparse
 from uuid import UUID
 
 import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from daemon.config.auth import Identity
+from daemon.config.auth import Identity, is_loopback
 from daemon.config.secrets import resolve_secret
 from daemon.domain import Acknowledge, Rejected
 
@@ -32,6 +36,60 @@ if TYPE_CHECKING:
 log = logging.getLogger("watchkeeper.slack")
 REPLAY_WINDOW_SECONDS = 5 * 60
 ACTIONS = {"ack": "responder", "approve": "approver", "reject": "approver"}
+# Signatures seen within the replay window; more than this many and the oldest go.
+SEEN_MAX = 10_000
+
+
+class _User(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: str
+
+
+class _Button(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    action_id: str = ""
+    value: str = ""
+
+
+class _Interaction(BaseModel):
+    """The part of a block_actions payload watchkeeper reads; any other shape is a 400."""
+
+    model_config = ConfigDict(extra="ignore")
+    user: _User
+    actions: list[_Button] = Field(min_length=1)
+    response_url: str = ""
+
+
+class SeenSignatures:
+    """Signatures received within the replay window (bounded by SEEN_MAX)."""
+
+    def __init__(self) -> None:
+        self._at: dict[str, float] = {}
+
+    def replayed(self, signature: str, now: float) -> bool:
+        """Whether this signature was seen within the window (remembered if it was not)."""
+        for old in [k for k, t in self._at.items() if t < now - REPLAY_WINDOW_SECONDS]:
+            del self._at[old]
+        if signature in self._at:
+            return True
+        if len(self._at) >= SEEN_MAX:
+            del self._at[next(iter(self._at))]
+        self._at[signature] = now
+        return False
+
+
+def reply_allowed(url: str, hosts: list[str]) -> bool:
+    """Whether a reply may go to `url`: https to a listed host (http only to loopback)."""
+    try:
+        parts = urlparse(url)
+        host = (parts.hostname or "").lower()
+    except ValueError:
+        return False
+    if not host or parts.username or parts.password:
+        return False
+    if parts.scheme != "https" and not (parts.scheme == "http" and is_loopback(host)):
+        return False
+    return any(fnmatch.fnmatchcase(host, h.lower()) for h in hosts)
 
 
 class ApprovalDecider(Protocol):
@@ -88,10 +146,13 @@ class Interactions:
         self.ctx = ctx
         self.approvals = approvals
         self.replies: set[asyncio.Task[None]] = set()
+        self.seen = SeenSignatures()
 
     def tell(self, response_url: str, text: str) -> None:
         """Answer the person in Slack (ephemeral), without holding up our 3-second reply."""
-        if urlparse(response_url).scheme not in ("http", "https"):
+        hosts = self.ctx.settings.notifications.slack_app.response_hosts
+        if not reply_allowed(response_url, hosts):
+            log.info("slack reply not sent: response_url host not in response_hosts")
             return
         task = asyncio.create_task(_post_reply(response_url, text), name="slack-reply")
         self.replies.add(task)
@@ -131,15 +192,17 @@ class Interactions:
         )
         if problem:
             return self.refuse(401, problem)
+        if self.seen.replayed(
+            request.headers.get("x-slack-signature", ""), ctx.clock().timestamp()
+        ):
+            return self.refuse(401, "this signed request was received already (replay); refused")
         try:
-            payload: dict[str, Any] = json.loads(parse_qs(body.decode())["payload"][0])
-            user_id = str(payload["user"]["id"])
-            action = payload["actions"][0]
-        except (KeyError, IndexError, TypeError, ValueError, UnicodeDecodeError):
+            payload = _Interaction.model_validate_json(parse_qs(body.decode())["payload"][0])
+        except (KeyError, IndexError, ValueError, ValidationError, UnicodeDecodeError):
             return self.refuse(
                 400, "expected a form field `payload` holding a block_actions JSON document"
             )
-        response_url = str(payload.get("response_url", ""))
+        user_id, action, response_url = payload.user.id, payload.actions[0], payload.response_url
         user = app_cfg.users.get(user_id)
         if user is None:
             return self.refuse(
@@ -149,16 +212,16 @@ class Interactions:
                 response_url,
             )
         ident = Identity(user.name, user.role, channel="slack")
-        kind = _action(str(action.get("action_id", "")))
+        kind = _action(action.action_id)
         if kind not in ACTIONS:
-            return self.refuse(400, f"unknown action {action.get('action_id')!r}", response_url)
+            return self.refuse(400, f"unknown action {action.action_id[:100]!r}", response_url)
         if not ident.can(ACTIONS[kind]):
             return self.refuse(
                 403,
                 f"{ident.name} has role {ident.role}; {kind} needs role {ACTIONS[kind]} or higher",
                 response_url,
             )
-        value = str(action.get("value", ""))
+        value = action.value
         try:
             if kind == "ack":
                 text = await _acknowledge(ctx, value, ident)
@@ -171,6 +234,8 @@ class Interactions:
                         response_url,
                     )
                 ref = json.loads(value)
+                if not isinstance(ref, dict):
+                    raise TypeError("button value is not an object")
                 text = await approvals(
                     incident_id=UUID(ref["incident"]) if ref.get("incident") else None,
                     proposal=str(ref["proposal"]),

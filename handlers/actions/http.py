@@ -20,6 +20,7 @@ import httpx
 from daemon.actions.executor import (
     ExecOutcome,
     PlanError,
+    dot_segment,
     fill,
     fill_typed,
 )
@@ -37,6 +38,8 @@ def _url(template: str, params: dict[str, Any], allow_hosts: list[str], setting:
         raise PlanError(f"{url!r} is not an http(s) URL with a host")
     if parts.username or parts.password:
         raise PlanError("credentials in the URL are refused; use a header or a secret")
+    if dot_segment(parts.path):
+        raise PlanError(f"{parts.path!r} has a '.' or '..' segment; refused")
     if not host_allowed(parts.hostname, parts.port, allow_hosts):
         allowed = ", ".join(allow_hosts) or "none"
         raise PlanError(f"host {parts.netloc} is not in {setting} (allowed: {allowed})")

@@ -1,8 +1,9 @@
 """`shell` actions: an argv from the runbook, each element filled on its own, never a shell.
 
-Only programs on the executable allowlist run (compared by absolute path). A parameter
-that makes up a whole argv element may not start with `-` (it would be read as an option);
-a list parameter in such an element becomes one element per item, each a target.
+Only programs on the executable allowlist run (compared by absolute path). No argv
+element may come to start with `-` through a parameter (it would be read as an option),
+and no parameter value may hold a `.` or `..` path segment (`/var/log/{x}` stays there).
+A list parameter that makes up a whole element becomes one element per item, each a target.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from daemon.actions.executor import (
     PARAM,
     ExecOutcome,
     PlanError,
+    dot_segment,
     fill,
     scalar,
     used_params,
@@ -25,6 +27,15 @@ from daemon.domain.action_model import ActionPlan
 from daemon.domain.durations import parse_duration
 from daemon.runbooks.runbook import ShellAction
 from handlers.actions.process import run_argv
+
+
+def _no_climbing(element: str, values: list[str]) -> None:
+    """Refuse a value with a `..` or `.` path segment ("/var/log/{x}", x="../../etc/shadow")."""
+    for value in values:
+        if dot_segment(value):
+            raise PlanError(
+                f"a value for {element!r} has a '.' or '..' path segment ({value!r}); refused"
+            )
 
 
 class ShellExecutor:
@@ -53,8 +64,17 @@ class ShellExecutor:
         for element in action.argv:
             whole = PARAM.fullmatch(element)
             if whole is None:
-                argv.append(fill(element, params))
-                targets += used_params(element, params)
+                filled = fill(element, params)
+                used = used_params(element, params)
+                if filled.startswith("-") and not element.startswith("-"):
+                    # "{params.x}@prod" with x="--force" is an option all the same.
+                    raise PlanError(
+                        f"argv element {element!r} would start with '-' once filled and be "
+                        "read as an option by argv[0]; refused"
+                    )
+                _no_climbing(element, used)
+                argv.append(filled)
+                targets += used
                 continue
             name = whole.group(1)
             value = params.get(name)
@@ -66,6 +86,7 @@ class ShellExecutor:
                     raise PlanError(
                         f"params.{name}={text!r} would be read as an option by argv[0]; refused"
                     )
+                _no_climbing(element, [text])
                 argv.append(text)
                 targets.append(text)
         program = argv[0]

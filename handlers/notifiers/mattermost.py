@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from daemon.notify.content import truncate
+from daemon.notify.markup import escaped
 from daemon.notify.pipeline import Message, MessageRef
 from handlers.notifiers.http import Connection, post, refusal
 
@@ -17,6 +18,8 @@ HELD_LISTED = 50
 
 def payload(message: Message, username: str = "") -> dict[str, Any]:
     """The webhook body: a short `text` plus one attachment with the details."""
+    headline = message.headline  # the attachment's title and fallback are plain text
+    message = escaped(message, "markdown")
     parts = [message.summary] if message.summary else []
     if message.probable_cause:
         parts.append(f"**Probable cause:** {message.probable_cause}")
@@ -34,9 +37,9 @@ def payload(message: Message, username: str = "") -> dict[str, Any]:
     if message.note:
         parts.append(f"_{message.note}_")
     attachment: dict[str, Any] = {
-        "fallback": truncate(message.headline, 300),
+        "fallback": truncate(headline, 300),
         "color": message.color,
-        "title": truncate(message.headline, 300),
+        "title": truncate(headline, 300),
         "text": truncate("\n\n".join(parts), ATTACHMENT_TEXT_MAX),
         "fields": [
             {"short": True, "title": k, "value": truncate(v, FIELD_VALUE_MAX)}

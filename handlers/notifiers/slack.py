@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from daemon.notify import markup
 from daemon.notify.content import truncate
+from daemon.notify.markup import escaped
 from daemon.notify.pipeline import Message, MessageRef, SendError
 from handlers.notifiers.http import Connection, post, refusal
 
@@ -41,12 +43,14 @@ def _mrkdwn(text: str, limit: int = SECTION_TEXT_MAX) -> dict[str, Any]:
 
 def blocks(message: Message) -> list[dict[str, Any]]:
     """The message as Block Kit blocks, within Slack's limits."""
+    headline = message.headline  # plain_text: shown as is, never parsed for links or pings
+    message = escaped(message, "slack")
     out: list[dict[str, Any]] = [
         {
             "type": "header",
             "text": {
                 "type": "plain_text",
-                "text": truncate(message.headline, HEADER_MAX),
+                "text": truncate(headline, HEADER_MAX),
                 "emoji": True,
             },
         }
@@ -120,6 +124,7 @@ def blocks(message: Message) -> list[dict[str, Any]]:
 
 def fallback_text(message: Message) -> str:
     """The top-level `text`: shown in notifications and where blocks cannot be."""
+    message = escaped(message, "slack")
     text = message.headline + (f"\n{message.summary}" if message.summary else "")
     return truncate(text, TEXT_MAX)
 
@@ -210,7 +215,7 @@ class SlackBot:
                     {
                         "channel": channel,
                         "thread_ts": ts,
-                        "text": truncate(message.note, TEXT_MAX),
+                        "text": truncate(markup.slack(message.note), TEXT_MAX),
                         # An escalation is a page: show it in the channel too, not only the thread.
                         "reply_broadcast": message.kind == "escalated",
                     },

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from daemon.notify.content import truncate
+from daemon.notify.markup import escaped
 from daemon.notify.pipeline import Message, MessageRef
 from handlers.notifiers.http import Connection, post, refusal
 
@@ -16,7 +17,8 @@ _COLORS = {"#E01E5A": "Attention", "#ECB22E": "Warning", "#2EB67D": "Good"}
 
 
 def card(message: Message, text_max: int = 4000) -> dict[str, Any]:
-    """The Adaptive Card for a message."""
+    """The Adaptive Card for a message (its text blocks are markdown: escaped first)."""
+    message = escaped(message, "markdown")
     body: list[dict[str, Any]] = [
         {
             "type": "TextBlock",

@@ -26,6 +26,7 @@ from eventsourcing.persistence import Tracking
 
 from daemon.config.sources import KafkaConfig
 from daemon.domain.commands import Command
+from daemon.domain.limits import DEFAULT_LIMITS, AlertLimits
 from daemon.intake.formats import PayloadError
 from daemon.intake.payloads import coalesce, dead_letter, decode
 from daemon.intake.source import SourceHealth
@@ -118,8 +119,10 @@ class KafkaSource(SourceTasks):
         sasl_password: str | None,
         resolve_timeout: timedelta,
         backoff: Backoff,
+        limits: AlertLimits = DEFAULT_LIMITS,
     ) -> None:
         super().__init__()
+        self.limits = limits
         self.config = config
         self.name = config.name
         self.intake = intake
@@ -262,7 +265,12 @@ class KafkaSource(SourceTasks):
             body: bytes = r.value or b""
             try:
                 commands += decode(
-                    fmt, body, now=now, resolve_timeout=self.resolve_timeout, source=source
+                    fmt,
+                    body,
+                    now=now,
+                    resolve_timeout=self.resolve_timeout,
+                    source=source,
+                    limits=self.limits,
                 )
             except PayloadError as e:
                 # Deterministic id: the store refuses the same dead letter twice.

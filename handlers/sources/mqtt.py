@@ -25,6 +25,7 @@ import aiomqtt
 
 from daemon.config.sources import MqttConfig, MqttSubscription
 from daemon.domain.commands import Command
+from daemon.domain.limits import DEFAULT_LIMITS, AlertLimits
 from daemon.domain.topics import METRIC, TopicTemplate
 from daemon.intake.formats import PayloadError
 from daemon.intake.payloads import coalesce, dead_letter, decode
@@ -62,8 +63,10 @@ class MqttSource(SourceTasks):
         password: str | None,
         resolve_timeout: timedelta,
         backoff: Backoff,
+        limits: AlertLimits = DEFAULT_LIMITS,
     ) -> None:
         super().__init__()
+        self.limits = limits
         self.config = config
         self.name = config.name
         self.intake = intake
@@ -172,6 +175,7 @@ class MqttSource(SourceTasks):
                 source=f"mqtt:{sub.filter}",
                 labels=labels,
                 metric=metric,
+                limits=self.limits,
             )
         except PayloadError as e:
             self.health.failed(f"{msg.topic}: {'; '.join(e.problems)}")

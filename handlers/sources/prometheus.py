@@ -27,6 +27,7 @@ from urllib3.util import Retry
 
 from daemon.config.sources import PrometheusConfig
 from daemon.domain.commands import Command, ReceiveAlert, Rejected
+from daemon.domain.limits import DEFAULT_LIMITS, AlertLimits
 from daemon.domain.rule_model import ObserveQueryResult, QuerySeries
 from daemon.intake.formats import PayloadError, parse_single_alert
 from daemon.intake.source import SourceHealth
@@ -84,8 +85,10 @@ class PrometheusSource(SourceTasks):
         headers: dict[str, str],
         resolve_timeout: timedelta,
         backoff: Backoff,
+        limits: AlertLimits = DEFAULT_LIMITS,
     ) -> None:
         super().__init__()
+        self.limits = limits
         self.config = config
         self.name = config.name
         self.intake = intake
@@ -196,7 +199,7 @@ class PrometheusSource(SourceTasks):
             }
             try:
                 alert = parse_single_alert(
-                    obj, now=now, resolve_timeout=self.lease, source=self.source
+                    obj, now=now, resolve_timeout=self.lease, source=self.source, limits=self.limits
                 )
             except PayloadError as e:
                 self.health.failed("imported alert: " + "; ".join(e.problems))

@@ -8,7 +8,7 @@ import ssl
 import time
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 import httpx
 
@@ -38,6 +38,10 @@ class UrlAllowlist:
         except ValueError:
             return False
         if u.username or u.password or not u.hostname or u.scheme not in _DEFAULT_PORT:
+            return False
+        # /health/../admin matches /health/* as text but is /admin to the server.
+        segments = unquote(u.path).replace("\\", "/").split("/")
+        if any(seg in (".", "..") for seg in segments):
             return False
         return any(self._match(p, u, port) for p in self.patterns)
 

@@ -102,11 +102,14 @@ def test_webhook_firing_keeps_alertmanagers_fingerprint_and_has_no_lease() -> No
     assert alert.source == "alertmanager"
 
 
-def test_webhook_fingerprint_is_taken_as_given() -> None:
+def test_webhook_fingerprint_must_be_its_labels_own() -> None:
+    # Issue 17: a fingerprint taken as given let one alert resolve another's incident.
     raw = json.loads(sample("003_api_v1_webhook_alertmanager.json"))
-    raw["alerts"][0]["fingerprint"] = "00000000000000ff"
     [alert] = parse_webhook(json.dumps(raw), now=NOW)
-    assert alert.fingerprint == "00000000000000ff"
+    assert alert.fingerprint == raw["alerts"][0]["fingerprint"]
+    raw["alerts"][0]["fingerprint"] = "00000000000000ff"
+    with pytest.raises(PayloadError, match="is not the fingerprint of its labels"):
+        parse_webhook(json.dumps(raw), now=NOW)
 
 
 def test_webhook_resolved() -> None:

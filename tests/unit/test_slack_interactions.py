@@ -6,6 +6,7 @@ at a local stub, so the refused person's explanation is checked where Slack woul
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -29,7 +30,7 @@ from daemon.engine.metrics import Metrics
 from daemon.engine.store import EventLog
 from daemon.web.app import create_app
 from daemon.web.context import ApiContext
-from daemon.web.slack import signature_problem, slack_router
+from daemon.web.slack import reply_allowed, signature_problem, slack_router
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -69,7 +70,12 @@ async def daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterat
     settings = Settings(
         store=f"sqlite:///{tmp_path / 'e.db'}",
         notifications={
-            "slack_app": {"signing_secret": "env:TEST_SLACK_SIGNING_SECRET", "users": USERS}
+            "slack_app": {
+                "signing_secret": "env:TEST_SLACK_SIGNING_SECRET",
+                "users": USERS,
+                # Replies go to the local stub standing in for hooks.slack.com.
+                "response_hosts": ["127.0.0.1"],
+            }
         },
     )
     log = EventLog(settings.store)
@@ -383,6 +389,77 @@ def test_slacks_documented_example_verifies() -> None:
     )
     sig = "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503"
     assert signature_problem(SIGNING_SECRET, body, "1531420618", sig, now=1531420618 + 10) is None
+
+
+# --- Slack: shapes, replays, replies -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        [],
+        {"user": {"id": "U0ALICE"}, "actions": ["wk_ack_0"]},
+        {"user": {"id": "U0ALICE"}, "actions": []},
+        {"user": "U0ALICE", "actions": [{"action_id": "wk_ack_0"}]},
+        {"user": {"id": 7}, "actions": [{"action_id": "wk_ack_0"}]},
+        {"user": {"id": "U0ALICE"}, "actions": [{"action_id": ["wk_ack_0"]}]},
+        {"user": {"id": "U0BOSS"}, "actions": [{"action_id": "wk_approve_0", "value": "[1]"}]},
+        {"user": {"id": "U0BOSS"}, "actions": [{"action_id": "wk_approve_0", "value": "{}"}]},
+    ],
+)
+async def test_signed_slack_payloads_of_the_wrong_shape_get_400(daemon: Daemon, shape: Any) -> None:
+    async def decider(**_: Any) -> str:
+        return "decided"
+
+    app = FastAPI()
+    app.include_router(slack_router(daemon.ctx, decider))
+    body = form(shape)
+    r = await post(daemon, body, signed(body, T0), app)
+    assert r.status_code == 400, r.text
+
+
+async def test_a_signed_slack_request_is_accepted_once(daemon: Daemon, stub: ChatStub) -> None:
+    inc = await open_incident(daemon)
+    body = form(payload("U0ALICE", "wk_ack_0", str(inc), stub.url(stub.SLACK_RESPONSE)))
+    app = create_app(daemon.ctx)
+    first = await post(daemon, body, signed(body, T0), app)
+    assert first.status_code == 200, first.text
+    daemon.now = T0 + timedelta(minutes=2)  # still inside the 5-minute window
+    again = await post(daemon, body, signed(body, T0), app)
+    assert again.status_code == 401
+    assert "replay" in again.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("https://hooks.slack.com/actions/T1/2/x", True),
+        ("http://hooks.slack.com/actions/T1/2/x", False),
+        ("https://hooks.slack.com.evil.example/x", False),
+        ("https://evil.example/x", False),
+        ("https://user:pw@hooks.slack.com/x", False),
+        ("http://127.0.0.1:9/x", False),  # loopback, but not listed
+    ],
+)
+def test_slack_replies_go_only_to_slack(url: str, ok: bool) -> None:
+    assert reply_allowed(url, ["hooks.slack.com"]) is ok
+
+
+async def test_a_reply_to_a_foreign_response_url_is_not_sent(
+    daemon: Daemon, stub: ChatStub
+) -> None:
+    # The stub is on 127.0.0.1; a payload naming it by another loopback name is not listed.
+    foreign = stub.url(stub.SLACK_RESPONSE).replace("127.0.0.1", "localhost")
+    body = form(payload("U0NOBODY", "wk_ack_0", "x", foreign))
+    r = await post(daemon, body, signed(body, T0))
+    assert r.status_code == 403
+    await asyncio.sleep(0.5)
+    assert stub.at(stub.SLACK_RESPONSE) == []
+    # The same request naming the listed host is answered there (the test's control).
+    body = form(payload("U0NOBODY", "wk_ack_0", "x", stub.url(stub.SLACK_RESPONSE)))
+    r = await post(daemon, body, signed(body, T0))
+    assert r.status_code == 403
+    await stub.arrived(stub.SLACK_RESPONSE, 1)
 
 
 async def _posted_buttons(d: Daemon, stub: ChatStub, inc: UUID) -> dict[str, dict[str, Any]]:
