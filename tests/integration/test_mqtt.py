@@ -140,7 +140,7 @@ def test_templates_rules_alerts_and_a_broker_restart(mosquitto: Mosquitto, tmp_p
         assert log.count(client_id) >= 2
         assert wk.child is not None
         assert wk.child.running
-        assert "mqtt source=mqtt reconnecting in" in wk.log_tail(400)
+        assert "mqtt reconnecting in" in wk.log_tail(400)  # logfmt: source=mqtt is a field
     finally:
         wk.stop()
 
