@@ -163,5 +163,8 @@ def setup_logging(fmt: str, level: str, secrets: Iterable[str] = ()) -> None:
         root.removeHandler(h)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # A library's DeprecationWarning (asyncssh on a newer cryptography) would otherwise go
+    # to stderr as a bare line that no log reader can parse: it becomes a WARNING record.
+    logging.captureWarnings(True)
     for noisy in ("uvicorn", "uvicorn.error", "uvicorn.access", "aiokafka", "httpx"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
