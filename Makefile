@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 CONFIG ?= examples/local.yaml
+TEST_WORKERS ?= 2
 # Debian packages the integration tests start (Prometheus, Alertmanager, kcat, Chromium,
 # Mosquitto, PostgreSQL server binaries for private instances, openssl for test certificates).
 SYSTEM_PACKAGES = prometheus prometheus-alertmanager kcat chromium mosquitto mosquitto-clients postgresql sqlite3 openssl openssh-server openssh-client sudo
@@ -41,7 +42,7 @@ system-deps:
 	fi
 
 test: system-deps $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check daemon handlers tests bench

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 
 import pytest
 import realstack
 from realstack import C, Starter
+
+# pytest-xdist's workers inherit COLUMNS=80; Rich freezes a console's width from COLUMNS when
+# the CLI module is first imported, so a table would wrap by which test imported it first.
+os.environ.pop("COLUMNS", None)
 
 
 @pytest.fixture(scope="session")
