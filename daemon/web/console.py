@@ -253,6 +253,35 @@ async def _form(request: Request) -> dict[str, str]:
     return {k: v[0] for k, v in parsed.items()}
 
 
+class Refused(Exception):  # noqa: N818 - a page to answer with, not a failure
+    """A console form refused before anything was decided (no session, no CSRF token)."""
+
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
+async def posted(request: Request, con: Console) -> tuple[Session, dict[str, str]]:
+    """The session and fields of a console form post, or `Refused` with a 403 page when it
+    has no session or its CSRF token is not this session's (the body is read only for a
+    logged-in browser)."""
+    session = con.session_of(request)
+    data = await _form(request) if session is not None else {}
+    if session is None or not session.csrf_ok(data.get("csrf")):
+        raise Refused(
+            HTMLResponse(
+                "missing or invalid CSRF token: reload the page and submit the form again",
+                403,
+                headers=HEADERS,
+            )
+        )
+    return session, data
+
+
+def back(data: dict[str, str], default: str) -> RedirectResponse:
+    """The redirect after a form: to its `next` field when that is a same-site path."""
+    return RedirectResponse(_safe_next(data.get("next"), default), status_code=303, headers=HEADERS)
+
+
 # --- login ---------------------------------------------------------------------------
 
 
