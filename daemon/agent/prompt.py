@@ -49,6 +49,11 @@ def _quote(data: Any) -> str:
     return _escape(json.dumps(data, indent=1, sort_keys=True, default=str, ensure_ascii=False))
 
 
+def untrusted_block(data: Any) -> str:
+    """Data from alerts (or from earlier model output) quoted so that it reads as data."""
+    return f"<untrusted-alert-data>\n{_quote(data)}\n</untrusted-alert-data>"
+
+
 def _escape(text: str) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e")
 
