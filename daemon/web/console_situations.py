@@ -55,7 +55,10 @@ async def _change(request: Request, con: Con, situation_id: UUID | None, unlink:
             raise Rejected(f"{me.name} has role {me.role}; this needs responder or higher", 403)
         if unlink:
             assert situation_id is not None
-            member = incident_ids(data.get("incident_id", ""))[0]
+            try:
+                member = UUID(data.get("incident_id", ""))
+            except ValueError:
+                raise Rejected("say which incident to unlink (incident_id)", 422) from None
             cmd: LinkIncidents | UnlinkIncident = UnlinkIncident(
                 situation_id, member, me.name, reason
             )
