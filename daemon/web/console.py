@@ -204,9 +204,13 @@ class Console:
     def detail_rows(self, now: datetime, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """`rows` with their age and actions: only a page's rows are completed, since each
         asks the action book and there can be tens of thousands of incidents."""
-        actions = self.ctx.ingestor.world.actions
+        world = self.ctx.ingestor.world
+        actions = world.actions
         for row in rows:
             acts = actions.for_incident(row["inc"].id)
+            runs = [r for r in world.investigations.for_incident(row["inc"].id) if not r.shadow]
+            # An agent run that could not be trusted is flagged in the list, with why.
+            row["escalated"] = runs[-1].escalated if runs else ""
             row["age"] = _age(now, row["inc"].opened_at)
             row["pending"] = sum(1 for a in acts if a.status == "pending_approval")
             row["actions"] = len(acts)

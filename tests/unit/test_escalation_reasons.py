@@ -113,3 +113,6 @@ async def test_the_reason_is_in_the_chat_message_sent_and_on_the_console(
             assert page.status_code == 200
             assert "escalated: " in page.text
             assert f"escalated: {reason}" in page.text
+            # And in the incident list, so nobody has to open each incident to find it.
+            listing = await d.http.get("/")
+            assert f'<div class="escalated">agent escalated: {reason}' in listing.text
