@@ -18,6 +18,7 @@ from uuid import UUID
 
 from pydantic import ValidationError
 
+from daemon.agent.lead import common_cause, lead_brief, lead_text
 from daemon.agent.llm import ChatModel, ModelError
 from daemon.agent.prompt import build_messages, messages_hash
 from daemon.agent.run import Call, InvestigationRun, fold
@@ -193,6 +194,10 @@ class Investigator:
                     summary=f"{step.summary}\n(shadow: would escalate: {step.escalate})",
                     escalate="",
                 )
+            elif not run.started.shadow:
+                # The lead of a situation concludes for all of it: name the common cause.
+                brief = lead_brief(self.ingestor.world, run.started.incident_id)
+                step = replace(step, probable_cause=common_cause(step.probable_cause, brief))
             await self._record(
                 run,
                 ConcludeInvestigation(
@@ -442,6 +447,7 @@ class Investigator:
             final=step.final,
             blob=self.blobs.cached,
             record=success_record_text(self.ingestor.world, rb.id, now),
+            situation=lead_text(lead_brief(self.ingestor.world, run.started.incident_id)),
         )
         tools = None if step.final else self.tool_definitions(rb)
         await self._record(

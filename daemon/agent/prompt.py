@@ -49,6 +49,11 @@ def _quote(data: Any) -> str:
     return _escape(json.dumps(data, indent=1, sort_keys=True, default=str, ensure_ascii=False))
 
 
+def untrusted_block(data: Any) -> str:
+    """Data from alerts (or from earlier model output) quoted so that it reads as data."""
+    return f"<untrusted-alert-data>\n{_quote(data)}\n</untrusted-alert-data>"
+
+
 def _escape(text: str) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e")
 
@@ -129,9 +134,11 @@ def build_messages(
     final: bool = False,
     blob: Callable[[str], Any] | None = None,
     record: str = "",
+    situation: str = "",
 ) -> list[dict[str, Any]]:
     """The chat messages for the next model call, rebuilt from the run (`record`: the
-    runbook's success record, from outcome memory)."""
+    runbook's success record, from outcome memory; `situation`: for the lead of a
+    situation, its members as they are now)."""
     b = run.started.budget
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": system_prompt(rb)},
@@ -146,6 +153,7 @@ def build_messages(
                 f"{format_duration_seconds(b.wall_seconds)} wall time. "
                 f"Now: {now.isoformat(timespec='seconds')}."
                 + facts_text(run, rb, now, blob=blob, record=record)
+                + situation
             ),
         },
     ]

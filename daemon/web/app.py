@@ -46,6 +46,8 @@ from daemon.web.actions import router as actions_router
 from daemon.web.alertmanager import alertmanager_router
 from daemon.web.console import Console
 from daemon.web.console import router as console_router
+from daemon.web.console_runbooks import router as console_runbooks_router
+from daemon.web.console_situations import router as console_situations_router
 from daemon.web.console_work import console_work_router
 from daemon.web.context import ApiContext, Ctx
 from daemon.web.incidents import incidents_router, story_of
@@ -154,6 +156,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
     # The review console at / (daemon/web/console.py).
     app.state.console = Console(ctx)
     app.include_router(console_router)
+    app.include_router(console_situations_router)  # link/unlink by hand
+    app.include_router(console_runbooks_router)  # shadow runs, promotion
     # Working incidents (daemon/web/incidents.py), from the console too (console_work.py),
     # and outcome figures (stats.py); the console's forms share its sessions.
     app.include_router(incidents_router(ctx))

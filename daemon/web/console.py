@@ -204,9 +204,13 @@ class Console:
     def detail_rows(self, now: datetime, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """`rows` with their age and actions: only a page's rows are completed, since each
         asks the action book and there can be tens of thousands of incidents."""
-        actions = self.ctx.ingestor.world.actions
+        world = self.ctx.ingestor.world
+        actions = world.actions
         for row in rows:
             acts = actions.for_incident(row["inc"].id)
+            runs = [r for r in world.investigations.for_incident(row["inc"].id) if not r.shadow]
+            # An agent run that could not be trusted is flagged in the list, with why.
+            row["escalated"] = runs[-1].escalated if runs else ""
             row["age"] = _age(now, row["inc"].opened_at)
             row["pending"] = sum(1 for a in acts if a.status == "pending_approval")
             row["actions"] = len(acts)
@@ -251,6 +255,35 @@ async def _form(request: Request) -> dict[str, str]:
             raise Rejected(f"form larger than {FORM_BYTES} bytes", 413)
     parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
     return {k: v[0] for k, v in parsed.items()}
+
+
+class Refused(Exception):  # noqa: N818 - a page to answer with, not a failure
+    """A console form refused before anything was decided (no session, no CSRF token)."""
+
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
+async def posted(request: Request, con: Console) -> tuple[Session, dict[str, str]]:
+    """The session and fields of a console form post, or `Refused` with a 403 page when it
+    has no session or its CSRF token is not this session's (the body is read only for a
+    logged-in browser)."""
+    session = con.session_of(request)
+    data = await _form(request) if session is not None else {}
+    if session is None or not session.csrf_ok(data.get("csrf")):
+        raise Refused(
+            HTMLResponse(
+                "missing or invalid CSRF token: reload the page and submit the form again",
+                403,
+                headers=HEADERS,
+            )
+        )
+    return session, data
+
+
+def back(data: dict[str, str], default: str) -> RedirectResponse:
+    """The redirect after a form: to its `next` field when that is a same-site path."""
+    return RedirectResponse(_safe_next(data.get("next"), default), status_code=303, headers=HEADERS)
 
 
 # --- login ---------------------------------------------------------------------------

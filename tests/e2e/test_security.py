@@ -91,12 +91,17 @@ CONSOLE_PAGES = {
     ("GET", "/incidents/{incident_id}"),
     ("GET", "/approvals"),
     ("GET", "/stats"),
+    ("GET", "/runbooks"),
 }
 CONSOLE_FORMS = {
     ("POST", "/actions/{action_id}/approve"),
     ("POST", "/actions/{action_id}/reject"),
     ("POST", "/logout"),
     ("POST", "/incidents/{incident_id}/do/{verb}"),
+    ("POST", "/situations"),
+    ("POST", "/situations/{situation_id}/link"),
+    ("POST", "/situations/{situation_id}/unlink"),
+    ("POST", "/runbooks/{runbook_id}/promote"),
 }
 # Needs a console session but answers 401 (an EventSource cannot follow a login redirect).
 CONSOLE_STREAMS = {("GET", "/console/live")}

@@ -122,3 +122,33 @@ async def test_promotion_is_a_persons_recorded_decision(tmp_path: Path) -> None:
         with pytest.raises(Rejected) as e:
             await h.ingestor.execute(PromoteRunbook("disk-filling", "5", "4", "bob", "admin", "x"))
         assert e.value.status == 409
+
+
+def test_the_consoles_tally_counts_agreement_per_runbook() -> None:
+    from daemon.web.console_runbooks import tallies
+
+    def row(rb: str, agrees: bool, outcomes: list[dict[str, object]]) -> dict[str, object]:
+        return {
+            "runbook": rb,
+            "shadow_version": "5",
+            "active_version": "4",
+            "agrees_with_people": agrees,
+            "shadow_proposals": ["vacuum_journal {}"] if agrees else [],
+            "outcomes": outcomes,
+            "promoted": "",
+        }
+
+    ok = {"approved": True, "verified": True}
+    no = {"approved": False, "verified": False}
+    [disk, other] = tallies(
+        [row("disk-filling", True, [ok]), row("disk-filling", False, [no]), row("x", False, [])]
+    )
+    assert (disk.runbook, disk.runs, disk.agreed, disk.approved, disk.verified) == (
+        "disk-filling",
+        2,
+        1,
+        1,
+        1,
+    )
+    assert (disk.shadow_version, disk.active_version, disk.shadow_proposed) == ("5", "4", 1)
+    assert (other.runbook, other.runs, other.agreed) == ("x", 1, 0)

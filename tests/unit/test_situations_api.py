@@ -187,3 +187,84 @@ async def test_one_page_per_situation_and_members_told_in_the_leads_thread(
             ]
             assert left == ["ApiDown left this situation (its own cause)"]
             assert stub.problems() == []
+
+
+def situation_fact(message: dict[str, Any]) -> str:
+    """The "Situation" field of a Slack message as it stands ("" when it has none)."""
+    for block in message["blocks"]:
+        for field in block.get("fields", []):
+            if field["text"].startswith("*Situation*"):
+                return str(field["text"])
+    return ""
+
+
+async def test_one_slack_message_per_situation_edited_as_members_join_and_leave(
+    tmp_path: Path,
+) -> None:
+    """On a channel that can edit, the situation is one message: members joining and
+    leaving edit it in place, and each member's news is a reply in its thread."""
+    with ChatStub() as stub:
+        settings = {
+            "grouping": {"group_by": ["alertname", "instance"]},
+            "situations": {"correlate": True},
+            "notifications": {
+                "channels": {
+                    "oncall": {
+                        "type": "slack",
+                        "token": stub.slack_token,
+                        "channel": "C0ONCALL",
+                        "api_url": stub.url(stub.SLACK_API),
+                    }
+                },
+                "policies": [{"name": "oncall", "levels": [{"channels": ["oncall"]}]}],
+            },
+        }
+
+        def calls() -> list[tuple[str, dict[str, Any]]]:
+            return [(r.path.rsplit("/", 1)[1], r.body) for r in stub.at(stub.SLACK_API)]
+
+        async def until(what: str, probe: Any) -> None:
+            for _ in range(200):
+                if probe():
+                    return
+                await asyncio.sleep(0.05)
+            raise AssertionError(f"{what}: {calls()}")
+
+        async with running(tmp_path, settings) as d:
+            await d.post_alerts(alert("NodeDown", instance="node1:9100"))
+            await until("the lead's page", calls)
+            method, first = calls()[0]
+            assert method == "chat.postMessage"
+            assert "thread_ts" not in first
+            await d.post_alerts(alert("ApiDown", instance="node1:8080"))
+
+            def replies() -> list[str]:
+                return [
+                    b["text"] for m, b in calls() if m == "chat.postMessage" and "thread_ts" in b
+                ]
+
+            await until("a reply about the member", lambda: any("joined" in t for t in replies()))
+            [lead_ts] = list(stub.slack_messages)[:1]  # the stub keeps messages by ts
+            edits = [b for m, b in calls() if m == "chat.update"]
+            assert edits
+            assert all(e["ts"] == lead_ts for e in edits)
+            assert "ApiDown" in situation_fact(stub.slack_messages[lead_ts])
+            joined = "ApiDown joined this situation (same host: host=node1, opened within 5m"
+            assert any(t.startswith(joined) for t in replies())
+            tops = [b for m, b in calls() if m == "chat.postMessage" and "thread_ts" not in b]
+            assert len(tops) == 1  # the member pages nobody: one message for the situation
+            # Unlinked: the lead's message is edited again and its thread hears it left.
+            (sit,) = await situations(d)
+            api = next(m for m in sit["members"] if m["title"] == "ApiDown")
+            r = await d.http.post(
+                f"/api/v1/situations/{sit['id']}/unlink",
+                json={"incident_id": api["incident_id"], "reason": "its own cause"},
+            )
+            assert r.status_code == 200, r.text
+            await until("a reply that it left", lambda: any("left" in t for t in replies()))
+            assert "ApiDown left this situation (its own cause)" in replies()
+            assert "ApiDown" not in situation_fact(stub.slack_messages[lead_ts])
+            assert all(
+                b["thread_ts"] == lead_ts for b in (b for m, b in calls()) if "thread_ts" in b
+            )
+            assert stub.problems() == []
