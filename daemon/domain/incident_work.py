@@ -11,7 +11,7 @@ from uuid import UUID
 
 from daemon.domain.commands import Rejected
 from daemon.domain.decide import _decide, _Out
-from daemon.domain.events import DomainEvent, IncidentReopened
+from daemon.domain.events import DomainEvent, IncidentReopened, next_of
 from daemon.domain.evolve import _bump, evolve
 from daemon.domain.state import SEVERITY_RANK, Incident, World
 
@@ -174,10 +174,6 @@ def _active(world: World, incident_id: UUID, verb: str) -> Incident:
     return inc
 
 
-def _head(inc: Incident, now: datetime) -> dict[str, object]:
-    return {"originator_id": inc.id, "originator_version": inc.version + 1, "timestamp": now}
-
-
 # --- decisions -------------------------------------------------------------------------
 
 
@@ -190,7 +186,7 @@ def _(cmd: NoteIncident, world: World, now: datetime) -> list[DomainEvent]:
     if len(text) > NOTE_MAX:
         raise Rejected(f"a note holds at most {NOTE_MAX} characters (got {len(text)})", 422)
     out = _Out(world, now)
-    out.emit(IncidentNoted(**_head(inc, now), by=cmd.by, channel=cmd.channel, text=text))  # type: ignore[arg-type]
+    out.emit(IncidentNoted(**next_of(inc, now), by=cmd.by, channel=cmd.channel, text=text))
     return out.events
 
 
@@ -205,7 +201,7 @@ def _(cmd: AssignIncident, world: World, now: datetime) -> list[DomainEvent]:
     out = _Out(world, now)
     out.emit(
         IncidentAssigned(
-            **_head(inc, now),  # type: ignore[arg-type]
+            **next_of(inc, now),
             by=cmd.by,
             channel=cmd.channel,
             assignee=assignee,
@@ -223,7 +219,7 @@ def _(cmd: UnacknowledgeIncident, world: World, now: datetime) -> list[DomainEve
     out = _Out(world, now)
     out.emit(
         IncidentUnacknowledged(
-            **_head(inc, now),  # type: ignore[arg-type]
+            **next_of(inc, now),
             by=cmd.by,
             channel=cmd.channel,
             reason=cmd.reason,
@@ -241,7 +237,7 @@ def _(cmd: SnoozeIncident, world: World, now: datetime) -> list[DomainEvent]:
     out = _Out(world, now)
     out.emit(
         IncidentSnoozed(
-            **_head(inc, now),  # type: ignore[arg-type]
+            **next_of(inc, now),
             by=cmd.by,
             channel=cmd.channel,
             until=cmd.until,
@@ -258,7 +254,7 @@ def _(cmd: ReopenIncident, world: World, now: datetime) -> list[DomainEvent]:
         raise Rejected(f"incident is {inc.state}; only a resolved one can be reopened")
     out = _Out(world, now)
     reason = f"reopened by {cmd.by}" + (f": {cmd.reason}" if cmd.reason else "")
-    out.emit(IncidentReopened(**_head(inc, now), reason=reason, by=cmd.by, channel=cmd.channel))  # type: ignore[arg-type]
+    out.emit(IncidentReopened(**next_of(inc, now), reason=reason, by=cmd.by, channel=cmd.channel))
     return out.events
 
 
@@ -272,7 +268,7 @@ def _(cmd: ChangeSeverity, world: World, now: datetime) -> list[DomainEvent]:
     out = _Out(world, now)
     out.emit(
         IncidentSeverityChanged(
-            **_head(inc, now),  # type: ignore[arg-type]
+            **next_of(inc, now),
             by=cmd.by,
             channel=cmd.channel,
             severity=cmd.severity,
@@ -295,7 +291,7 @@ def _(cmd: LinkIncident, world: World, now: datetime) -> list[DomainEvent]:
     out = _Out(world, now)
     out.emit(
         IncidentLinked(
-            **_head(inc, now),  # type: ignore[arg-type]
+            **next_of(inc, now),
             by=cmd.by,
             channel=cmd.channel,
             other=cmd.other,

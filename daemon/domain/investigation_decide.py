@@ -252,9 +252,7 @@ def _shadow_proposal(
 ) -> list[DomainEvent]:
     out.emit(
         ShadowActionProposed(
-            originator_id=inv.id,
-            originator_version=inv.version + 1,
-            timestamp=now,
+            **next_of(inv, now),
             proposal_id=pid,
             incident_id=inv.incident_id,
             runbook_id=inv.runbook_id,
@@ -271,9 +269,7 @@ def _shadow_proposal(
     )
     out.emit(
         ToolResulted(
-            originator_id=inv.id,
-            originator_version=inv.version + 2,
-            timestamp=now,
+            **stamp(inv.id, inv.version + 2, now),
             call_id=cmd.call_id,
             tool="propose_action",
             status="ok",
