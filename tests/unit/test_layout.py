@@ -35,3 +35,12 @@ def test_each_room_is_a_package_named_in_the_readme() -> None:
         assert f"daemon/{room}/" in readme, f"README's architecture tree lacks daemon/{room}/"
     flat = sorted(p.name for p in (REPO / "daemon").glob("*.py") if p.name != "__init__.py")
     assert flat == [], f"modules outside any room: {flat}"
+
+
+def test_test_modules_have_unique_names() -> None:
+    # The test folders are not packages (rootdir import mode): two modules with one basename
+    # in different folders stop collection of the whole suite.
+    seen: dict[str, Path] = {}
+    for path in sorted((REPO / "tests").rglob("test_*.py")):
+        other = seen.setdefault(path.name, path)
+        assert other == path, f"{path.relative_to(REPO)} and {other.relative_to(REPO)} share a name"
