@@ -109,16 +109,18 @@ def restart_peak(store: Path, workdir: Path) -> tuple[float, int, int]:
     )
     exe = Path(sys.executable).parent / "watchkeeper"
     t0 = time.perf_counter()
+    errors = workdir / "daemon.stderr"
     proc = subprocess.Popen(
         [str(exe), "run", "--config", str(cfg)],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=errors.open("wb"),
         cwd=ROOT,
     )
     try:
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"daemon exited with {proc.returncode}")
+                said = errors.read_text(errors="replace").strip().splitlines()[-5:]
+                raise RuntimeError(f"daemon exited with {proc.returncode}: " + " | ".join(said))
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=0.5).status_code == 200:
                     ready = time.perf_counter() - t0

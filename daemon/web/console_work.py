@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import urlencode
 from uuid import UUID, uuid4
 
 from fastapi import APIRouter, Request
@@ -33,12 +33,12 @@ from daemon.domain.incident_work import (
 )
 from daemon.domain.matchers import matches_all
 from daemon.domain.state import World
+from daemon.web.bodies import form_body
 from daemon.web.sessions import COOKIE, Session, Sessions
 
 if TYPE_CHECKING:
     from daemon.web.context import ApiContext
 
-FORM_BYTES = 16_384
 PAGE_SIZE = 25
 # How long one live stream lasts before the browser reconnects (EventSource does it).
 LIVE_SECONDS = 55.0
@@ -223,20 +223,14 @@ def console_work_router(ctx: ApiContext, sessions: Sessions) -> APIRouter:
     router = APIRouter(include_in_schema=False)
     ing = ctx.ingestor
 
-    async def form_of(request: Request) -> dict[str, str]:
-        body = await request.body()
-        if len(body) > FORM_BYTES:
-            raise Rejected("form too large", 413)
-        parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
-        return {k: v[0] for k, v in parsed.items()}
-
     async def act(
         request: Request,
         incident_id: UUID,
         run: Callable[[Identity, dict[str, str]], Awaitable[str]],
     ) -> Response:
         session = sessions.get(request.cookies.get(COOKIE))
-        data = await form_of(request)
+        # No session, nothing to read: the body is parsed only for a logged-in browser.
+        data = await form_body(request) if session is not None else {}
         if session is None or not session.csrf_ok(data.get("csrf")):
             return HTMLResponse(
                 "missing or invalid CSRF token: reload the page and submit the form again",
