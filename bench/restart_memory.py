@@ -10,6 +10,10 @@ systemd/watchkeeper.service.
 
     .venv/bin/python bench/restart_memory.py          # the default limits
     .venv/bin/python bench/restart_memory.py 0.1      # a tenth of them, a quick run
+    .venv/bin/python bench/restart_memory.py --one-incident   # all alerts in one incident
+
+A viewer's reads follow each restart (every list, and the largest incident's pages), with
+the peak after each, since a read can cost more than the restart itself.
 """
 
 from __future__ import annotations
@@ -76,11 +80,12 @@ def heavy_alert(i: int, incidents: int, limits: LimitsConfig) -> Alert:
     )
 
 
-async def build(path: Path, scale: float) -> tuple[int, int, int, float]:
+async def build(path: Path, scale: float, one: bool) -> tuple[int, int, int, float]:
     """Fill the store; return (alerts held, incidents, dead letters, seconds)."""
     limits = LimitsConfig()
     alerts = int(limits.max_alerts * scale)
-    incidents = max(1, int(limits.max_open_incidents * scale))
+    # `one`: every alert in one incident (max_alerts_per_incident is max_alerts by default).
+    incidents = 1 if one else max(1, int(limits.max_open_incidents * scale))
     log = EventLog(f"sqlite:///{path}")
     ing = Ingestor(log, GroupingConfig().policy(limits.state_limits()), lambda: START)
     await ing.start()
@@ -96,6 +101,20 @@ async def build(path: Path, scale: float) -> tuple[int, int, int, float]:
     await ing.close()
     log.close()
     return held, opened, letters, time.perf_counter() - started
+
+
+def detail_reads(port: int) -> tuple[str, ...]:
+    """The pages of the incident holding the most alerts."""
+    page = httpx.get(f"http://127.0.0.1:{port}/api/v1/incidents", timeout=60).json()
+    if not page["incidents"]:
+        return ()
+    big = max(page["incidents"], key=lambda i: i.get("alert_count", 0))["id"]
+    return (
+        f"/api/v1/incidents/{big}",
+        f"/incidents/{big}",
+        f"/api/v1/incidents/{big}/story",
+        f"/api/v1/incidents/{big}/export",
+    )
 
 
 def free_port() -> int:
@@ -138,7 +157,7 @@ def restart_peak(store: Path, workdir: Path) -> tuple[float, int, int, int]:
                     ready = time.perf_counter() - t0
                     at_ready = status_kb(proc.pid, "VmHWM") * 1024
                     # The requests a viewer (or karma, Grafana, amtool) makes, then the figures.
-                    for path in VIEWER_READS:
+                    for path in VIEWER_READS + detail_reads(port):
                         r = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=120)
                         peak = status_kb(proc.pid, "VmHWM") / 1024
                         print(f"  {path:<34} {r.status_code} {len(r.content) / 1e6:>6.1f} MB"
@@ -165,7 +184,9 @@ def drop_checkpoints(store: Path) -> None:
 
 
 def main() -> None:
-    scale = float(sys.argv[1]) if len(sys.argv) > 1 else 1.0
+    args = [a for a in sys.argv[1:] if a != "--one-incident"]
+    one = "--one-incident" in sys.argv
+    scale = float(args[0]) if args else 1.0
     cap = memory_max()
     limits = LimitsConfig()
     print(
@@ -177,7 +198,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="wk-restart-mem-") as tmp:
         work = Path(tmp)
         store = work / "events.db"
-        held, incidents, letters, build_s = asyncio.run(build(store, scale))
+        held, incidents, letters, build_s = asyncio.run(build(store, scale, one))
         mb = store.stat().st_size / 1e6
         print(
             f"built: {held} alerts in {incidents} incidents, {letters} dead letters; "

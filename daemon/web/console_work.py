@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -188,9 +188,16 @@ def _duration(form: dict[str, str]) -> Any:
 
 
 def silence_for(
-    world: World, incident_id: UUID, me: Identity, form: dict[str, str], now: datetime
+    world: World,
+    incident_id: UUID,
+    me: Identity,
+    form: dict[str, str],
+    now: datetime,
+    *,
+    longest: timedelta,
 ) -> CreateSilence:
-    """A silence over the incident's group labels for the asked duration."""
+    """A silence over the incident's group labels for the asked duration (at most `longest`,
+    limits.max_silence, as over the API)."""
     inc = world.incidents.get(incident_id)
     if inc is None:
         raise Rejected(f"no incident {incident_id} in the hot set (closed or unknown)", 404)
@@ -198,7 +205,10 @@ def silence_for(
         raise Rejected("this incident has no group labels to silence by; use the API", 422)
     matchers = tuple(Matcher(name=k, op="=", value=v) for k, v in sorted(inc.group_labels.items()))
     comment = form.get("comment", "") or f"silenced from incident {incident_id}"
-    return CreateSilence(uuid4(), matchers, now, now + _duration(form), me.name, comment)
+    duration = _duration(form)
+    if duration > longest:
+        raise Rejected(f"for: longer than limits.max_silence ({format_duration(longest)})", 422)
+    return CreateSilence(uuid4(), matchers, now, now + duration, me.name, comment)
 
 
 # --- routes ----------------------------------------------------------------------------
@@ -250,7 +260,8 @@ def console_work_router(ctx: ApiContext, sessions: Sessions) -> APIRouter:
     async def verb_form(request: Request, incident_id: UUID, verb: str) -> Response:
         async def run(me: Identity, data: dict[str, str]) -> str:
             if verb == "silence":
-                cmd = silence_for(ing.world, incident_id, me, data, ctx.clock())
+                longest = ctx.settings.limits.max_silence
+                cmd = silence_for(ing.world, incident_id, me, data, ctx.clock(), longest=longest)
                 await ing.execute(cmd)
                 return f"silenced for {format_duration(cmd.ends_at - cmd.starts_at)}"
             await ing.execute(command_for(verb, incident_id, me, data, ctx.clock()))
