@@ -165,7 +165,8 @@ async def test_every_route_cuts_an_endless_chunked_body_at_the_limit(app: FastAP
             assert ex.pulled <= LIMIT // len(chunk) + 1, (method, path, ex.pulled)
         else:
             assert ex.pulled <= 1, (method, path, ex.status, ex.pulled)
-        assert ex.status < 500, (method, path, ex.status, ex.body[:200])
+        # Some answer (a server sends 500 for an app that returns without one), never a 5xx.
+        assert 0 < ex.status < 500, (method, path, ex.status, ex.body[:200])
 
 
 @pytest.mark.parametrize("who", [None, "not-a-token-at-all", TOKENS["viewer"]])
