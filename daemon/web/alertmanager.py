@@ -9,13 +9,15 @@ amtool prints the reason. There is one receiver, `watchkeeper`, and no inhibitio
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from uuid import UUID, uuid4
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from daemon import installed_version
@@ -189,6 +191,31 @@ def alert_view(a: AlertState, silenced_by: list[str]) -> dict[str, Any]:
     }
 
 
+def _encode(value: Any) -> bytes:
+    # As FastAPI's JSONResponse encodes: compact, UTF-8, no NaN.
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+def json_array(items: Iterable[Iterable[bytes]]) -> StreamingResponse:
+    """A JSON array of items, each given as pieces of its encoding, sent as it is encoded
+    (the whole array is never in memory)."""
+
+    def chunks() -> Iterator[bytes]:
+        buffer = bytearray(b"[")
+        for i, pieces in enumerate(items):
+            if i:
+                buffer += b","
+            for piece in pieces:
+                buffer += piece
+                if len(buffer) >= 65_536:
+                    yield bytes(buffer)
+                    buffer.clear()
+        buffer += b"]"
+        yield bytes(buffer)
+
+    return StreamingResponse(chunks(), media_type="application/json")
+
+
 def _filters(raw: list[str] | None) -> list[Matcher]:
     out = []
     for text in raw or []:
@@ -252,7 +279,9 @@ def alertmanager_router(ctx: ApiContext) -> APIRouter:  # noqa: PLR0915
             return problem(e)
         if receiver and receiver != RECEIVER:
             return []
-        return [alert_view(a, by) for a, by in found]
+        # Encoded one alert at a time: at the hot set's limit the whole list is ~85 MB of
+        # JSON, and building it at once took the daemon past the unit's MemoryMax.
+        return json_array((_encode(alert_view(a, by)),) for a, by in found)
 
     @router.get("/api/v2/alerts/groups", response_model=list[AlertGroup])
     async def get_groups(  # noqa: PLR0917 - Alertmanager's query parameters
@@ -271,15 +300,20 @@ def alertmanager_router(ctx: ApiContext) -> APIRouter:  # noqa: PLR0915
         if receiver and receiver != RECEIVER:
             return []
         policy = ing.world.policy
-        groups: dict[tuple[tuple[str, str], ...], list[dict[str, Any]]] = {}
+        groups: dict[tuple[tuple[str, str], ...], list[tuple[AlertState, list[str]]]] = {}
         for a, by in found:
             inc = ing.world.incidents.get(a.incident_id) if a.incident_id else None
             labels = inc.group_labels if inc else policy.group_labels(a.alert.labels)
-            groups.setdefault(tuple(sorted(labels.items())), []).append(alert_view(a, by))
-        return [
-            {"labels": dict(key), "receiver": {"name": RECEIVER}, "alerts": items}
-            for key, items in sorted(groups.items())
-        ]
+            groups.setdefault(tuple(sorted(labels.items())), []).append((a, by))
+
+        def group(key: tuple[tuple[str, str], ...], members: list[Any]) -> Iterator[bytes]:
+            head = {"labels": dict(key), "receiver": {"name": RECEIVER}}
+            yield _encode(head)[:-1] + b',"alerts":['
+            for i, (a, by) in enumerate(members):
+                yield (b"," if i else b"") + _encode(alert_view(a, by))
+            yield b"]}"
+
+        return json_array(group(key, members) for key, members in sorted(groups.items()))
 
     @router.get("/api/v2/silences", response_model=list[GettableSilence])
     async def get_silences(

@@ -176,7 +176,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     async def body_refused(scope: Scope, head: bytes, size: int) -> None:
         # An oversized alert post is a refused intake: dead-lettered, if its sender may post.
         source = _INTAKE_PATHS.get(scope.get("path", ""))
-        if source is None:
+        if source is None or scope.get("method") != "POST":  # GET /api/v2/alerts reads
             return
         headers = dict(scope.get("headers", []))
         auth = headers.get(b"authorization")

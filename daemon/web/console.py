@@ -17,7 +17,7 @@ import secrets
 import time
 from datetime import datetime
 from typing import Annotated, Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import quote
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -31,6 +31,7 @@ from daemon.config.auth import SSO_IDENTITY, AuthError, Identity, is_loopback
 from daemon.domain import Rejected
 from daemon.domain.durations import format_duration
 from daemon.domain.state import SEVERITY_RANK, Incident
+from daemon.web.bodies import form_body
 from daemon.web.console_work import group_rows, select_rows
 from daemon.web.context import ApiContext
 from daemon.web.login_limit import LoginThrottle
@@ -45,7 +46,6 @@ from daemon.web.situations import situation_of
 from daemon.web.timeline import timeline
 
 log = logging.getLogger("watchkeeper.console")
-FORM_BYTES = 16_384
 SSO_SESSION = "sso"  # the token digest of sessions opened by a trusted proxy's sign-on
 HEADERS = {
     "Content-Security-Policy": (
@@ -246,17 +246,6 @@ def _login_redirect(request: Request) -> RedirectResponse:
     return RedirectResponse(f"/login?next={target}", status_code=303, headers=HEADERS)
 
 
-async def _form(request: Request) -> dict[str, str]:
-    # Read as it streams and stop at the limit: a form is never more than a few fields.
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > FORM_BYTES:
-            raise Rejected(f"form larger than {FORM_BYTES} bytes", 413)
-    parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
-    return {k: v[0] for k, v in parsed.items()}
-
-
 class Refused(Exception):  # noqa: N818 - a page to answer with, not a failure
     """A console form refused before anything was decided (no session, no CSRF token)."""
 
@@ -269,7 +258,7 @@ async def posted(request: Request, con: Console) -> tuple[Session, dict[str, str
     has no session or its CSRF token is not this session's (the body is read only for a
     logged-in browser)."""
     session = con.session_of(request)
-    data = await _form(request) if session is not None else {}
+    data = await form_body(request) if session is not None else {}
     if session is None or not session.csrf_ok(data.get("csrf")):
         raise Refused(
             HTMLResponse(
@@ -301,7 +290,7 @@ async def login_form(request: Request, con: Con, next: str = "/") -> Response:
 async def login(request: Request, con: Con) -> Response:
     nonce = request.cookies.get(LOGIN_COOKIE, "")
     # No login cookie, no form of ours: refused before the body is read.
-    data = await _form(request) if nonce else {}
+    data = await form_body(request) if nonce else {}
     target = _safe_next(data.get("next"), "/")
     if not nonce or not secrets.compare_digest(nonce, data.get("nonce", "")):
         return con.page(
@@ -341,7 +330,7 @@ async def login(request: Request, con: Con) -> Response:
 async def logout(request: Request, con: Con) -> Response:
     session = con.session_of(request)
     # No session, nothing to read: the body is parsed only for a logged-in browser.
-    data = await _form(request) if session is not None else {}
+    data = await form_body(request) if session is not None else {}
     if session is None or not session.csrf_ok(data.get("csrf")):
         return HTMLResponse("missing or invalid CSRF token", 403, headers=HEADERS)
     con.sessions.close(request.cookies.get(COOKIE))
@@ -434,7 +423,7 @@ async def approvals(request: Request, con: Con) -> Response:
 
 async def _decide(request: Request, con: Console, action_id: UUID, approve: bool) -> Response:
     session = con.session_of(request)
-    data = await _form(request) if session is not None else {}
+    data = await form_body(request) if session is not None else {}
     if session is None or not session.csrf_ok(data.get("csrf")):
         # Refused before anything is decided: no session, or a form from elsewhere.
         return HTMLResponse(

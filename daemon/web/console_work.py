@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import urlencode
 from uuid import UUID, uuid4
 
 from fastapi import APIRouter, Request
@@ -33,12 +33,12 @@ from daemon.domain.incident_work import (
 )
 from daemon.domain.matchers import matches_all
 from daemon.domain.state import World
+from daemon.web.bodies import form_body
 from daemon.web.sessions import COOKIE, Session, Sessions
 
 if TYPE_CHECKING:
     from daemon.web.context import ApiContext
 
-FORM_BYTES = 16_384
 PAGE_SIZE = 25
 # How long one live stream lasts before the browser reconnects (EventSource does it).
 LIVE_SECONDS = 55.0
@@ -188,9 +188,16 @@ def _duration(form: dict[str, str]) -> Any:
 
 
 def silence_for(
-    world: World, incident_id: UUID, me: Identity, form: dict[str, str], now: datetime
+    world: World,
+    incident_id: UUID,
+    me: Identity,
+    form: dict[str, str],
+    now: datetime,
+    *,
+    longest: timedelta,
 ) -> CreateSilence:
-    """A silence over the incident's group labels for the asked duration."""
+    """A silence over the incident's group labels for the asked duration (at most `longest`,
+    limits.max_silence, as over the API)."""
     inc = world.incidents.get(incident_id)
     if inc is None:
         raise Rejected(f"no incident {incident_id} in the hot set (closed or unknown)", 404)
@@ -198,7 +205,10 @@ def silence_for(
         raise Rejected("this incident has no group labels to silence by; use the API", 422)
     matchers = tuple(Matcher(name=k, op="=", value=v) for k, v in sorted(inc.group_labels.items()))
     comment = form.get("comment", "") or f"silenced from incident {incident_id}"
-    return CreateSilence(uuid4(), matchers, now, now + _duration(form), me.name, comment)
+    duration = _duration(form)
+    if duration > longest:
+        raise Rejected(f"for: longer than limits.max_silence ({format_duration(longest)})", 422)
+    return CreateSilence(uuid4(), matchers, now, now + duration, me.name, comment)
 
 
 # --- routes ----------------------------------------------------------------------------
@@ -223,20 +233,14 @@ def console_work_router(ctx: ApiContext, sessions: Sessions) -> APIRouter:
     router = APIRouter(include_in_schema=False)
     ing = ctx.ingestor
 
-    async def form_of(request: Request) -> dict[str, str]:
-        body = await request.body()
-        if len(body) > FORM_BYTES:
-            raise Rejected("form too large", 413)
-        parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
-        return {k: v[0] for k, v in parsed.items()}
-
     async def act(
         request: Request,
         incident_id: UUID,
         run: Callable[[Identity, dict[str, str]], Awaitable[str]],
     ) -> Response:
         session = sessions.get(request.cookies.get(COOKIE))
-        data = await form_of(request)
+        # No session, nothing to read: the body is parsed only for a logged-in browser.
+        data = await form_body(request) if session is not None else {}
         if session is None or not session.csrf_ok(data.get("csrf")):
             return HTMLResponse(
                 "missing or invalid CSRF token: reload the page and submit the form again",
@@ -256,7 +260,8 @@ def console_work_router(ctx: ApiContext, sessions: Sessions) -> APIRouter:
     async def verb_form(request: Request, incident_id: UUID, verb: str) -> Response:
         async def run(me: Identity, data: dict[str, str]) -> str:
             if verb == "silence":
-                cmd = silence_for(ing.world, incident_id, me, data, ctx.clock())
+                longest = ctx.settings.limits.max_silence
+                cmd = silence_for(ing.world, incident_id, me, data, ctx.clock(), longest=longest)
                 await ing.execute(cmd)
                 return f"silenced for {format_duration(cmd.ends_at - cmd.starts_at)}"
             await ing.execute(command_for(verb, incident_id, me, data, ctx.clock()))

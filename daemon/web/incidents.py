@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from uuid import UUID
 
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,6 +29,7 @@ from daemon.domain.incident_work import (
     UnacknowledgeIncident,
 )
 from daemon.domain.state import Incident, World
+from daemon.web.bodies import documented, json_body
 from daemon.web.story import gather, markdown, story
 
 if TYPE_CHECKING:
@@ -82,6 +83,9 @@ class LinkIn(_In):
     reason: str = Field(default="", max_length=2000)
 
 
+B = TypeVar("B", bound=_In)
+
+
 def incident_summary(inc: Incident) -> dict[str, Any]:
     """The incident's own fields as the API shows them."""
     out = inc.model_dump(mode="json")
@@ -103,57 +107,57 @@ def incidents_router(ctx: ApiContext) -> APIRouter:
         await ing.execute(command)
         return incident_summary(ing.world.incidents[incident_id])
 
-    @router.post("/api/v1/incidents/{incident_id}/note")
-    async def note(request: Request, incident_id: UUID, body: NoteIn) -> dict[str, Any]:
-        me = who(request, "responder", body.via)
+    async def caller(request: Request, model: type[B]) -> tuple[Identity, B]:
+        # The caller first: a stranger's body is never read (401 before any 422).
+        me = who(request, "responder")
+        body = await json_body(request, model)
+        return Identity(me.name, me.role, body.via), body
+
+    @router.post("/api/v1/incidents/{incident_id}/note", openapi_extra=documented(NoteIn))
+    async def note(request: Request, incident_id: UUID) -> dict[str, Any]:
+        me, body = await caller(request, NoteIn)
         return await run(NoteIncident(incident_id, me.name, body.text, me.channel), incident_id)
 
-    @router.post("/api/v1/incidents/{incident_id}/assign")
-    async def assign(request: Request, incident_id: UUID, body: AssignIn) -> dict[str, Any]:
-        me = who(request, "responder", body.via)
+    @router.post("/api/v1/incidents/{incident_id}/assign", openapi_extra=documented(AssignIn))
+    async def assign(request: Request, incident_id: UUID) -> dict[str, Any]:
+        me, body = await caller(request, AssignIn)
         cmd = AssignIncident(incident_id, me.name, body.assignee, me.channel)
         return await run(cmd, incident_id)
 
-    @router.post("/api/v1/incidents/{incident_id}/take")
-    async def take(
-        request: Request, incident_id: UUID, body: Annotated[_In | None, Body()] = None
-    ) -> dict[str, Any]:
-        me = who(request, "responder", (body or _In()).via)
+    @router.post("/api/v1/incidents/{incident_id}/take", openapi_extra=documented(_In))
+    async def take(request: Request, incident_id: UUID) -> dict[str, Any]:
+        me, _ = await caller(request, _In)
         return await run(AssignIncident(incident_id, me.name, me.name, me.channel), incident_id)
 
-    @router.post("/api/v1/incidents/{incident_id}/unack")
-    async def unack(
-        request: Request, incident_id: UUID, body: Annotated[ReasonIn | None, Body()] = None
-    ) -> dict[str, Any]:
-        body = body or ReasonIn()
-        me = who(request, "responder", body.via)
+    @router.post("/api/v1/incidents/{incident_id}/unack", openapi_extra=documented(ReasonIn))
+    async def unack(request: Request, incident_id: UUID) -> dict[str, Any]:
+        me, body = await caller(request, ReasonIn)
         cmd = UnacknowledgeIncident(incident_id, me.name, body.reason, me.channel)
         return await run(cmd, incident_id)
 
-    @router.post("/api/v1/incidents/{incident_id}/snooze")
-    async def snooze(request: Request, incident_id: UUID, body: SnoozeIn) -> dict[str, Any]:
-        me = who(request, "responder", body.via)
+    @router.post("/api/v1/incidents/{incident_id}/snooze", openapi_extra=documented(SnoozeIn))
+    async def snooze(request: Request, incident_id: UUID) -> dict[str, Any]:
+        me, body = await caller(request, SnoozeIn)
         until = snooze_until(body, ctx.clock())
         cmd = SnoozeIncident(incident_id, me.name, until, body.reason, me.channel)
         return await run(cmd, incident_id)
 
-    @router.post("/api/v1/incidents/{incident_id}/reopen")
-    async def reopen(
-        request: Request, incident_id: UUID, body: Annotated[ReasonIn | None, Body()] = None
-    ) -> dict[str, Any]:
-        body = body or ReasonIn()
-        me = who(request, "responder", body.via)
+    @router.post("/api/v1/incidents/{incident_id}/reopen", openapi_extra=documented(ReasonIn))
+    async def reopen(request: Request, incident_id: UUID) -> dict[str, Any]:
+        me, body = await caller(request, ReasonIn)
         return await run(ReopenIncident(incident_id, me.name, body.reason, me.channel), incident_id)
 
-    @router.post("/api/v1/incidents/{incident_id}/severity")
-    async def severity(request: Request, incident_id: UUID, body: SeverityIn) -> dict[str, Any]:
-        me = who(request, "responder", body.via)
+    @router.post(
+        "/api/v1/incidents/{incident_id}/severity", openapi_extra=documented(SeverityIn)
+    )
+    async def severity(request: Request, incident_id: UUID) -> dict[str, Any]:
+        me, body = await caller(request, SeverityIn)
         cmd = ChangeSeverity(incident_id, me.name, body.severity, body.reason, me.channel)
         return await run(cmd, incident_id)
 
-    @router.post("/api/v1/incidents/{incident_id}/link")
-    async def link(request: Request, incident_id: UUID, body: LinkIn) -> dict[str, Any]:
-        me = who(request, "responder", body.via)
+    @router.post("/api/v1/incidents/{incident_id}/link", openapi_extra=documented(LinkIn))
+    async def link(request: Request, incident_id: UUID) -> dict[str, Any]:
+        me, body = await caller(request, LinkIn)
         cmd = LinkIncident(incident_id, me.name, body.other, body.reason, me.channel)
         return await run(cmd, incident_id)
 

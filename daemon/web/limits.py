@@ -14,6 +14,8 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import anyio
+
 log = logging.getLogger("watchkeeper.api")
 
 Scope = MutableMapping[str, Any]
@@ -65,7 +67,11 @@ class BodyLimit:
                 if seen > limit:
                     refused = True
                     if not started:
-                        await self._refuse(scope, send, bytes(head), seen, limit)
+                        # Shielded: a streaming route reads the body from a task of its
+                        # own (Starlette's disconnect listener) and may cancel it; the
+                        # record and the 413 must not be cut off halfway.
+                        with anyio.CancelScope(shield=True):
+                            await self._refuse(scope, send, bytes(head), seen, limit)
                     raise BodyTooLarge
             return message
 

@@ -348,3 +348,27 @@ def test_per_person_tokens_in_cli_contexts(
     assert [r["text"] for r in story["story"] if r["kind"] == "IncidentNoted"] == [
         "Note by ops via cli"
     ]
+
+
+def test_incidents_list_pages_with_limit_and_cursor(wk: Watchkeeper) -> None:
+    # Issue 17: every list is paginated, the CLI's too; a prefix is found on any page.
+    names = [f"CliPage{i}" for i in range(5)]
+    r = post(wk, "/api/v2/alerts", [{"labels": {"alertname": n}} for n in names])
+    assert r.status_code == 200, r.text
+    seen: list[str] = []
+    args = ["incidents", "list", "--match", 'alertname=~"CliPage.*"', "--limit", "2"]
+    cursor: str | None = None
+    for _ in range(5):
+        page = json.loads(ok(cli(wk, *args, *(["--cursor", cursor] if cursor else []),
+                                 as_json=True)))
+        assert len(page["incidents"]) <= 2
+        seen += [i["title"] for i in page["incidents"]]
+        cursor = page.get("next")
+        if not cursor:
+            break
+    assert sorted(seen) == names
+    table = ok(cli(wk, *args))
+    assert "2 incident(s); next page: --cursor" in " ".join(table.split())
+    oldest = json.loads(ok(cli(wk, *args[:4], as_json=True)))["incidents"][-1]
+    shown = json.loads(ok(cli(wk, "incidents", "show", oldest["id"][:8], as_json=True)))
+    assert shown["id"] == oldest["id"]

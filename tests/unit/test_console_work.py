@@ -193,3 +193,17 @@ def test_the_timeline_groups_runs_of_agent_steps_and_actions() -> None:
     assert groups[1].summary == (
         "investigation disk #1: 2 step(s), Tool a [ok] … Investigation concluded"
     )
+
+
+async def test_a_console_silence_is_capped_at_limits_max_silence(console: Console) -> None:
+    # The API refused a 400-day silence; the console's form gave one (issue 17, #8).
+    await console.ing.submit([ReceiveAlert(_alert("DiskFull", instance="db1"))])
+    inc = next(iter(console.ing.world.incidents))
+    r = await console.do(inc, "silence", **{"for": "400d"})
+    assert r.status_code == 303
+    assert console.ing.world.silences == {}
+    page = (await console.http.get(f"/incidents/{inc}")).text
+    assert "longer than limits.max_silence (30d)" in page
+    r = await console.do(inc, "silence", **{"for": "30d"})
+    [silence] = console.ing.world.silences.values()
+    assert silence.ends_at - silence.starts_at == timedelta(days=30)

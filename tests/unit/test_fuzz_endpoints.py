@@ -1,16 +1,25 @@
 """Generated payloads, matchers and query strings against every public endpoint, for a
-bounded number of examples: no 5xx, no crash, one dead letter per refused intake."""
+bounded time: no 5xx, no crash, one dead letter per refused intake, RSS bounded.
+
+The route-wide test lists the routes from the app itself; WK_FUZZ_SECONDS sets its budget."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
+import hmac
 import json
+import os
 import resource
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import httpx
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -20,6 +29,7 @@ from daemon.domain import GroupingPolicy
 from daemon.engine.ingest import Ingestor
 from daemon.engine.metrics import Metrics
 from daemon.engine.store import EventLog
+from daemon.web import console_work
 from daemon.web.app import ApiContext, create_app
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -129,6 +139,212 @@ def test_generated_requests_never_get_a_5xx(tmp_path: Path) -> None:
         assert grown < 200_000, f"peak RSS grew {grown} KiB"
     finally:
         loop.run_until_complete(client.aclose())
+        loop.run_until_complete(ing.close())
+        log.close()
+        loop.close()
+
+
+# --- every route the app serves, with every kind of caller and body -----------------------
+
+FUZZ_SECONDS = float(os.environ.get("WK_FUZZ_SECONDS", "15"))
+SIGNING_SECRET = "fuzz-signing-secret"
+QUERY_NAMES = (
+    "match", "filter", "limit", "cursor", "after", "state", "page", "format", "status",
+    "incident", "silenced", "inhibited", "active", "unprocessed", "receiver", "next", "q",
+)
+url_text = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=30
+)
+path_value = st.one_of(st.uuids().map(str), url_text.map(lambda t: quote(t, safe="")))
+query = st.dictionaries(
+    st.sampled_from(QUERY_NAMES),
+    st.one_of(text, matcher, st.integers().map(str), st.just("1e20")),
+    max_size=3,
+)
+body = st.one_of(
+    st.none(),
+    json_any.map(lambda v: ("json", json.dumps(v).encode())),
+    st.lists(alert, max_size=3).map(lambda v: ("json", json.dumps(v).encode())),
+    st.dictionaries(st.sampled_from(["matchers", "duration", "text", "reason", "for",
+                                     "until", "severity", "assignee", "other", "comment",
+                                     "incident_ids", "version", "force", "via", "id",
+                                     "startsAt", "endsAt", "createdBy"]),
+                    json_any, max_size=5).map(lambda v: ("json", json.dumps(v).encode())),
+    st.dictionaries(text, text, max_size=5).map(lambda v: ("form", urlencode(v).encode())),
+    st.binary(max_size=300).map(lambda b: ("raw", b)),
+)
+caller = st.sampled_from(["loopback", "stranger", "session", "slack"])
+
+
+def routes_of(app: Any) -> set[tuple[str, str]]:
+    """(method, path) of every route the app serves, HEAD aside."""
+    out = set()
+    pending = list(app.routes)
+    while pending:
+        r = pending.pop()
+        inner = getattr(r, "original_router", None)  # newer FastAPI keeps routers whole
+        if inner is not None:
+            pending += inner.routes
+        else:
+            methods: set[str] = getattr(r, "methods", None) or set()
+            out |= {(m, getattr(r, "path", "")) for m in methods if m != "HEAD"}
+    return out
+
+
+def fill(template: str, values: list[str]) -> str:
+    """The path with each {parameter} replaced by the next value (a verb stays a verb)."""
+    parts = []
+    for i, part in enumerate(template.split("/")):
+        if part == "{verb}":
+            parts.append(values[i % len(values)] if i % 3 == 0 else "note")
+        elif part.startswith("{"):
+            parts.append(values[i % len(values)])
+        else:
+            parts.append(part)
+    return "/".join(parts)
+
+
+class PeakRss:
+    """Peak RSS from now on, in KiB: VmHWM reset to the current RSS (Linux clear_refs 5),
+    so earlier tests in the same process do not count."""
+
+    def __init__(self) -> None:
+        with contextlib.suppress(OSError):
+            Path("/proc/self/clear_refs").write_text("5")
+        self.start = self._field("VmRSS")
+
+    @staticmethod
+    def _field(name: str) -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(name + ":"):
+                return int(line.split()[1])
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    def grown(self) -> int:
+        return self._field("VmHWM") - self.start
+
+
+@pytest.mark.timeout(180)
+def test_every_route_takes_generated_input_without_a_5xx(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every route (listed from the app) gets generated paths, queries, bodies and callers
+    for a bounded time: never a 5xx or an exception, a dead letter per refused intake, the
+    daemon still takes alerts afterwards, and peak RSS stays bounded."""
+    # The console's live stream ends after a moment here, not after 55 s.
+    monkeypatch.setattr(console_work, "LIVE_SECONDS", 0.05)
+    loop = asyncio.new_event_loop()
+    cfg = Settings(
+        store=f"sqlite:///{tmp_path / 'e.db'}",
+        http={"max_body_bytes": 65536},
+        # Small hot-set limits, so generated alerts reach them (429 and dead letters).
+        limits={"max_alerts": 60, "max_open_incidents": 20, "max_alerts_per_incident": 10},
+        notifications={"slack_app": {"signing_secret": SIGNING_SECRET}},
+    )
+    log = EventLog(cfg.store)
+    ing = Ingestor(log, GroupingPolicy(limits=cfg.limits.state_limits()), lambda: T0)
+    loop.run_until_complete(ing.start())
+    ctx = ApiContext(cfg, ing, lambda: T0, Metrics(), Authenticator(cfg), lambda: {"healthy": True})
+    app = create_app(ctx)
+    table = routes_of(app)
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
+    client = httpx.AsyncClient(transport=transport, base_url="http://wk")
+    stranger = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, client=("192.0.2.7", 40000)),
+        base_url="http://wk",
+    )
+
+    async def setup() -> tuple[str, str]:
+        r = await client.post("/api/v2/alerts", json=[{"labels": {"alertname": "Seed"}}])
+        assert r.status_code == 200, r.text
+        [inc] = (await client.get("/api/v1/incidents")).json()["incidents"]
+        page = (await client.get(f"/incidents/{inc['id']}")).text
+        return inc["id"], page.split('name="csrf" value="')[1].split('"')[0]
+
+    seed_id, csrf = loop.run_until_complete(setup())
+    hit: set[tuple[str, str]] = set()
+    rss = PeakRss()
+
+    async def send(
+        method: str, template: str, values: list[str], params: dict[str, str],
+        content: tuple[str, bytes] | None, who: str,
+    ) -> None:
+        path = fill(template, values)
+        headers: dict[str, str] = {}
+        data = b""
+        if content is not None:
+            kind, data = content
+            if kind == "form" and who == "session":
+                data += b"&csrf=" + csrf.encode()
+            headers["content-type"] = (
+                "application/x-www-form-urlencoded" if kind == "form" else "application/json"
+            )
+        if who == "slack":
+            ts = str(int(T0.timestamp()))
+            base = b"v0:" + ts.encode() + b":" + data
+            headers["x-slack-request-timestamp"] = ts
+            headers["x-slack-signature"] = (
+                "v0=" + hmac.new(SIGNING_SECRET.encode(), base, hashlib.sha256).hexdigest()
+            )
+        before = len(ing.projections.dead_letters)
+        c = stranger if who == "stranger" else client
+        r = await c.request(method, path, params=params, content=data or None, headers=headers)
+        hit.add((method, template))
+        assert r.status_code < 500, (method, path, params, data[:300], who, r.status_code, r.text)
+        if template in INTAKE and r.status_code in (400, 413):
+            assert len(ing.projections.dead_letters) == before + 1, r.text
+
+    # First every route once with hostile input of each kind, so none is left to chance.
+    hostile: list[tuple[str, bytes] | None] = [
+        None, ("json", b"{not json"), ("json", b"[" * 5000), ("form", b"a=%ff&&=&b"),
+        ("raw", b"\x00\xff" * 100), ("json", b'{"matchers":["a=~\\"(.*.*)*x\\""]}'),
+    ]
+    started = time.monotonic()
+    for method, template in sorted(table):
+        for content in hostile:
+            loop.run_until_complete(
+                send(method, template, [seed_id, "x"], {"match": 'a=~"(?i)x"'}, content, "session")
+            )
+    assert hit == table
+
+    swept = time.monotonic()
+
+    @settings(
+        max_examples=50, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
+    @given(
+        st.sampled_from(sorted(table)),
+        st.lists(st.one_of(st.just(seed_id), path_value), min_size=1, max_size=3),
+        query,
+        body,
+        caller,
+    )
+    def one(
+        route: tuple[str, str], values: list[str], params: dict[str, str],
+        content: tuple[str, bytes] | None, who: str,
+    ) -> None:
+        nonlocal examples
+        examples += 1
+        loop.run_until_complete(send(*route, values, params, content, who))
+
+    # Bounded time: fresh runs of 50 generated requests until the budget is spent.
+    examples = 0
+    try:
+        deadline = time.monotonic() + FUZZ_SECONDS
+        while time.monotonic() < deadline:
+            one()
+        print(f"swept {len(table)} routes in {swept - started:.1f}s; {examples} generated")
+        assert examples >= 50, f"only {examples} generated requests in {FUZZ_SECONDS}s"
+        # Still alive and taking alerts (a crashed writer would refuse or hang).
+        r = loop.run_until_complete(
+            client.post("/api/v2/alerts", json=[{"labels": {"alertname": "Seed"}}])
+        )
+        assert r.status_code == 200, r.text
+        grown = rss.grown()
+        assert grown < 200_000, f"peak RSS grew {grown} KiB over {examples} requests"
+    finally:
+        loop.run_until_complete(client.aclose())
+        loop.run_until_complete(stranger.aclose())
         loop.run_until_complete(ing.close())
         log.close()
         loop.close()

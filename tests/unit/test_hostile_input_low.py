@@ -161,3 +161,41 @@ def test_a_new_sqlite_store_is_owner_only_whatever_the_umask(tmp_path: Path) -> 
     assert made
     for path in made:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
+
+
+async def test_huge_or_odd_log_positions_are_4xx(tmp_path: Path) -> None:
+    # events?after=1e20 was a 500 (an SQLite integer overflow).
+    async with running(tmp_path) as d:
+        for after in ("1e20", "100000000000000000000", "-5", "x"):
+            r = await d.http.get("/api/v1/events", params={"after": after})
+            assert r.status_code < 500, (after, r.text)
+        r = await d.http.get("/api/v1/events", params={"after": "100000000000000000000"})
+        assert 400 <= r.status_code < 500, r.text
+
+
+async def test_the_pattern_cap_and_go_flags_hold_on_every_matcher_intake(tmp_path: Path) -> None:
+    long = "x" * 1025
+    async with running(tmp_path) as d:
+        r = await d.http.post("/api/v1/silences", json={"matchers": [f'a=~"{long}"']})
+        assert r.status_code in (400, 422), r.text
+        silence = {
+            "matchers": [{"name": "a", "value": long, "isRegex": True}],
+            "startsAt": "2026-11-28T23:27:06Z", "endsAt": "2026-11-29T01:00:00Z",
+        }
+        r = await d.http.post("/api/v2/silences", json=silence)
+        assert r.status_code == 400, r.text
+        assert "1024" in r.text
+        r = await d.http.get("/api/v2/alerts", params={"filter": f'a=~"{long}"'})
+        assert r.status_code == 400, r.text
+        r = await d.http.get("/api/v2/silences", params={"filter": f'a=~"{long}"'})
+        assert r.status_code == 400, r.text
+        # Go's (?i) is accepted everywhere a regex is.
+        silence["matchers"] = [{"name": "a", "value": "(?i)disk.*", "isRegex": True}]
+        r = await d.http.post("/api/v2/silences", json=silence)
+        assert r.status_code == 200, r.text
+        r = await d.http.post(
+            "/api/v1/silences", json={"matchers": ['a=~"(?i)disk.*"'], "duration": "1h"}
+        )
+        assert r.status_code == 200, r.text
+        r = await d.http.get("/api/v2/alerts", params={"filter": 'a=~"(?i)x"'})
+        assert r.status_code == 200, r.text

@@ -4,6 +4,7 @@ Over real HTTP: the Supervisor runs in-process (uvicorn, SQLite) on a free port.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import Any
@@ -124,3 +125,23 @@ async def test_console_logins_are_rate_limited_and_failures_logged(
     failures = [r for r in caplog.records if "console login failed" in r.getMessage()]
     assert len(failures) == 5
     assert "peer=127.0.0.1" in failures[0].getMessage()
+
+
+async def test_past_max_connections_a_request_gets_503_at_once(tmp_path: Path) -> None:
+    # uvicorn's limit_concurrency, from http.max_connections (issue 17, #7).
+    async with running(tmp_path, {"http": {"max_connections": 3, "read_timeout": "20s"}}) as d:
+        port = d.supervisor.settings.http.port
+        idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(4)]
+        try:
+            for _, w in idle:
+                w.write(b"GET /readyz HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+                await w.drain()
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(4096), 5.0)
+            writer.close()
+            assert answer.startswith(b"HTTP/1.1 503"), answer[:200]
+        finally:
+            for _, w in idle:
+                w.close()

@@ -206,3 +206,32 @@ async def test_the_console_builds_only_the_rows_of_the_page_it_shows(
         html = (await d.http.get("/", params={"page": 3})).text
         assert html.count('<tr class="state-') == 5
         assert len(asked) <= 10, f"built {len(asked)} rows for a page of 5"
+
+
+async def test_the_whole_alert_lists_of_api_v2_are_streamed(tmp_path: Path) -> None:
+    # At the hot set's limit /api/v2/alerts is ~85 MB of JSON; built whole, one poll from
+    # karma or Grafana took the daemon past MemoryMax (bench/restart_memory.py).
+    async with running(tmp_path) as d:
+        pad = "p" * 3000
+        r = await d.post_alerts(
+            *({"labels": {"alertname": f"G{i % 3}", "n": str(i), "pad": pad}} for i in range(90))
+        )
+        assert r.status_code == 200, r.text
+        r = await d.http.get("/api/v2/alerts")
+        assert r.status_code == 200
+        assert "content-length" not in r.headers  # sent as it is encoded, not built whole
+        alerts = r.json()
+        assert len(alerts) == 90
+        assert {a["labels"]["n"] for a in alerts} == {str(i) for i in range(90)}
+        assert alerts[0]["status"] == {"state": "active", "silencedBy": [], "inhibitedBy": []}
+        assert alerts[0]["receivers"] == [{"name": "watchkeeper"}]
+        r = await d.http.get("/api/v2/alerts/groups")
+        assert "content-length" not in r.headers
+        groups = r.json()
+        assert sorted(g["labels"]["alertname"] for g in groups) == ["G0", "G1", "G2"]
+        assert [len(g["alerts"]) for g in groups] == [30, 30, 30]
+        assert groups[0]["receiver"] == {"name": "watchkeeper"}
+        r = await d.http.get("/api/v2/alerts", params={"filter": 'n="7"'})
+        assert [a["labels"]["n"] for a in r.json()] == ["7"]
+        r = await d.http.get("/api/v2/alerts", params={"receiver": "other"})
+        assert r.json() == []
