@@ -131,11 +131,13 @@ class Election:
         self.epoch = int(row["epoch"])
         return self.epoch
 
-    def renew(self) -> bool:
-        """Heartbeat as leader; False if we no longer lead (lock lost or epoch superseded).
+    def renew(self) -> bool | None:
+        """Heartbeat as leader: True (still leads), False (it does not: step down), or None.
 
-        A lost connection is not yet a lost leadership: if the lock is free again and the
-        epoch is still ours, nobody led in between, so we carry on under the same epoch.
+        None: the store cannot be reached, so nobody can tell. The leader keeps its role
+        (its commits fail meanwhile, and are fenced if a successor appears) and asks again.
+        A lost connection is not a lost lead: if the lock is free again and the epoch is
+        still ours, nobody led in between, and we carry on under the same epoch.
         """
         if self.epoch is None:
             return False
@@ -146,6 +148,10 @@ class Election:
             self._drop()
         try:
             conn = self._connection()
+        except psycopg.Error as e:
+            log.warning("cannot reach the store to renew the lead: %s", e)
+            return None
+        try:
             row = conn.execute(
                 "SELECT pg_try_advisory_lock(%s, hashtext(%s)) AS got",
                 (LEADER_LOCK_KEY, self.schema),
@@ -157,9 +163,9 @@ class Election:
             self._drop()  # the epoch moved on: let the lock go with the session
             return False
         except psycopg.Error as e:
-            log.warning("cannot reach the store to renew the lead: %s", e)
+            log.warning("cannot renew the lead: %s", e)
             self._drop()
-            return False
+            return None
 
     def _heartbeat(self) -> bool:
         cur = self._connection().execute(

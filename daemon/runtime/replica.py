@@ -125,8 +125,11 @@ class Replica:
         if self._deposed.is_set():
             await self._step_down("a commit was fenced: another replica took over", release=True)
             return
-        if not await self._call(self.election.renew):
+        renewed = await self._call(self.election.renew)
+        if renewed is False:
             await self._step_down("lost the leader lock", release=True)
+        # None: the store is unreachable; the commits fail (and are fenced if another
+        # replica takes over), so keep the role and ask again at the next heartbeat.
 
     async def _campaign(self) -> None:
         """One follower round: try for the lock; else learn the leader and catch up."""
