@@ -154,7 +154,10 @@ class Ingestor:
                 and self.world.position > self._checkpointed_at
             ):
                 # Nothing else runs now: serialize here rather than fork.
-                await self._checkpoint()
+                try:
+                    await self._checkpoint()
+                except Exception as e:  # fenced out, or the store went: the log has it all
+                    log.warning("checkpoint at shutdown not written: %s", _describe(e))
         self.writer.shutdown(wait=True)
 
     # --- submitting ----------------------------------------------------------------------

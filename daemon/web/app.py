@@ -477,6 +477,17 @@ async def readyz(ctx: Ctx) -> PlainTextResponse:
     )
 
 
+@router.get("/leaderz")
+async def leaderz(ctx: Ctx) -> PlainTextResponse:
+    """200 on the replica that leads (commits) now, 503 on a follower: for load balancers
+    that send the console, whose sessions live in one process, to the leader."""
+    rep = ctx.health().get("replica") or {}
+    if rep.get("role") == "leader" and ctx.ingestor.ready:
+        return PlainTextResponse(f"leader, epoch {rep.get('epoch')}\n")
+    leader = (rep.get("leader") or {}).get("address") or "unknown"
+    return PlainTextResponse(f"follower; the leader is {leader}\n", status_code=503)
+
+
 @router.get("/metrics")
 async def metrics(ctx: Ctx) -> Response:
     return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -20,6 +20,8 @@ import httpx
 log = logging.getLogger("watchkeeper.forward")
 
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
+# The console's sign-in and sign-out touch only this process's sessions: answered here.
+_LOCAL = frozenset({"/login", "/logout"})
 # Marks a forwarded request (and names the replica that forwarded it).
 FORWARDED_BY = "x-watchkeeper-forwarded-by"
 # Not passed on: hop-by-hop headers, and what the forwarding replica sets itself.
@@ -49,7 +51,7 @@ class LeaderForwarding:
         self._client: httpx.AsyncClient | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] in _READS:
+        if scope["type"] != "http" or scope["method"] in _READS or scope["path"] in _LOCAL:
             await self.app(scope, receive, send)
             return
         target = self.leader_url()

@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -19,11 +20,15 @@ import pytest
 from eventsourcing.persistence import Tracking
 from realstack import PostgresServer
 
+from daemon.domain import Alert, ReceiveAlert, fingerprint
+from daemon.domain.state import GroupingPolicy
 from daemon.engine.fencing import Deposed, NotLeader
+from daemon.engine.ingest import Ingestor
 from daemon.engine.leadership import Election, FileLock, StoreInUse
 from daemon.engine.store import EventLog
 
 REPO = Path(__file__).resolve().parents[2]
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -202,3 +207,58 @@ def test_stores_in_two_schemas_elect_independently(postgres_server: PostgresServ
                 e.release()
             for lg in logs:
                 lg.close()
+
+
+# --- the Ingestor under fencing ----------------------------------------------------------
+
+
+def _alert(name: str) -> Alert:
+    labels = {"alertname": name}
+    return Alert(fingerprint=fingerprint(labels), labels=labels, starts_at=T0)
+
+
+async def test_a_deposed_ingestor_refuses_steps_down_and_follows_its_successor(
+    store_url: str,
+) -> None:
+    """The old leader's batch is refused, its world rebuilt from the log (the successor's
+    events in it, its own uncommitted ones gone), and it asks to step down."""
+    old_log, new_log = EventLog(store_url), EventLog(store_url)
+    old_fence, new_fence = old_log.fence_commits(), new_log.fence_commits()
+    old_el, new_el = _election(old_log, "old"), _election(new_log, "new")
+    old = Ingestor(old_log, GroupingPolicy(), lambda: T0)
+    new = Ingestor(new_log, GroupingPolicy(), lambda: T0)
+    deposed: list[str] = []
+    old.on_deposed = deposed.append
+    await old.start()
+    await new.start()
+    try:
+        old_fence.epoch = old_el.try_lead()
+        await old.submit([ReceiveAlert(_alert("Before"))])
+        new.leading = False
+        assert old_el._conn is not None
+        pid = old_el._conn.info.backend_pid
+        with psycopg.connect(**new_log.connect_kwargs, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        new_fence.epoch = new_el.try_lead()
+        assert await new.take_lead() > 0  # caught up with the old leader's incident
+        assert any("Before" in i.group_key for i in new.world.incidents.values())
+        await new.submit([ReceiveAlert(_alert("After"))])
+
+        with pytest.raises(NotLeader):
+            await old.submit([ReceiveAlert(_alert("Lost"))])
+        assert deposed
+        assert "fenced" in deposed[0]
+        assert old.leading is False
+        await old.writer_answers()  # the rebuild was queued on the writer before we heard
+        titles = {i.group_key for i in old.world.incidents.values()}
+        assert not any("Lost" in k for k in titles)
+        assert any("After" in k for k in titles)  # rebuilt with the successor's events
+        with pytest.raises(NotLeader):
+            await old.submit([ReceiveAlert(_alert("Again"))])  # refused at once now
+    finally:
+        old_el.release()
+        new_el.release()
+        await old.close()
+        await new.close()
+        old_log.close()
+        new_log.close()
