@@ -193,6 +193,11 @@ def create_app(ctx: ApiContext) -> FastAPI:
         LeaderForwarding,
         leader_url=ctx.leader_url,
         timeout=lambda: ctx.settings.tuning.commit_timeout.total_seconds() + 5.0,
+        sign_on_headers=lambda: frozenset(
+            h.lower()
+            for h in (ctx.settings.auth.sso.user_header, ctx.settings.auth.sso.email_header,
+                      ctx.settings.auth.sso.groups_header)
+        ),
     )
     # X-Forwarded-For and proxy single sign-on, believed from http.trusted_proxies only.
     app.add_middleware(TrustedProxies, settings=ctx.settings)

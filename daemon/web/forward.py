@@ -17,6 +17,8 @@ from typing import Any
 
 import httpx
 
+from daemon.config.auth import SSO_IDENTITY, Identity
+
 log = logging.getLogger("watchkeeper.forward")
 
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -42,13 +44,17 @@ class LeaderForwarding:
         app: Any,
         leader_url: Callable[[], str | None],
         timeout: Callable[[], float],
+        *,
+        sign_on_headers: Callable[[], frozenset[str]] = frozenset,
         replica: str = "",
+        client: httpx.AsyncClient | None = None,
     ) -> None:
         self.app = app
         self.leader_url = leader_url
         self.timeout = timeout
+        self.sign_on_headers = sign_on_headers
         self.replica = replica
-        self._client: httpx.AsyncClient | None = None
+        self._client = client
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] in _READS or scope["path"] in _LOCAL:
@@ -67,7 +73,12 @@ class LeaderForwarding:
             )
             return
         body = await _body(receive)
-        out = [(k, v) for k, v in headers if k not in _DROP]
+        drop = _DROP
+        if not isinstance(SSO_IDENTITY.get(), Identity):
+            # Sign-on headers this replica did not believe (not from its trusted proxy) must
+            # not reach a leader that believes this replica.
+            drop = drop | self.sign_on_headers()
+        out = [(k, v) for k, v in headers if k not in drop]
         client = (scope.get("client") or ("", 0))[0]
         if client:
             out.append(("x-forwarded-for", client))
