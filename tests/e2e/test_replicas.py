@@ -18,7 +18,16 @@ import pytest
 import realstack
 from chatstubs import ChatStub
 from realstack import PostgresServer, wait_for
-from replicas import Cluster, Intake, judge, kill, replica_settings, terminate
+from replicas import (
+    Cluster,
+    Figures,
+    Intake,
+    in_flight_only,
+    judge,
+    kill,
+    replica_settings,
+    terminate,
+)
 
 KILL_GOAL = 10.0  # seconds from kill -9 until another replica leads
 TERM_GOAL = 2.0  # from SIGTERM
@@ -39,7 +48,8 @@ def stub() -> Iterator[ChatStub]:
 def test_three_replicas_fail_over_without_losing_or_repeating(
     store: str, stub: ChatStub, tmp_path: Path
 ) -> None:
-    cluster = Cluster(store, tmp_path, replica_settings(stub))
+    ran = tmp_path / "ran.txt"
+    cluster = Cluster(store, tmp_path, replica_settings(stub, tmp_path))
     cluster.start()
     intakes: list[Intake] = []
     try:
@@ -62,9 +72,10 @@ def test_three_replicas_fail_over_without_losing_or_repeating(
         wait_for(lambda: all(len(i.accepted) >= 10 for i in intakes), timeout=30,
                  what="alerts accepted through every replica")
         # Reads on a follower: its warm state has the leader's incidents.
-        wait_for(lambda: len(follower.incidents()) == 5, timeout=10,
-                 what="the follower's state to show the five groups")
+        wait_for(lambda: len(follower.incidents()) >= 5, timeout=10,
+                 what="the follower's state to show the leader's incidents")
 
+        kill_at = time.monotonic()
         killed = cluster.fail_over(kill)
         time.sleep(2.0)
         stopped = cluster.fail_over(terminate)
@@ -74,8 +85,23 @@ def test_three_replicas_fail_over_without_losing_or_repeating(
             intake.finish()
     try:
         survivor = cluster.replicas[cluster.alive()[0]]
-        time.sleep(3.0)  # escalations due 2 s after an opening are sent by now
-        figures = judge(survivor, intakes, stub)
+
+        def settled() -> Figures | None:
+            # Every incident paged, escalated (2 s later) and acted on, each action settled.
+            f = judge(survivor, intakes, stub, ran)
+            done = (
+                f.escalations >= f.incidents
+                and f.actions_dispatched >= f.incidents
+                and f.actions_settled >= f.actions_dispatched
+            )
+            return f if done else None
+
+        try:
+            wait_for(settled, timeout=30, what="every incident escalated and acted on")
+        finally:
+            print(judge(survivor, intakes, stub, ran))
+        time.sleep(1.0)  # a late duplicate would show up by now
+        figures = judge(survivor, intakes, stub, ran)
         print(
             f"takeover after kill -9: {killed:.2f}s, after SIGTERM: {stopped:.2f}s; "
             f"{figures}"
@@ -83,10 +109,17 @@ def test_three_replicas_fail_over_without_losing_or_repeating(
         assert killed < KILL_GOAL, survivor.log_tail()
         assert stopped < TERM_GOAL, survivor.log_tail()
         assert figures.accepted > 50
-        assert figures.problems() == []
-        # Five groups: each paged when opened and escalated once (and updated as it grew).
-        assert figures.chat_by_event["incident_opened"] == 5, figures
-        assert figures.chat_by_event["escalated"] == 5, figures
+        assert figures.incidents > 5  # the five groups and the bursts
+        assert figures.problems(allow_in_flight=True) == []
+        # A page repeated only if the killed leader had sent it without recording it yet
+        # (README, "Replicas", limits); SIGTERM hands over with nothing in flight.
+        assert in_flight_only(figures, [kill_at]) == [], figures
+        # Each incident: paged once when opened, escalated, one action dispatched, which
+        # ran once (or, dispatched by a leader that died, is an unknown outcome for a person).
+        assert figures.chat_by_event["incident_opened"] == figures.incidents, figures
+        assert figures.escalations >= figures.incidents, figures
+        assert figures.actions_dispatched == figures.incidents, figures
+        assert figures.actions_run + figures.actions_unknown >= figures.actions_dispatched
         assert stub.problems() == []
     finally:
         cluster.stop()
