@@ -61,6 +61,7 @@ class Replica:
         self.takeovers = 0
         self.last_takeover_seconds = 0.0
         self._deposed = asyncio.Event()
+        self._last_problem = ""
         self._task: asyncio.Task[None] | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wk-election")
         ingestor.on_deposed = self._on_deposed
@@ -114,8 +115,14 @@ class Replica:
             except asyncio.CancelledError:
                 raise
             except Exception as e:
-                log.warning("replica loop: %s (%s); retrying", e, type(e).__name__)
+                # Once per distinct problem (a store outage would repeat it every second).
+                problem = f"{type(e).__name__}: {e}"
+                if problem != self._last_problem:
+                    log.warning("replica loop: %s; retrying every second", problem)
+                    self._last_problem = problem
                 await asyncio.sleep(1.0)
+            else:
+                self._last_problem = ""
 
     async def _lead_once(self) -> None:
         assert self.election is not None

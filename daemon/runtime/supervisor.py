@@ -270,7 +270,13 @@ class Supervisor:
         paused = ", execution PAUSED" if actions and actions.paused else ""
         if self.ingestor is not None and not self.ingestor.store.up:
             return f"{self.ingestor.store.problem()}; refusing intake"
-        return (
+        rep = h["replica"]
+        role = ""
+        if rep.get("replicated"):
+            lead = (rep.get("leader") or {}).get("address") or "no leader"
+            role = (f"leader (epoch {rep.get('epoch')}), " if rep["role"] == "leader"
+                    else f"follower of {lead}, ")
+        return role + (
             f"{inc.get('open', 0)} open incidents, {inc.get('acknowledged', 0)} acknowledged, "
             f"{waiting} awaiting approval, {h['alerts_firing']} alerts firing, {src}{paused}"
         )
@@ -356,7 +362,11 @@ class Supervisor:
         ing.write_latency_observer = self.metrics.store_write.observe
         # Log lines, and outcome histograms on /metrics (daemon/runtime/outcome_metrics.py).
         ing.listeners.extend(
-            (log_event, OutcomeHistograms(self.metrics.registry, lambda: ing.world))
+            (
+                # Followers apply the leader's events too: only the leader's journal says so.
+                lambda pos, ev: log_event(pos, ev) if ing.leading else None,
+                OutcomeHistograms(self.metrics.registry, lambda: ing.world),
+            )
         )
         self.metrics.watch_state(self._metric_snapshot)
         self.metrics.registry.register(SourceCollector(lambda: self.sources))

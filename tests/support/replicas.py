@@ -178,6 +178,7 @@ class Intake:
 
     url: str
     name: str
+    burst_every: int = 10  # every n-th alert opens a group of its own
     accepted: list[str] = field(default_factory=list)
     refused: collections.Counter[int] = field(default_factory=collections.Counter)
     stop: threading.Event = field(default_factory=threading.Event)
@@ -200,9 +201,10 @@ class Intake:
                 if self.stop.is_set():
                     return
                 instance = f"{self.name}-{n}"
-                # Mostly repeats into five groups; every 10th a group of its own (a new
+                # Mostly repeats into five groups; every n-th a group of its own (a new
                 # incident: a page, an escalation, an investigation and an action).
-                group = f"Burst{self.name}x{n}" if n % 10 == 9 else f"Load{n % GROUPS}"
+                burst = n % self.burst_every == self.burst_every - 1
+                group = f"Burst{self.name}x{n}" if burst else f"Load{n % GROUPS}"
                 # No `instance` label: the action's target is then this host (local).
                 alert = {"labels": {"alertname": group, "seq": instance}}
                 try:
@@ -231,6 +233,7 @@ class Figures:
     chat_twice: list[tuple[str | None, str | None]] = field(default_factory=list)
     # When the first copy of each message sent twice arrived (time.monotonic()).
     chat_twice_first_at: list[float] = field(default_factory=list)
+    chat_twice_at: list[list[float]] = field(default_factory=list)
     escalations_fired_twice: int = 0
     escalations: int = 0
     incidents: int = 0
@@ -269,13 +272,14 @@ def in_flight_only(figures: Figures, kills: list[float]) -> list[str]:
     """Problems with the messages sent twice: each must have been in flight at a kill -9.
 
     At most one message per kill (the notify reaction handles one event at a time), first
-    sent shortly before that kill, by the leader that died.
+    received around that kill: sent by the leader that died, not yet recorded.
     """
     out = []
     if figures.chat_sent_twice > len(kills):
         out.append(f"{figures.chat_sent_twice} chat messages sent twice after {len(kills)} kills")
     for at in figures.chat_twice_first_at:
-        if not any(k - 5.0 <= at <= k for k in kills):
+        # The receiver's clock: a loaded receiver stamps a request late (up to ~1 s seen).
+        if not any(k - 5.0 <= at <= k + 2.0 for k in kills):
             out.append(f"a message first sent at {at:.2f} was repeated, not in flight at a kill")
     return out
 
@@ -309,12 +313,13 @@ def judge(wk: Watchkeeper, intakes: list[Intake], stub: ChatStub, ran: Path) -> 
         for h in stub.at(stub.WEBHOOK)
     )
     twice = [k[:2] for k, c in sent.items() if c > 1]
-    first_at: dict[tuple[Any, ...], float] = {}
+    arrivals: dict[tuple[Any, ...], list[float]] = collections.defaultdict(list)
     for h in stub.at(stub.WEBHOOK):
         key = (h.body.get("incident_id"), h.body.get("event"), h.body.get("headline"),
                h.body.get("text"), h.body.get("note"))
-        first_at.setdefault(key, h.at)
-    twice_first_at = [first_at[k] for k, c in sent.items() if c > 1]
+        arrivals[key].append(h.at)
+    twice_first_at = [arrivals[k][0] for k, c in sent.items() if c > 1]
+    twice_at = [arrivals[k] for k, c in sent.items() if c > 1]
     return Figures(
         accepted=len(accepted),
         lost=[a for a in accepted if a not in fired],
@@ -322,6 +327,7 @@ def judge(wk: Watchkeeper, intakes: list[Intake], stub: ChatStub, ran: Path) -> 
         chat_sent_twice=sum(c - 1 for c in sent.values()),
         chat_twice=twice,
         chat_twice_first_at=twice_first_at,
+        chat_twice_at=twice_at,
         chat_messages=sum(sent.values()),
         chat_by_event=dict(collections.Counter(k[1] for k in sent.elements())),
         escalations_fired_twice=sum(c - 1 for c in deadlines.values()),
