@@ -262,3 +262,28 @@ async def test_a_deposed_ingestor_refuses_steps_down_and_follows_its_successor(
         await new.close()
         old_log.close()
         new_log.close()
+
+
+def test_store_init_creates_the_tables_and_may_run_again(
+    store_url: str, tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    config = tmp_path / "watchkeeper.yaml"
+    config.write_text(f"store: {store_url}\nstate_dir: {tmp_path}\n")
+    argv = [sys.executable, "-c", "from daemon.cli.main import main; main()",
+            "store", "init", "--config", str(config)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHKEEPER_")}
+    for _ in range(2):
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=REPO,
+                              env=env, check=False)
+        assert done.returncode == 0, done.stderr
+        assert "event store ready" in done.stdout
+        assert "log position 0" in done.stdout
+    schema = store_url.rsplit("schema=", 1)[1]
+    with psycopg.connect(host=postgres_server.host, port=postgres_server.port,
+                         dbname=postgres_server.dbname, user=postgres_server.user) as conn:
+        tables = {r[0] for r in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+            (schema,),
+        )}
+    assert {"stored_events", "notification_tracking", "stored_snapshots",
+            "watchkeeper_leader"} <= tables, tables
