@@ -89,16 +89,24 @@ class Replica:
             log.warning("first election attempt failed: %s; following meanwhile", e)
         self._task = asyncio.create_task(self._run(), name="replica")
 
-    async def close(self) -> None:
-        """Stop campaigning; if leading, stop the leader's components and release the lock."""
+    async def stop_work(self) -> None:
+        """Shutdown, first step: stop campaigning and the leader's components (streams,
+        reactions, timers); commits still go on, so requests in flight can finish."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         if self.leading:
-            await self._step_down("shutting down", release=True)
-        elif self.election is not None:
-            await self._call(self.election.release)
+            await self._stop_leading()
+
+    async def close(self) -> None:
+        """Shutdown, last step: a replica that leads hands over (releases the lock) now."""
+        await self.stop_work()
+        if self.election is not None:
+            if self.leading:
+                await self._step_down("shutting down", release=True)
+            else:
+                await self._call(self.election.release)
         self._thread.shutdown(wait=False)
 
     # --- the loop ------------------------------------------------------------------------

@@ -48,6 +48,9 @@ from daemon.web.context import ApiContext
 from daemon.web.slow_clients import read_deadline_protocol
 
 log = logging.getLogger("watchkeeper.runtime")
+# Seconds a leader stopping with SIGTERM lets requests in flight commit before it hands
+# over (the goal: a successor leads within 2 s).
+HANDOVER_GRACE = 0.5
 
 
 def utcnow() -> datetime:
@@ -338,10 +341,15 @@ class Supervisor:
                 self.notifier.send("READY=1", f"STATUS={self.status_line()}")
                 await self.stop.wait()
                 self.notifier.send("STOPPING=1", "STATUS=draining")
-                # Stop intake from streams first and hand the lead over, then drain HTTP;
-                # the log keeps the rest.
-                await replica.close()
+                # Stop intake from streams first, then drain HTTP; the log keeps the rest.
+                await replica.stop_work()
                 server.should_exit = True
+                if replica.replicated:
+                    # Requests in flight may commit for a moment; then hand over at once
+                    # (a later one is answered 503 and retried against the new leader).
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(http), HANDOVER_GRACE)
+                await replica.close()
                 await http
                 ticker.cancel()
                 dog.cancel()

@@ -237,6 +237,7 @@ class Figures:
     escalations_fired_twice: int = 0
     escalations: int = 0
     incidents: int = 0
+    investigations_ended: int = 0
     actions_dispatched: int = 0
     actions_dispatched_twice: int = 0
     actions_run: int = 0
@@ -329,10 +330,15 @@ def judge(wk: Watchkeeper, intakes: list[Intake], stub: ChatStub, ran: Path) -> 
         chat_twice_first_at=twice_first_at,
         chat_twice_at=twice_at,
         chat_messages=sum(sent.values()),
-        chat_by_event=dict(collections.Counter(k[1] for k in sent.elements())),
+        chat_by_event=dict(collections.Counter(k[1] for k in sent)),  # distinct messages
         escalations_fired_twice=sum(c - 1 for c in deadlines.values()),
         escalations=sum(1 for h in stub.at(stub.WEBHOOK) if h.body.get("event") == "escalated"),
         incidents=sum(opened.values()),
+        investigations_ended=sum(
+            1 for e in events
+            if e["type"] in ("InvestigationConcluded", "InvestigationEscalated",
+                             "InvestigationAbandoned")
+        ),
         actions_dispatched=sum(dispatched.values()),
         actions_dispatched_twice=sum(c - 1 for c in dispatched.values()),
         actions_run=sum(runs.values()),
