@@ -42,10 +42,12 @@ config_app = typer.Typer(help="Validate configuration.", no_args_is_help=True)
 incidents_app = typer.Typer(help="List and inspect incidents.")
 silence_app = typer.Typer(help="Mute alerts by label matchers.", no_args_is_help=True)
 events_app = typer.Typer(help="Read the event log.", no_args_is_help=True)
+store_app = typer.Typer(help="Manage the event store itself.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(incidents_app, name="incidents")
 app.add_typer(silence_app, name="silence")
 app.add_typer(events_app, name="events")
+app.add_typer(store_app, name="store")
 app.add_typer(runbooks_app, name="runbooks")
 app.add_typer(situations_app, name="situations")
 register_actions(app)  # actions list|show|approve|reject|dry-run, pause, resume
@@ -194,6 +196,38 @@ def config_check(
 
 # Shared with the incident-work commands (daemon/cli/incidents.py), which page through.
 _resolve_incident_id = resolve_incident_id
+
+
+@store_app.command("init")
+def store_init(
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", envvar="WATCHKEEPER_CONFIG", help="YAML config file."),
+    ] = None,
+) -> None:
+    """Create the event store's tables (safe to run again, and at once from several hosts).
+
+    The daemon creates them too when it starts; running this first (say from a deployment
+    job) lets replicas start on a ready store.
+    """
+    from daemon.engine.store import EventLog
+
+    try:
+        s = load_config(config)
+    except ConfigError as e:
+        err.print("invalid configuration:\n  " + "\n  ".join(e.problems))
+        raise typer.Exit(2) from None
+    try:
+        log = EventLog(s.store)
+    except Exception as e:
+        err.print(f"cannot initialise the event store: {e}")
+        raise typer.Exit(1) from None
+    try:
+        position = log.max_id()
+    finally:
+        log.close()
+    where = s.store.rsplit("@", 1)[-1]
+    out.print(f"event store ready: {escape(where)} (log position {position})")
 
 
 @incidents_app.callback(invoke_without_command=True)
@@ -477,6 +511,9 @@ def status() -> None:
     t.add_row("writer", data["writer"])
     t.add_row("store", escape(store_line(data)))
     t.add_row("log position", str(data["position"]))
+    rep = data.get("replica") or {}
+    if rep.get("replicated"):
+        t.add_row("replica", escape(replica_line(rep)))
     t.add_row("incidents", ", ".join(f"{k}={v}" for k, v in data["incidents"].items()) or "none")
     t.add_row("alerts firing", str(data["alerts_firing"]))
     t.add_row("silences active", str(data["silences_active"]))
@@ -492,6 +529,16 @@ def status() -> None:
     out.print(t)
     if data.get("sources"):
         out.print(sources_table(data["sources"]))
+
+
+def replica_line(rep: dict[str, Any]) -> str:
+    """`leader, epoch 4` or `follower of http://10.0.0.2:9797 (epoch 4), 0.2s behind`."""
+    if rep.get("role") == "leader":
+        return f"leader, epoch {rep.get('epoch')}"
+    lead = rep.get("leader") or {}
+    where = lead.get("address") or "no leader known"
+    lag = rep.get("lag_seconds", 0)
+    return f"follower of {where} (epoch {rep.get('epoch')}), {lag:.1f}s behind"
 
 
 def store_line(data: dict[str, Any]) -> str:

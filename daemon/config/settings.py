@@ -10,6 +10,7 @@ import contextlib
 import ipaddress
 import os
 import re
+import socket
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -91,6 +92,10 @@ class HttpConfig(Section):
 
     # Swagger UI at /api/docs (it loads from a CDN: blank on offline hosts). Off by default.
     api_docs: bool = False
+    # Replicas (a PostgreSQL store): the URL other replicas reach this one's API at, to
+    # forward intake while this one leads. Default: http://<listen> (a wildcard listen
+    # address becomes this host's name).
+    advertise_url: str = ""
 
     @field_validator("listen")
     @classmethod
@@ -114,6 +119,17 @@ class HttpConfig(Section):
     def port(self) -> int:
         """The port part of `listen`."""
         return int(self.listen.rpartition(":")[2])
+
+    def advertised(self) -> str:
+        """The URL other replicas forward intake to (`advertise_url`, else from `listen`)."""
+        if self.advertise_url:
+            return self.advertise_url.rstrip("/")
+        host = self.host
+        if host in ("0.0.0.0", "::", ""):  # noqa: S104 - naming a wildcard, not binding one
+            host = socket.getfqdn()
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
 
 
 # Shortest bearer token accepted (tokens are compared whole; long random ones are best).
@@ -212,10 +228,13 @@ class StoreTuning(Section):
     # While the store is down: the first probe after this, doubling up to the maximum.
     reconnect_backoff: Duration = timedelta(milliseconds=500)
     reconnect_max_backoff: Duration = timedelta(seconds=5)
+    # Replicas (a PostgreSQL store): how often a follower tries for the lead and reads the
+    # log's new events. Bounds both the takeover time and a follower's lag.
+    replica_poll: Duration = timedelta(milliseconds=300)
 
     @field_validator(
         "commit_timeout", "store_connect_timeout", "store_statement_timeout",
-        "reconnect_backoff", "reconnect_max_backoff",
+        "reconnect_backoff", "reconnect_max_backoff", "replica_poll",
     )
     @classmethod
     def _positive(cls, v: timedelta) -> timedelta:

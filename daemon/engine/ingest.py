@@ -29,6 +29,7 @@ from pydantic import BaseModel
 from daemon.domain import Command, GroupingPolicy, Rejected, Tick, World, decide, evolve
 from daemon.domain.backoff import Backoff
 from daemon.domain.events import DomainEvent
+from daemon.engine.fencing import NotLeader
 from daemon.engine.outage import StoreHealth
 from daemon.engine.projections import Projections
 from daemon.engine.snapshot import Snapshot, available
@@ -108,6 +109,11 @@ class Ingestor:
         self._recovering: asyncio.Task[None] | None = None
         # The world holds events that were not committed: rebuild before deciding again.
         self._dirty = False
+        # Whether this process may commit (replicas: only the leader; see runtime/replica.py).
+        # A follower's world is kept warm by `catch_up` instead.
+        self.leading = True
+        # Called when a commit was fenced out (another replica took over).
+        self.on_deposed: Callable[[str], None] | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -141,9 +147,17 @@ class Ingestor:
                 # shutdown does not wait on a child that may be slow or stuck.
                 self._snapshot.cancel()
             await self.checkpoint_written()
-            if self.ready and self.store.up and self.world.position > self._checkpointed_at:
+            if (
+                self.leading
+                and self.ready
+                and self.store.up
+                and self.world.position > self._checkpointed_at
+            ):
                 # Nothing else runs now: serialize here rather than fork.
-                await self._checkpoint()
+                try:
+                    await self._checkpoint()
+                except Exception as e:  # fenced out, or the store went: the log has it all
+                    log.warning("checkpoint at shutdown not written: %s", _describe(e))
         self.writer.shutdown(wait=True)
 
     # --- submitting ----------------------------------------------------------------------
@@ -156,6 +170,8 @@ class Ingestor:
         A single command that state refuses raises `Rejected`; in a batch of several,
         refused commands are skipped (sources do not get to argue).
         """
+        if not self.leading:
+            raise NotLeader("this replica is not the leader; send intake to the leader")
         if not self.store.up:
             # Fail fast: nothing is decided, so nothing needs undoing.
             raise StoreUnavailable(self.store.problem())
@@ -210,6 +226,43 @@ class Ingestor:
     async def writer_answers(self) -> None:
         """Return once the writer thread has run a no-op (the watchdog bounds the wait)."""
         await self._in_writer(lambda: None)
+
+    async def catch_up(self) -> int:
+        """Follow the log to its head: fold events other writers committed (a follower).
+
+        Returns how many events were applied. Listeners and read models see them as they
+        would see this process's own commits.
+        """
+        applied = 0
+        while True:
+            page = await self._in_writer(self.log.read, self.world.position, 1000)
+            if not page:
+                return applied
+            for rec in page:
+                if rec.id <= self.world.position:
+                    continue
+                evolve(rec.event, self.world)
+                self.world.position = rec.id
+                self._publish(rec.id, rec.event)
+            applied += len(page)
+
+    async def take_lead(self) -> int:
+        """Become the writer: fold the log to its head, then accept submissions.
+
+        Called once this process's epoch is in the leader row, so nothing else commits.
+        Lease renewals are soft state the old leader held: sources get one resolve_timeout
+        to renew before anything resolves by lease, as after a restart.
+        """
+        applied = await self.catch_up()
+        self.world.lease_grace_until = self.clock() + self.policy.resolve_timeout
+        self._checkpointed_at = min(self._checkpointed_at, self.world.position)
+        self.leading = True
+        return applied
+
+    async def stop_leading(self) -> None:
+        """Refuse new submissions, and return once those already queued are committed."""
+        self.leading = False
+        await self._queue.join()
 
     async def tick(self) -> list[DomainEvent]:
         """Let time pass: lease expiry, closing, silence expiry."""
@@ -346,6 +399,22 @@ class Ingestor:
         """
         self._dirty = True
         reason = _describe(e)
+        if isinstance(e, NotLeader):
+            # Fenced: another replica leads now. Nothing of ours was written; the world is
+            # rebuilt from the log (the successor's events included) and we follow.
+            self.leading = False
+            self._fail(batch, NotLeader(f"not committed: {e}"))
+            log.warning("commit fenced events=%d: %s; stepping down", events, e)
+            if self.on_deposed is not None:
+                self.on_deposed(str(e))
+            try:
+                await self._in_writer(self._rebuild)
+                self._dirty = False
+                return
+            except Exception as again:
+                reason = f"rebuild after a fenced commit failed: {_describe(again)}"
+                self._store_down(reason)
+                return
         self._fail(batch, StoreUnavailable(f"event store commit failed: {reason}"))
         if isinstance(e, IntegrityError):
             # The store answered (a conflict, not an outage): rebuild now, in one go.

@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+class StoreUnavailable(Exception):  # noqa: N818 - reads as a condition
+    """The event store did not commit; nothing was accepted."""
+
+
 @dataclass
 class StoreHealth:
     """The store's state as the writer last saw it."""

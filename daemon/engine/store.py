@@ -28,10 +28,15 @@ from eventsourcing.persistence import (
     StoredEvent,
     Tracking,
 )
+from psycopg import sql
 from pydantic import BaseModel
 
 from daemon.domain import registry
 from daemon.domain.events import DomainEvent
+from daemon.engine.fencing import LEADER_TABLE, RECORDER_TOPIC, Fence, FencedProcessRecorder
+from daemon.engine.outage import StoreUnavailable
+
+__all__ = ["EventLog", "Recorded", "StoreTimeouts", "StoreUnavailable", "environment_for"]
 
 log = logging.getLogger("watchkeeper.store")
 T = TypeVar("T")
@@ -43,10 +48,6 @@ CHECKPOINT_TOPIC = registry.CHECKPOINT_FORMAT
 SQLITE_MIN_FREE = 1024 * 1024
 # zlib level for checkpoints: the fastest; a world's JSON still shrinks several times.
 CHECKPOINT_LEVEL = 1
-
-
-class StoreUnavailable(Exception):  # noqa: N818 - reads as a condition
-    """The event store did not commit; nothing was accepted."""
 
 
 class PydanticMapper(Mapper[UUID]):
@@ -110,6 +111,10 @@ def environment_for(
             # client gone), must not hold our commits for longer than a statement may take.
             "POSTGRES_LOCK_TIMEOUT": str(max(1, round(t.statement))),
             "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": str(max(1, round(t.statement))),
+            # Tables are created by `EventLog` under an advisory lock (concurrent starts on a
+            # fresh store raced in CREATE TYPE/TABLE), and commits are fenced by epoch.
+            "CREATE_TABLE": "false",
+            "PROCESS_RECORDER_TOPIC": RECORDER_TOPIC,
         }
         params = dict(p.split("=", 1) for p in u.query.split("&") if "=" in p)
         if schema or params.get("schema"):
@@ -151,6 +156,12 @@ def _libpq_bounds(t: StoreTimeouts) -> dict[str, Any]:
     }
 
 
+# Advisory lock keys (the first of PostgreSQL's two int4 keys; the second is the schema's
+# hash, so stores in different schemas of one database do not contend).
+CREATE_LOCK_KEY = 0x574B0001
+LEADER_LOCK_KEY = 0x574B0002
+
+
 class EventLog:
     """Append events atomically (with an optional source position), read them back in order."""
 
@@ -159,6 +170,8 @@ class EventLog:
         self.timeouts = timeouts or StoreTimeouts()
         self.is_postgres = url.startswith(("postgresql://", "postgres://"))
         self._connect_kwargs: dict[str, Any] = {}
+        # Set by `fence_commits` (replicas on PostgreSQL): every commit checks the epoch.
+        self.fence: Fence | None = None
         self._open()
         # Bytes of event state appended by this process (writer thread), for checkpointing.
         self.bytes_appended = 0
@@ -176,11 +189,36 @@ class EventLog:
         try:
             recorder: ProcessRecorder = factory.process_recorder()
             checkpoints: AggregateRecorder = factory.aggregate_recorder("snapshots")
+            if self.is_postgres:
+                _create_postgres_tables(factory, self._connect_kwargs, recorder, checkpoints)
         except BaseException:
             _close_quietly(factory)
             raise
         self.factory, self.recorder, self.checkpoints = factory, recorder, checkpoints
         self.mapper = PydanticMapper(transcoder=factory.transcoder())
+        if isinstance(recorder, FencedProcessRecorder):
+            recorder.fence = self.fence
+
+    @property
+    def schema(self) -> str:
+        """The PostgreSQL schema holding the tables ("" for SQLite)."""
+        ds = self.factory.datastore  # type: ignore[attr-defined]
+        return str(getattr(ds, "schema", "") or "")
+
+    @property
+    def connect_kwargs(self) -> dict[str, Any]:
+        """libpq parameters of the store (PostgreSQL), for connections outside the pool."""
+        return dict(self._connect_kwargs)
+
+    def fence_commits(self) -> Fence:
+        """From now on every commit checks the leader epoch (PostgreSQL replicas)."""
+        if not self.is_postgres:
+            raise ValueError("epoch fencing needs a PostgreSQL store")
+        if self.fence is None:
+            self.fence = Fence(self.schema)
+            if isinstance(self.recorder, FencedProcessRecorder):
+                self.recorder.fence = self.fence
+        return self.fence
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -239,7 +277,7 @@ class EventLog:
     ) -> list[int]:
         """Commit events (and the tracking position, if any) in one transaction."""
         stored = [self.mapper.to_stored_event(e) for e in events]
-        if not stored and tracking is not None:
+        if not stored and tracking is not None and self.fence is None:
             _once(self.recorder.insert_tracking)(tracking)
             return []
         ids = _once(self.recorder.insert_events)(stored, tracking=tracking)
@@ -252,9 +290,15 @@ class EventLog:
 
     def save_compressed_checkpoint(self, position: int, blob: bytes) -> None:
         """Store a checkpoint already compressed with zlib (see `daemon.snapshot`)."""
-        _once(self.checkpoints.insert_events)(
-            [StoredEvent(CHECKPOINT_ID, position, CHECKPOINT_TOPIC, blob)]
-        )
+        row = StoredEvent(CHECKPOINT_ID, position, CHECKPOINT_TOPIC, blob)
+        if self.fence is not None:
+            # Only the leader checkpoints: a deposed one's state may lack its successor's events.
+            ds = self.factory.datastore  # type: ignore[attr-defined]
+            with ds.transaction(commit=True) as c:
+                self.fence.check(c)
+                self.checkpoints._insert_stored_events(c, [row])  # type: ignore[attr-defined]
+        else:
+            _once(self.checkpoints.insert_events)([row])
         older = _once(self.checkpoints.select_events)(CHECKPOINT_ID, desc=True, limit=3)
         if len(older) > 2:
             self._delete_checkpoints_upto(older[-1].originator_version)
@@ -333,6 +377,39 @@ def _once(method: Callable[..., T]) -> Callable[..., T]:
     if inner is None:
         return method
     return functools.partial(inner, method.__self__)  # type: ignore[attr-defined]
+
+
+def _create_postgres_tables(
+    factory: InfrastructureFactory[Any],
+    connect: dict[str, Any],
+    recorder: ProcessRecorder,
+    checkpoints: AggregateRecorder,
+) -> None:
+    """Create (if missing) the log's tables and the leader row, one creator at a time.
+
+    eventsourcing's CREATE TYPE / CREATE TABLE IF NOT EXISTS race when several daemons start
+    at once on a fresh store (one fails on a duplicate key in the catalog); a transaction-
+    scoped advisory lock held on a side connection serializes the creators.
+    """
+    ds: Any = factory.datastore  # type: ignore[attr-defined]
+    schema = ds.schema or "public"
+    with psycopg.connect(**connect, autocommit=True) as conn, conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (CREATE_LOCK_KEY, schema))
+        recorder.create_table()  # type: ignore[attr-defined]
+        checkpoints.create_table()  # type: ignore[attr-defined]
+        table = sql.SQL("{0}.{1}").format(sql.Identifier(schema), sql.Identifier(LEADER_TABLE))
+        with ds.transaction(commit=True) as c:
+            c.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {0} (id integer PRIMARY KEY CHECK (id = 1), "
+                    "epoch bigint NOT NULL DEFAULT 0, leader_id text NOT NULL DEFAULT '', "
+                    "address text NOT NULL DEFAULT '', "
+                    "heartbeat timestamptz NOT NULL DEFAULT now())"
+                ).format(table)
+            )
+            c.execute(
+                sql.SQL("INSERT INTO {0} (id) VALUES (1) ON CONFLICT DO NOTHING").format(table)
+            )
 
 
 def _close_quietly(factory: InfrastructureFactory[Any]) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Generator
+import uuid
+from collections.abc import Callable, Generator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from daemon.config.secrets import resolved
 from daemon.config.settings import ConfigError, Settings, load_config
 from daemon.domain import Rejected
 from daemon.engine.ingest import Ingestor
+from daemon.engine.leadership import Election, FileLock, StoreInUse
 from daemon.engine.metrics import Metrics
 from daemon.engine.reactor import Reactor
 from daemon.engine.store import EventLog, StoreTimeouts, StoreUnavailable
@@ -30,11 +33,13 @@ from daemon.notify.pipeline import notification_status
 from daemon.runtime import memory
 from daemon.runtime.logs import setup_logging
 from daemon.runtime.outcome_metrics import OutcomeHistograms
+from daemon.runtime.replica import Replica, ReplicaCollector
 from daemon.runtime.sdnotify import SystemdNotifier
 from daemon.runtime.wiring import (
     build_ingestor,
     build_reactions,
     build_sources,
+    preload_leader_modules,
     reload_hosts,
     store_timeouts,
 )
@@ -43,6 +48,9 @@ from daemon.web.context import ApiContext
 from daemon.web.slow_clients import read_deadline_protocol
 
 log = logging.getLogger("watchkeeper.runtime")
+# Seconds a leader stopping with SIGTERM lets requests in flight commit before it hands
+# over (the issue's goal: a successor leads within 2 s).
+HANDOVER_GRACE = 0.5
 
 
 def utcnow() -> datetime:
@@ -118,6 +126,45 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def sqlite_lock(url: str) -> FileLock | None:
+    """Lock a SQLite store's file for this process (None for PostgreSQL or in-memory)."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return None
+    path = url.removeprefix("sqlite:///").removeprefix("sqlite://")
+    if path == ":memory:" or path.startswith("file:"):
+        return None
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(path)
+    try:
+        lock.acquire()
+    except StoreInUse as e:
+        raise RuntimeError(str(e)) from None
+    return lock
+
+
+async def _locked_store(s: Settings) -> tuple[FileLock | None, EventLog]:
+    """The file lock (SQLite) and the open event log; nothing held if either fails."""
+    file_lock = sqlite_lock(s.store)
+    try:
+        return file_lock, await asyncio.to_thread(open_store, s.store, store_timeouts(s))
+    except BaseException:
+        if file_lock is not None:
+            file_lock.release()
+        raise
+
+
+class _ReactorCollector:
+    """The running reactions' metrics (only the leader runs them; they change on takeover)."""
+
+    def __init__(self, reactor: Callable[[], Reactor | None]) -> None:
+        self.reactor = reactor
+
+    def collect(self) -> Iterator[Any]:
+        r = self.reactor()
+        for c in r.collectors() if r is not None else []:
+            yield from c.collect()
+
+
 def open_store(url: str, timeouts: StoreTimeouts) -> EventLog:
     """Open the event log, or fail naming the store it tried (without its password)."""
     try:
@@ -162,6 +209,10 @@ class Supervisor:
         self.running_sources = settings.sources
         self.timers: TimerService | None = None
         self.reactor: Reactor | None = None
+        self.replica: Replica | None = None
+        # What runs only while this process leads (reactions, timers, stream sources).
+        self._leading: contextlib.AsyncExitStack | None = None
+        self.replica_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     # --- status --------------------------------------------------------------------------
 
@@ -182,6 +233,10 @@ class Supervisor:
         store_up = bool(ing and ing.store.up)
         reactions = self.reactor.status() if self.reactor is not None else {}
         agent_problem = reactions.get("agent", {}).get("problem")
+        replica = self.replica.status() if self.replica is not None else {"role": "leader"}
+        unready = agent_problem if agent_problem and "no usable" in agent_problem else None
+        if self.replica is not None and self.replica.leader_url() == "":
+            unready = "no leader: an election is under way"
         return {
             # Healthy: the process works (its writer answers), even while the store is down;
             # ready: it can take traffic, which needs the store.
@@ -200,9 +255,11 @@ class Supervisor:
             "store": "postgresql" if self.settings.store.startswith("postgres") else "sqlite",
             "notifications": notification_status(world) if world is not None else {},
             "reactions": reactions,
-            # Why /readyz says 503 although the log is loaded (the agent cannot work), if so.
-            "unready_reason": agent_problem if agent_problem and "no usable" in agent_problem
-            else None,
+            # Leader or follower, the epoch, the leader's address, a follower's lag.
+            "replica": replica,
+            # Why /readyz says 503 although the log is loaded (the agent cannot work, or no
+            # replica leads), if so.
+            "unready_reason": unready,
         }
 
     def status_line(self) -> str:
@@ -216,7 +273,13 @@ class Supervisor:
         paused = ", execution PAUSED" if actions and actions.paused else ""
         if self.ingestor is not None and not self.ingestor.store.up:
             return f"{self.ingestor.store.problem()}; refusing intake"
-        return (
+        rep = h["replica"]
+        role = ""
+        if rep.get("replicated"):
+            lead = (rep.get("leader") or {}).get("address") or "no leader"
+            role = (f"leader (epoch {rep.get('epoch')}), " if rep["role"] == "leader"
+                    else f"follower of {lead}, ")
+        return role + (
             f"{inc.get('open', 0)} open incidents, {inc.get('acknowledged', 0)} acknowledged, "
             f"{waiting} awaiting approval, {h['alerts_firing']} alerts firing, {src}{paused}"
         )
@@ -227,26 +290,21 @@ class Supervisor:
         """Start everything, serve until asked to stop, then drain and exit."""
         s = self.settings
         sock = bind(s.http.host, s.http.port)
-        store = await asyncio.to_thread(open_store, s.store, store_timeouts(s))
+        try:
+            file_lock, store = await _locked_store(s)
+        except BaseException:
+            sock.close()
+            raise
         self.notifier.send("STATUS=rebuilding state from the event log")
-        ing = build_ingestor(s, store, self.clock)
-        ing.write_latency_observer = self.metrics.store_write.observe
-        # Log lines, and outcome histograms on /metrics (daemon/runtime/outcome_metrics.py).
-        ing.listeners.extend(
-            (log_event, OutcomeHistograms(self.metrics.registry, lambda: ing.world))
-        )
-        self.ingestor = ing
-        self.metrics.watch_state(self._metric_snapshot)
-        self.metrics.registry.register(SourceCollector(lambda: self.sources))
+        ing = self.ingestor = self._ingestor(store)
+        replica = self.replica = self._replica(store, ing)
+        if replica.replicated:
+            preload_leader_modules()
         await ing.start()
-        # Rules before any source delivers samples; absence clocks restart from now.
-        self.running_sources = s.sources
-        await self._configure_rules(s, resuming=True)
-        reactor = self.reactor = Reactor(ing, build_reactions(s, ing, self.clock))
-        for collector in reactor.collectors():
-            self.metrics.registry.register(collector)
-        self.sources = build_sources(s, ing, self.clock)
-        self.ctx = ApiContext(s, ing, self.clock, self.metrics, Authenticator(s), self.health)
+        self.ctx = ApiContext(
+            s, ing, self.clock, self.metrics, Authenticator(s), self.health,
+            leader_url=replica.leader_url,
+        )
         server = QuietServer(
             uvicorn.Config(
                 self.metrics.instrument(create_app(self.ctx)),
@@ -266,40 +324,116 @@ class Supervisor:
             loop.add_signal_handler(sig, self._request_stop, sig)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
         try:
-            async with contextlib.AsyncExitStack() as stack, asyncio.TaskGroup() as tg:
-                await reactor.start()
-                stack.push_async_callback(reactor.close)
-                # Durable timers: fires what came due while we were down, then watches.
-                self.timers = TimerService(ing, self.clock)
-                await self.timers.start()
-                stack.push_async_callback(self.timers.close)
-                for src in self.sources:
-                    await stack.enter_async_context(src)
+            async with asyncio.TaskGroup() as tg:
+                # Leads at once when no other replica does (always, on SQLite).
+                await replica.start()
                 http = tg.create_task(server.serve(sockets=[sock]), name="http")
                 ticker = tg.create_task(self._ticker(), name="ticker")
                 dog = tg.create_task(self._watchdog(), name="watchdog")
                 await self._until_serving(server, http)
                 log.info(
-                    "watchkeeper ready listen=%s store=%s position=%d",
+                    "watchkeeper ready listen=%s store=%s position=%d role=%s",
                     s.http.listen,
                     self.health()["store"],
                     ing.world.position,
+                    replica.role,
                 )
                 self.notifier.send("READY=1", f"STATUS={self.status_line()}")
                 await self.stop.wait()
                 self.notifier.send("STOPPING=1", "STATUS=draining")
                 # Stop intake from streams first, then drain HTTP; the log keeps the rest.
-                await stack.aclose()
+                await replica.stop_work()
                 server.should_exit = True
+                if replica.replicated:
+                    # Requests in flight may commit for a moment; then hand over at once
+                    # (a later one is answered 503 and retried against the new leader).
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(http), HANDOVER_GRACE)
+                await replica.close()
                 await http
                 ticker.cancel()
                 dog.cancel()
         finally:
+            if self._leading is not None:  # start-up failed half-way
+                await self._stop_leading()
             await ing.close()
             await asyncio.to_thread(store.close)
+            if file_lock is not None:
+                file_lock.release()
             sock.close()
             self.notifier.close()
             log.info("watchkeeper stopped position=%d", ing.world.position)
+
+    def _ingestor(self, store: EventLog) -> Ingestor:
+        """The Ingestor, with its log lines and metrics attached (not yet started)."""
+        ing = build_ingestor(self.settings, store, self.clock)
+        ing.write_latency_observer = self.metrics.store_write.observe
+        # Log lines, and outcome histograms on /metrics (daemon/runtime/outcome_metrics.py).
+        ing.listeners.extend(
+            (
+                # Followers apply the leader's events too: only the leader's journal says so.
+                lambda pos, ev: log_event(pos, ev) if ing.leading else None,
+                OutcomeHistograms(self.metrics.registry, lambda: ing.world),
+            )
+        )
+        self.metrics.watch_state(self._metric_snapshot)
+        self.metrics.registry.register(SourceCollector(lambda: self.sources))
+        self.metrics.registry.register(_ReactorCollector(lambda: self.reactor))
+        self.metrics.registry.register(ReplicaCollector(lambda: self.replica))
+        return ing
+
+    def _replica(self, store: EventLog, ing: Ingestor) -> Replica:
+        """The election (PostgreSQL: follow until this process wins; commits are fenced)."""
+        election = fence = None
+        if store.is_postgres:
+            fence = store.fence_commits()
+            election = Election(
+                store.connect_kwargs, store.schema, self.replica_id,
+                self.settings.http.advertised(),
+            )
+            ing.leading = False
+        return Replica(
+            ing, election, fence,
+            start_leading=self._start_leading, stop_leading=self._stop_leading,
+            poll=self.settings.tuning.replica_poll.total_seconds(),
+        )
+
+    async def _start_leading(self) -> None:
+        """Start what only the leader runs: rules, reactions, timers, stream sources.
+
+        Each resumes from what the log and its tracked position say, as after a restart.
+        """
+        s, ing = self.settings, self.ingestor
+        assert ing is not None
+        stack = contextlib.AsyncExitStack()
+        self._leading = stack
+        try:
+            # Rules before any source delivers samples; absence clocks restart from now.
+            self.running_sources = s.sources
+            await self._configure_rules(s, resuming=True)
+            reactor = Reactor(ing, build_reactions(s, ing, self.clock))
+            await reactor.start()
+            stack.push_async_callback(reactor.close)
+            self.reactor = reactor
+            # Durable timers: fires what came due while no one led, then watches.
+            timers = TimerService(ing, self.clock)
+            await timers.start()
+            stack.push_async_callback(timers.close)
+            self.timers = timers
+            sources = build_sources(s, ing, self.clock)
+            for src in sources:
+                await stack.enter_async_context(src)
+            self.sources = sources
+        except BaseException:
+            await self._stop_leading()
+            raise
+
+    async def _stop_leading(self) -> None:
+        """Stop stream sources, timers and reactions (in that order); the log keeps the rest."""
+        stack, self._leading = self._leading, None
+        if stack is not None:
+            await stack.aclose()
+        self.sources, self.timers, self.reactor = [], None, None
 
     def _request_stop(self, sig: signal.Signals) -> None:
         log.info("received %s; draining in-flight requests and commits", sig.name)
@@ -318,7 +452,8 @@ class Supervisor:
         while True:
             await asyncio.sleep(interval)
             try:
-                await self.ingestor.tick()  # what it records is logged by log_event
+                if self.ingestor.leading:
+                    await self.ingestor.tick()  # what it records is logged by log_event
             except StoreUnavailable:
                 pass  # the outage is logged once by the ingestor; time passes again after
             except Exception:
@@ -380,8 +515,8 @@ class Supervisor:
 
     async def _configure_rules(self, s: Settings, *, resuming: bool) -> None:
         """Record the configured rules (PromQL rules: those of the sources actually running)."""
-        if self.ingestor is None:
-            return
+        if self.ingestor is None or not self.ingestor.leading:
+            return  # the leader records its rules when it takes over
         cmd = rules_command(s.rules, self.running_sources, resuming=resuming)
         try:
             events = await self.ingestor.submit([cmd])

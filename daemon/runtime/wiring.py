@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -23,6 +24,29 @@ from daemon.notify.reaction import NotifyReaction
 from daemon.runbooks.tools import Tool
 
 _log = logging.getLogger("watchkeeper.wiring")
+
+
+# Modules the leader's components import when first built: a follower loads them ahead,
+# so a takeover does not spend seconds importing (aiokafka, asyncssh, openai...).
+_LEADER_MODULES = (
+    "handlers.sources.kafka", "handlers.sources.mqtt", "handlers.sources.prometheus",
+    "handlers.transports.local", "handlers.transports.ssh", "handlers.tools.http_probe",
+    "handlers.tools.prometheus", "handlers.tools.shell", "handlers.actions.alertmanager",
+    "handlers.actions.http", "handlers.actions.shell", "handlers.actions.systemd",
+    "handlers.notifiers.mattermost", "handlers.notifiers.slack", "handlers.notifiers.teams",
+    "handlers.notifiers.webhook", "daemon.agent.llm", "daemon.agent.loop",
+    "daemon.engine.blobs", "daemon.runbooks.runbook", "daemon.runbooks.context_tools",
+    "daemon.actions.checks",
+)
+
+
+def preload_leader_modules() -> None:
+    """Import what building the leader's components needs (a follower, before takeover)."""
+    for name in _LEADER_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError as e:  # an optional extra not installed: fails when used, as ever
+            _log.debug("not preloaded module=%s: %s", name, e)
 
 
 def build_ingestor(settings: Settings, log: EventLog, clock: Callable[[], datetime]) -> Ingestor:

@@ -50,6 +50,7 @@ from daemon.web.console_runbooks import router as console_runbooks_router
 from daemon.web.console_situations import router as console_situations_router
 from daemon.web.console_work import console_work_router
 from daemon.web.context import ApiContext, Ctx
+from daemon.web.forward import LeaderForwarding
 from daemon.web.incidents import incidents_router, story_of
 from daemon.web.limits import BodyLimit, Scope
 from daemon.web.openapi import declare_bearer, docs_url
@@ -190,6 +191,18 @@ def create_app(ctx: ApiContext) -> FastAPI:
         reason = f"body of {size} bytes exceeds http.max_body_bytes ({limit})"
         await record_dead_letter(ctx, source, reason, head, size)
 
+    # Replicas: a follower sends writes to the leader (innermost: after the client address
+    # is known and the body bounded).
+    app.add_middleware(
+        LeaderForwarding,
+        leader_url=ctx.leader_url,
+        timeout=lambda: ctx.settings.tuning.commit_timeout.total_seconds() + 5.0,
+        sign_on_headers=lambda: frozenset(
+            h.lower()
+            for h in (ctx.settings.auth.sso.user_header, ctx.settings.auth.sso.email_header,
+                      ctx.settings.auth.sso.groups_header)
+        ),
+    )
     # X-Forwarded-For and proxy single sign-on, believed from http.trusted_proxies only.
     app.add_middleware(TrustedProxies, settings=ctx.settings)
     # Outermost but for the error handler: no route reads more than the limit.
@@ -459,10 +472,29 @@ async def readyz(ctx: Ctx) -> PlainTextResponse:
         return PlainTextResponse("starting: rebuilding state from the event log\n", status_code=503)
     if not ctx.ingestor.store.up:
         return PlainTextResponse(f"not ready: {ctx.ingestor.store.problem()}\n", status_code=503)
-    why = ctx.health().get("unready_reason")
-    if why:  # the log is loaded, but the agent cannot work (no usable runbook)
+    h = ctx.health()
+    why = h.get("unready_reason")
+    if why:  # the log is loaded, but the agent cannot work, or no replica leads
         return PlainTextResponse(f"not ready: {why}\n", status_code=503)
-    return PlainTextResponse("ready\n")
+    rep = h.get("replica") or {}
+    if not rep.get("replicated"):
+        return PlainTextResponse("ready\n")
+    leader = (rep.get("leader") or {}).get("address", "")
+    return PlainTextResponse(
+        f"ready: {rep['role']}, epoch {rep.get('epoch')}, leader {leader}, "
+        f"lag {rep.get('lag_seconds', 0.0):.1f}s\n"
+    )
+
+
+@router.get("/leaderz")
+async def leaderz(ctx: Ctx) -> PlainTextResponse:
+    """200 on the replica that leads (commits) now, 503 on a follower: for load balancers
+    that send the console, whose sessions live in one process, to the leader."""
+    rep = ctx.health().get("replica") or {}
+    if rep.get("role") == "leader" and ctx.ingestor.ready:
+        return PlainTextResponse(f"leader, epoch {rep.get('epoch')}\n")
+    leader = (rep.get("leader") or {}).get("address") or "unknown"
+    return PlainTextResponse(f"follower; the leader is {leader}\n", status_code=503)
 
 
 @router.get("/metrics")

@@ -26,6 +26,9 @@ class ApiContext:
     metrics: Metrics
     auth: Authenticator
     health: Callable[[], dict[str, Any]]
+    # Replicas: where to forward writes (None while this process leads; "" while no replica
+    # leads). See daemon/web/forward.py.
+    leader_url: Callable[[], str | None] = lambda: None
 
     def identify(self, request: Request, needs: str) -> Identity:
         """Who asks (bearer token, or a loopback peer); AuthError unless their role is `needs`."""
