@@ -262,13 +262,17 @@ def incidents_show(
     )
     if data.get("acknowledged_by"):
         out.print(f"acknowledged by {data['acknowledged_by']}", highlight=False)
-    alerts = Table(title="alerts")
-    for col in ("fingerprint", "status", "labels", "since"):
-        alerts.add_column(col)
-    for a in data.get("alerts", []):
-        labels = ", ".join(f"{k}={v}" for k, v in sorted(a["labels"].items()))
-        alerts.add_row(a["fingerprint"], a["status"], labels, age(a["starts_at"]))
-    out.print(alerts)
+    shown = data.get("alerts", [])
+    total = data.get("alerts_count", len(shown))
+    title = f"alerts: {len(shown)} of {total}"
+    if data.get("alerts_next"):
+        title += f"; more: incidents alerts {data['id'][:8]} --cursor '{data['alerts_next']}'"
+    print_alerts(title, shown)
+    if data.get("alert_events_left_out"):
+        out.print(
+            f"{data['alert_events_left_out']} older alert events left out of the timeline",
+            highlight=False,
+        )
     tl = Table(title="timeline")
     for col in ("v", "at", "event", "detail"):
         tl.add_column(col)
@@ -282,6 +286,42 @@ def incidents_show(
     out.print(tl)
     print_investigation(data.get("investigation"))
     print_story(data)
+
+
+def print_alerts(title: str, alerts: list[dict[str, Any]]) -> None:
+    table = Table(title=title)
+    for col in ("fingerprint", "status", "labels", "since"):
+        table.add_column(col)
+    for a in alerts:
+        labels = ", ".join(f"{k}={v}" for k, v in sorted(a["labels"].items()))
+        table.add_row(a["fingerprint"], a["status"], labels, age(a["starts_at"]))
+    out.print(table)
+
+
+@incidents_app.command("alerts")
+def incidents_alerts(
+    incident_id: Annotated[str, typer.Argument(help="Incident id or unique prefix.")],
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="Page size (default: limits.page_size)")
+    ] = None,
+    cursor: Annotated[
+        str | None, typer.Option("--cursor", help="Next page: the cursor the last page printed")
+    ] = None,
+) -> None:
+    """List one incident's alerts, one page at a time (by fingerprint)."""
+    iid = _resolve_incident_id(incident_id)
+    params: dict[str, Any] = {}
+    if limit:
+        params["limit"] = limit
+    if cursor:
+        params["cursor"] = cursor
+    data = client.request("GET", f"/api/v1/incidents/{iid}/alerts", params=params)
+    if emit(data):
+        return
+    title = f"{len(data['alerts'])} of {data['total']} alerts"
+    if data.get("next"):
+        title += f"; next page: --cursor '{data['next']}'"
+    print_alerts(title, data["alerts"])
 
 
 @app.command()

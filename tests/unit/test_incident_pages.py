@@ -1,0 +1,115 @@
+"""One incident's pages are bounded (issue 17, High #3): an incident may hold
+`limits.max_alerts_per_incident` alerts (10,000 by default), and its detail, story, export
+and console page once held every alert and every alert event (211 MB and a peak past
+MemoryMax, bench/restart_memory.py --one-incident). Each now shows `page_size` alerts with
+their count and a cursor to the rest, and the newest `page_size` alert events."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from test_api import Daemon, running
+
+PAGE = 10
+MANY = 35
+
+
+async def one_big_incident(d: Daemon) -> str:
+    r = await d.post_alerts(
+        *({"labels": {"alertname": "Flood", "n": f"{i:03d}"}} for i in range(MANY))
+    )
+    assert r.status_code == 200, r.text
+    [inc] = await d.incidents()
+    return str(inc["id"])
+
+
+def alert_events(rows: list[dict[str, Any]], key: str) -> int:
+    return sum(1 for r in rows if r[key] in ("AlertFired", "AlertUpdated", "AlertResolved"))
+
+
+async def test_the_detail_holds_a_page_of_alerts_and_pages_through_every_one(
+    tmp_path: Path,
+) -> None:
+    async with running(tmp_path, {"limits": {"page_size": PAGE}}) as d:
+        iid = await one_big_incident(d)
+        r = await d.http.get(f"/api/v1/incidents/{iid}")
+        assert r.status_code == 200, r.text
+        view = r.json()
+        assert len(view["alerts"]) == PAGE
+        assert view["alerts_count"] == MANY
+        assert view["alerts_next"]
+        assert view["alerts_total"] == MANY  # the incident's own figure is kept
+        # The timeline keeps every incident event but only the newest alert events.
+        assert alert_events(view["timeline"], "type") == PAGE
+        assert [e["type"] for e in view["timeline"]][0] == "IncidentOpened"
+        assert view["alert_events_left_out"] == MANY - PAGE
+        assert alert_events(view["story"], "kind") <= PAGE
+
+        seen: list[str] = []
+        cursor = ""
+        for _ in range(MANY):
+            r = await d.http.get(
+                f"/api/v1/incidents/{iid}/alerts", params={"limit": 8, "cursor": cursor}
+            )
+            assert r.status_code == 200, r.text
+            page = r.json()
+            assert len(page["alerts"]) <= 8
+            assert page["total"] == MANY
+            seen += [a["labels"]["n"] for a in page["alerts"]]
+            cursor = page["next"]
+            if not cursor:
+                break
+        assert sorted(seen) == [f"{i:03d}" for i in range(MANY)]  # each once
+        # The detail's first page is the first page of /alerts.
+        first = (await d.http.get(f"/api/v1/incidents/{iid}/alerts")).json()
+        assert [a["fingerprint"] for a in first["alerts"]] == [
+            a["fingerprint"] for a in view["alerts"]
+        ]
+        assert first["next"] == view["alerts_next"]
+        r = await d.http.get(f"/api/v1/incidents/{iid}/alerts", params={"limit": 0})
+        assert r.status_code == 422
+
+
+async def test_story_and_export_are_bounded_and_say_what_they_left_out(
+    tmp_path: Path,
+) -> None:
+    async with running(tmp_path, {"limits": {"page_size": PAGE}}) as d:
+        iid = await one_big_incident(d)
+        r = await d.http.post(f"/api/v1/incidents/{iid}/ack", json={"comment": "mine"})
+        assert r.status_code == 200, r.text
+        assert len(r.json()["alerts"]) == PAGE
+        story = (await d.http.get(f"/api/v1/incidents/{iid}/story")).json()
+        assert len(story["alerts"]) == PAGE
+        assert story["alerts_count"] == MANY
+        assert story["alert_events_left_out"] == MANY - PAGE
+        assert alert_events(story["story"], "kind") == PAGE
+        # The figures still come from the whole stream's incident events.
+        assert story["figures"]["opened_at"] is not None
+        assert story["figures"]["time_to_acknowledge"] is not None
+        md = (await d.http.get(f"/api/v1/incidents/{iid}/export")).text
+        assert f"{PAGE} of {MANY} alerts listed" in md
+        assert f"{MANY - PAGE} older alert events left out" in md
+
+
+async def test_the_console_page_shows_a_page_of_alerts_with_a_next_link(
+    tmp_path: Path,
+) -> None:
+    async with running(tmp_path, {"limits": {"page_size": PAGE}}) as d:
+        iid = await one_big_incident(d)
+        seen: list[str] = []
+        url: str | None = f"/incidents/{iid}"
+        pages = 0
+        while url and pages < MANY:
+            html = (await d.http.get(url)).text
+            pages += 1
+            found = re.findall(r"&#34;n&#34;: &#34;(\d+)&#34;|\"n\": \"(\d+)\"", html)
+            seen += [a or b for a, b in found]
+            if pages == 1:
+                assert f"{PAGE} of {MANY} alerts" in html
+                assert f"{MANY - PAGE} older alert events left out" in html
+            nxt = re.search(r'href="(/incidents/[^"?]+\?after=[^"]+)" rel="next"', html)
+            url = nxt[1] if nxt else None
+        assert pages == 4
+        assert sorted(seen) == [f"{i:03d}" for i in range(MANY)]
