@@ -43,7 +43,7 @@ async def test_the_detail_holds_a_page_of_alerts_and_pages_through_every_one(
         assert view["alerts_total"] == MANY  # the incident's own figure is kept
         # The timeline keeps every incident event but only the newest alert events.
         assert alert_events(view["timeline"], "type") == PAGE
-        assert [e["type"] for e in view["timeline"]][0] == "IncidentOpened"
+        assert next(e["type"] for e in view["timeline"]) == "IncidentOpened"
         assert view["alert_events_left_out"] == MANY - PAGE
         assert alert_events(view["story"], "kind") <= PAGE
 
