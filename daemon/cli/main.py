@@ -21,7 +21,19 @@ from daemon.cli.actions import action_rows
 from daemon.cli.actions import register as register_actions
 from daemon.cli.agent import agent_rows, print_investigation, runbooks_app
 from daemon.cli.argv import hoist_globals
-from daemon.cli.client import age, client, emit, err, fail, out
+from daemon.cli.client import (
+    CursorOpt,
+    LimitOpt,
+    age,
+    client,
+    emit,
+    err,
+    every_page,
+    fail,
+    next_hint,
+    out,
+    page_params,
+)
 from daemon.cli.evaluate import register as register_eval
 from daemon.cli.incidents import print_story, resolve_incident_id
 from daemon.cli.incidents import register as register_incident_work
@@ -374,12 +386,12 @@ def silence_add(
 
 
 @silence_app.command("list")
-def silence_list() -> None:
-    """List silences."""
-    data = client.request("GET", "/api/v1/silences")
+def silence_list(limit: LimitOpt = None, cursor: CursorOpt = None) -> None:
+    """List silences, newest first, one page at a time."""
+    data = client.request("GET", "/api/v1/silences", params=page_params(limit, cursor))
     if emit(data):
         return
-    t = Table(title="silences")
+    t = Table(title=f"{len(data['silences'])} silence(s){next_hint(data)}")
     for col in ("id", "state", "matchers", "ends", "by", "comment"):
         t.add_column(col)
     for s in data["silences"]:
@@ -401,7 +413,7 @@ def silence_expire(
     """End a silence now."""
     sid = silence_id
     if len(sid) != 36:
-        silences = client.request("GET", "/api/v1/silences")["silences"]
+        silences = every_page("/api/v1/silences", "silences")
         hits = [s["id"] for s in silences if s["id"].startswith(sid)]
         if len(hits) != 1:
             fail(f"{sid!r} matches {len(hits)} silences; give the full id")

@@ -52,6 +52,7 @@ from daemon.web.context import ApiContext, Ctx
 from daemon.web.incidents import incidents_router, story_of
 from daemon.web.limits import BodyLimit, Scope
 from daemon.web.openapi import declare_bearer, docs_url
+from daemon.web.paging import page_of
 from daemon.web.runbooks import router as runbooks_router
 from daemon.web.situations import router as situations_router
 from daemon.web.slack import slack_router
@@ -350,10 +351,12 @@ async def incident_alerts(
     request: Request,
     ctx: Ctx,
     incident_id: UUID,
-    limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
+    limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
     cursor: Annotated[str, Query(max_length=256)] = "",
 ) -> dict[str, Any]:
-    """The incident's alerts a page at a time, by fingerprint; `next` is the next cursor."""
+    """The incident's alerts a page at a time, by fingerprint; `next` is the next cursor.
+    An alert is up to limits.max_alert_bytes (8 KiB), so a page is at most 1000 of them:
+    10,000 in one response took the daemon past MemoryMax (bench/restart_memory.py)."""
     ctx.identify(request, "viewer")
     world = ctx.ingestor.world
     if incident_id not in world.incidents and incident_id not in world.closed:
@@ -413,9 +416,21 @@ async def add_silence(request: Request, ctx: Ctx) -> JSONResponse:
 
 
 @router.get("/api/v1/silences")
-async def silences(request: Request, ctx: Ctx) -> dict[str, Any]:
+async def silences(
+    request: Request,
+    ctx: Ctx,
+    limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
+    cursor: Annotated[str, Query(max_length=512)] = "",
+) -> dict[str, Any]:
+    """Silences, newest first, a page at a time (`next` is the next page's cursor)."""
     ctx.identify(request, "viewer")
     now = ctx.clock()
+    page, nxt = page_of(
+        list(ctx.ingestor.world.silences.values()),
+        lambda s: (s.starts_at, str(s.id)),
+        cursor,
+        limit or ctx.settings.limits.page_size,
+    )
     return {
         "silences": [
             {
@@ -427,10 +442,9 @@ async def silences(request: Request, ctx: Ctx) -> dict[str, Any]:
                 "created_by": s.created_by,
                 "comment": s.comment,
             }
-            for s in sorted(
-                ctx.ingestor.world.silences.values(), key=lambda s: s.starts_at, reverse=True
-            )
-        ]
+            for s in page
+        ],
+        "next": nxt,
     }
 
 
