@@ -49,7 +49,7 @@ from daemon.web.console_runbooks import router as console_runbooks_router
 from daemon.web.console_situations import router as console_situations_router
 from daemon.web.console_work import console_work_router
 from daemon.web.context import ApiContext, Ctx
-from daemon.web.incidents import incidents_router, story_of
+from daemon.web.incidents import incidents_router, story_and_events
 from daemon.web.limits import BodyLimit, Scope
 from daemon.web.openapi import declare_bearer, docs_url
 from daemon.web.paging import page_of
@@ -58,7 +58,7 @@ from daemon.web.situations import router as situations_router
 from daemon.web.slack import slack_router
 from daemon.web.sso import TrustedProxies
 from daemon.web.stats import stats_router
-from daemon.web.story import alert_page, incident_events
+from daemon.web.story import alert_page
 
 log = logging.getLogger("watchkeeper.api")
 
@@ -329,17 +329,15 @@ async def incident(request: Request, ctx: Ctx, incident_id: UUID) -> dict[str, A
     cursor of `/alerts`) and its timeline with the newest `page_size` alert events."""
     ctx.identify(request, "viewer")
     # The whole story, bounded: agent steps, actions, notifications (daemon/web/story.py).
-    story = await story_of(ctx, incident_id)
+    story, events = await story_and_events(ctx, incident_id)
     world = ctx.ingestor.world
     inc = world.incidents.get(incident_id) or world.closed.get(incident_id)
-    size = ctx.settings.limits.page_size
     view = with_alerts(
         ctx,
         incident_view(inc)
         if inc is not None
         else {k: v for k, v in story.items() if k not in ("alerts", "story")},
     )
-    events, _ = await incident_events(ctx.ingestor, incident_id, size)
     view["timeline"] = [event_view(None, e) for e in events]
     view["investigation"] = investigation_view(world, incident_id)
     view.update({k: v for k, v in story.items() if k not in view})

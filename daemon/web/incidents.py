@@ -34,6 +34,7 @@ from daemon.web.bodies import documented, json_body
 from daemon.web.story import alert_page, gather, markdown, rebuilt, story
 
 if TYPE_CHECKING:
+    from daemon.domain.events import DomainEvent
     from daemon.web.context import ApiContext
 
 Via = Literal["api", "cli", "console"]
@@ -197,9 +198,17 @@ def snooze_until(body: SnoozeIn, now: datetime) -> datetime:
 
 
 async def story_of(ctx: ApiContext, incident_id: UUID) -> dict[str, Any]:
+    """The incident's story (`story_and_events`)."""
+    return (await story_and_events(ctx, incident_id))[0]
+
+
+async def story_and_events(
+    ctx: ApiContext, incident_id: UUID
+) -> tuple[dict[str, Any], list[DomainEvent]]:
     """The incident with the first page of its alerts and its story (hot, closed, or rebuilt
     from the log), bounded: `alerts_count` and `alerts_next` say where the other alerts are,
-    `alert_events_left_out` how many older alert events the story leaves out."""
+    `alert_events_left_out` how many older alert events the story leaves out; and the
+    incident's own events it read (its newest alert events, every other one)."""
     ing = ctx.ingestor
     world = ing.world
     size = ctx.settings.limits.page_size
@@ -224,7 +233,7 @@ async def story_of(ctx: ApiContext, incident_id: UUID) -> dict[str, Any]:
     view["alerts_next"] = nxt
     view.update(story(world, incident_id, streams))
     view["alert_events_left_out"] = left_out
-    return view
+    return view, streams[0][1]
 
 
 def _json(data: Any) -> str:
