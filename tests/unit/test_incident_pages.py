@@ -7,10 +7,15 @@ their count and a cursor to the rest, and the newest `page_size` alert events.""
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from uuid import UUID, uuid4
 
+import pytest
 from test_api import Daemon, running
+
+from daemon.engine.store import EventLog
 
 PAGE = 10
 MANY = 35
@@ -114,3 +119,35 @@ async def test_the_console_page_shows_a_page_of_alerts_with_a_next_link(
             url = nxt[1] if nxt else None
         assert pages == 4
         assert sorted(seen) == [f"{i:03d}" for i in range(MANY)]
+
+
+async def test_an_incident_no_longer_held_is_rebuilt_from_its_stream_in_pages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running(tmp_path, {"limits": {"page_size": PAGE}}) as d:
+        iid = await one_big_incident(d)
+        r = await d.http.post(f"/api/v1/incidents/{iid}/resolve", json={"comment": "done"})
+        assert r.status_code == 200, r.text
+        d.clock.advance(timedelta(days=2))
+        await d.tick()
+        ing = d.supervisor.ingestor
+        assert ing is not None
+        assert UUID(iid) in ing.world.closed
+        del ing.world.closed[UUID(iid)]  # as when more than closed_kept have closed since
+        pages: list[int] = []
+        real = EventLog.stream_pages
+
+        def counted(self: EventLog, originator_id: UUID, page: int = 256) -> Any:
+            for events in real(self, originator_id, page=4):
+                pages.append(len(events))
+                yield events
+
+        monkeypatch.setattr(EventLog, "stream_pages", counted)
+        view = (await d.http.get(f"/api/v1/incidents/{iid}")).json()
+        assert view["state"] == "closed"
+        assert view["alerts_total"] == MANY
+        assert max(pages) <= 4  # folded a page at a time
+        assert sum(pages) > MANY
+        assert alert_events(view["timeline"], "type") == PAGE
+        r = await d.http.get(f"/api/v1/incidents/{uuid4()}")
+        assert r.status_code == 404
