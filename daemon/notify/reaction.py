@@ -42,7 +42,7 @@ from daemon.domain.events import (
     IncidentResolved,
 )
 from daemon.domain.incident_work import IncidentUnacknowledged
-from daemon.domain.notification_model import Escalate, window_frees_at
+from daemon.domain.notification_model import Escalate, RecordAttempt, window_frees_at
 from daemon.domain.situation_model import SituationLinked, SituationUnlinked
 from daemon.domain.state import Incident, World
 from daemon.domain.timer_model import (
@@ -112,16 +112,22 @@ class NotifyReaction:
         world = self._world
         self.pipeline = Pipeline(
             [
-                Dedup(world),
+                Dedup(world, notifiers),
                 StormControl(
                     world, clock, notifiers, config.storm.max_messages, config.storm.window
                 ),
             ],
             Deliver(notifiers, retry, sleep=sleep, rand=rand),
+            self._record_attempts,
         )
 
     def _world(self) -> World:
         return self.ingestor.world
+
+    async def _record_attempts(self, attempts: Sequence[RecordAttempt]) -> None:
+        # Committed (fenced, like every commit) before anything is sent: a daemon that dies
+        # after sending leaves an attempt without outcome, which is never sent again.
+        await self.ingestor.submit(list(attempts))
 
     # --- Service: each channel keeps one HTTP client while the reactor runs -------------
 
