@@ -511,6 +511,88 @@ def test_daemon_stopped_across_a_deadline_fires_it_exactly_once_after_restart(
     assert stub.problems() == []
 
 
+def test_daemon_killed_after_the_receiver_got_a_page_never_sends_it_again(
+    tmp_path: Path, stub: ChatStub
+) -> None:
+    """kill -9 at the worst moment: the webhook has the page, the daemon has no record of it.
+
+    After the restart the page is recorded as delivery unknown (a status failure saying
+    so), not sent a second time; the incident, still unacknowledged, is paged by the next
+    escalation step.
+    """
+    delay = 2
+    wk = Watchkeeper(
+        tmp_path / "wk",
+        f"sqlite:///{tmp_path / 'wk' / 'events.db'}",
+        settings={
+            "notifications": {
+                "channels": {
+                    "pager": {"type": "webhook", "url": stub.url(stub.WEBHOOK), "secret": SECRET},
+                },
+                "policies": [
+                    {
+                        "name": "page",
+                        "levels": [
+                            {"channels": ["pager"]},
+                            {"channels": ["pager"], "delay": f"{delay}s"},
+                        ],
+                    }
+                ],
+            }
+        },
+    )
+
+    def kill_on_first_page(got: Any) -> None:
+        if got.path == stub.WEBHOOK and got.body.get("event") == "incident_opened":
+            stub.on_receive = None
+            wk.kill()  # SIGKILL before the webhook answers: the daemon cannot record it
+
+    wk.start()
+    try:
+        stub.on_receive = kill_on_first_page
+        r = httpx.post(
+            f"{wk.url}/api/v2/alerts",
+            json=[{"labels": {"alertname": "DiskFull", "severity": "critical"}}],
+            timeout=30,
+        )
+        assert r.status_code == 200
+        assert wk.child is not None
+        wait_for(lambda: not wk.child.running, timeout=30, what="the daemon to be killed")
+        assert pages(stub) == ["incident_opened"]
+
+        wk.start()
+
+        def unknown() -> list[dict[str, Any]]:
+            return [
+                e
+                for e in wk.events()
+                if e["type"] == "NotificationFailed"
+                and e["data"]["reason"].startswith("delivery unknown")
+            ]
+
+        wait_for(unknown, timeout=30, what="the page recorded as delivery unknown")
+        [rec] = unknown()
+        assert rec["data"]["channel"] == "pager"
+        assert rec["data"]["kind"] == "opened"
+        assert rec["data"]["reason"].startswith(
+            "delivery unknown: a previous run may have sent it; not re-sent"
+        )
+        attempted = [e for e in wk.events() if e["type"] == "NotificationAttempted"]
+        assert attempted[0]["data"]["key"] == rec["data"]["key"]
+        # The safety net: still unacknowledged, the incident is paged by the next step.
+        wait_for(lambda: len(pages(stub)) >= 2, timeout=30, what="the level 1 page")
+        time.sleep(1.0)  # a repeat would show up by now
+        assert pages(stub) == ["incident_opened", "escalated"], wk.log_tail()
+        st = wk.get("/api/v1/status")
+        pager = st["notifications"]["pager"]
+        assert (pager["sent"], pager["failed"]) == (1, 1), pager
+        assert pager["last_error"].startswith("delivery unknown"), pager
+    finally:
+        stub.on_receive = None
+        wk.stop()
+    assert stub.problems() == []
+
+
 async def test_action_follow_ups_say_what_happened_in_the_thread(rig: Rig, stub: ChatStub) -> None:
     from daemon.domain.action_model import ActionPlan, DecidePolicy, RejectAction
     from daemon.domain.investigation_model import (
