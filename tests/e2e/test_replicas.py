@@ -4,7 +4,8 @@ Real processes on a private PostgreSQL (else the machine's, in a schema of its o
 local chat webhook, alerts posted continuously through all three replicas. The leader is
 killed with -9 once, then the next one is stopped with SIGTERM; each time another replica
 must lead within the issue's goal, and afterwards no acknowledged alert is missing, no
-alert group has two incidents, and no page or escalation went out twice.
+alert group has two incidents, and no page or escalation went out twice (not even the
+one the killed leader was sending: it is recorded as delivery unknown).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from replicas import (
     Cluster,
     Figures,
     Intake,
-    in_flight_only,
     judge,
     kill,
     replica_settings,
@@ -75,7 +75,6 @@ def test_three_replicas_fail_over_without_losing_or_repeating(
         wait_for(lambda: len(follower.incidents()) >= 5, timeout=10,
                  what="the follower's state to show the leader's incidents")
 
-        kill_at = time.monotonic()
         killed = cluster.fail_over(kill)
         time.sleep(2.0)
         stopped = cluster.fail_over(terminate)
@@ -90,7 +89,8 @@ def test_three_replicas_fail_over_without_losing_or_repeating(
             # Every incident paged, escalated (2 s later) and acted on, each action settled.
             f = judge(survivor, intakes, stub, ran)
             done = (
-                f.escalations >= f.incidents
+                # An escalation the killed leader was sending is recorded as delivery unknown.
+                f.escalations + f.chat_unknown.get("escalated", 0) >= f.incidents
                 and f.investigations_ended >= f.incidents
                 and f.actions_settled >= f.actions_dispatched
             )
@@ -110,14 +110,20 @@ def test_three_replicas_fail_over_without_losing_or_repeating(
         assert stopped < TERM_GOAL, survivor.log_tail()
         assert figures.accepted > 50
         assert figures.incidents > 5  # the five groups and the bursts
-        assert figures.problems(allow_in_flight=True) == []
-        # A page repeated only if the killed leader had sent it without recording it yet
-        # (README, "Replicas", limits); SIGTERM hands over with nothing in flight.
-        assert in_flight_only(figures, [kill_at]) == [], figures
-        # Each incident: paged once when opened, escalated, one action dispatched, which
-        # ran once (or, dispatched by a leader that died, is an unknown outcome for a person).
-        assert figures.chat_by_event["incident_opened"] == figures.incidents, figures
-        assert figures.escalations >= figures.incidents, figures
+        # No chat message twice, not even the one the killed leader was sending: its
+        # successor records it as delivery unknown (one at most per kill -9; SIGTERM hands
+        # over with nothing in flight) and never sends it again.
+        assert figures.problems(kills=1) == [], figures
+        # Each incident: paged once when opened (or that page's delivery is unknown: the
+        # escalation pages it anyway), escalated, one action dispatched, which ran once (or,
+        # dispatched by a leader that died, is an unknown outcome for a person).
+        # (One of unknown delivery may have arrived all the same.)
+        opened = figures.chat_by_event.get("incident_opened", 0)
+        unknown = figures.chat_unknown.get("opened", 0)
+        assert figures.incidents - unknown <= opened <= figures.incidents, figures
+        assert figures.escalations + figures.chat_unknown.get("escalated", 0) >= (
+            figures.incidents
+        ), figures
         # One action per incident (never two: `problems`). An investigation stopped between
         # recording its proposal call and the proposal concludes without one when it resumes
         # (the agent's behaviour after any restart), so each failover may cost one.
