@@ -33,9 +33,17 @@ from daemon.domain import (
     fingerprint,
 )
 from daemon.domain.events import DomainEvent
-from daemon.domain.notification_model import IncidentEscalated, NotificationFailed, NotificationHeld
+from daemon.domain.notification_model import (
+    IncidentEscalated,
+    NotificationAttempted,
+    NotificationFailed,
+    NotificationHeld,
+    NotificationSent,
+    RecordSent,
+)
 from daemon.domain.timer_model import DeadlineCancelled, DeadlineFired, DeadlineSet
 from daemon.engine.ingest import Ingestor
+from daemon.engine.outage import StoreUnavailable
 from daemon.engine.reactor import Reactor
 from daemon.engine.store import EventLog
 from daemon.engine.timers import TimerService
@@ -408,6 +416,32 @@ async def test_a_failing_channel_is_recorded_and_blocks_nothing(
         )
     finally:
         await r.stop()
+
+
+async def test_a_page_whose_record_failed_to_commit_is_recorded_as_sent_not_sent_again(
+    rig: Rig, stub: ChatStub
+) -> None:
+    """The store refuses the commit that records a page just delivered: the reactor handles
+    the event again once the store answers, and the page is recorded, not re-sent (nor
+    recorded as of unknown delivery: this process knows it arrived)."""
+    submit = rig.ing.submit
+    failed: list[int] = []
+
+    async def flaky(commands: Any, tracking: Any = None) -> list[DomainEvent]:
+        if any(isinstance(c, RecordSent) for c in commands) and not failed:
+            failed.append(tracking.notification_id)
+            raise StoreUnavailable("the store went away (test)")
+        return await submit(commands, tracking=tracking)
+
+    rig.ing.submit = flaky  # type: ignore[method-assign]
+    await rig.fire()
+    await rig.settle()
+    assert failed, "the record's commit was never refused"
+    assert slack_calls(stub) == ["chat.postMessage"]
+    [sent] = rig.events(NotificationSent)
+    assert sent.channel == "oncall"
+    assert rig.events(NotificationFailed) == []
+    assert len(rig.events(NotificationAttempted)) == 1
 
 
 # --- the daemon as a process, real time -------------------------------------------------
