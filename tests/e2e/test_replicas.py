@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -20,6 +21,8 @@ import realstack
 from chatstubs import ChatStub
 from realstack import PostgresServer, wait_for
 from replicas import (
+    ESCALATE_AFTER,
+    SECRET,
     Cluster,
     Figures,
     Intake,
@@ -41,7 +44,7 @@ def store(postgres_server: PostgresServer) -> Iterator[str]:
 
 @pytest.fixture
 def stub() -> Iterator[ChatStub]:
-    with ChatStub(webhook_secret="replica-hook") as s:
+    with ChatStub(webhook_secret=SECRET) as s:
         yield s
 
 
@@ -132,6 +135,76 @@ def test_three_replicas_fail_over_without_losing_or_repeating(
         assert stub.problems() == []
     finally:
         cluster.stop()
+
+
+def test_a_leader_killed_after_the_receiver_got_a_page_its_successor_never_resends(
+    store: str, stub: ChatStub, tmp_path: Path
+) -> None:
+    """kill -9 of the leader in the window between a page's arrival and its record: the
+    next leader records it as delivery unknown and never sends it again; the next
+    escalation step pages the incident."""
+    settings = {
+        "notifications": {
+            "channels": {
+                "pager": {"type": "webhook", "url": stub.url(stub.WEBHOOK), "secret": SECRET}
+            },
+            "policies": [
+                {
+                    "name": "page",
+                    "levels": [
+                        {"channels": ["pager"]},
+                        {"channels": ["pager"], "delay": ESCALATE_AFTER},
+                    ],
+                }
+            ],
+        }
+    }
+    cluster = Cluster(store, tmp_path, settings, n=2)
+    cluster.start()
+    try:
+        first = cluster.leader()
+        assert first is not None
+        leader = cluster.replicas[first]
+        survivor = cluster.replicas[1 - first]
+
+        def kill_on_first_page(got: Any) -> None:
+            if got.path == stub.WEBHOOK and got.body.get("event") == "incident_opened":
+                stub.on_receive = None
+                leader.kill()  # before the webhook answers: the leader cannot record it
+
+        stub.on_receive = kill_on_first_page
+        r = httpx.post(
+            f"{survivor.url}/api/v2/alerts",  # forwarded to the leader
+            json=[{"labels": {"alertname": "DiskFull", "severity": "critical"}}],
+            timeout=30,
+        )
+        assert r.status_code == 200, r.text
+        wait_for(lambda: cluster.alive() == [1 - first], timeout=30, what="the leader killed")
+        wait_for(lambda: cluster.leader() == 1 - first, timeout=30, what="a new leader")
+
+        def unknown() -> list[dict[str, Any]]:
+            return [
+                e
+                for e in survivor.events()
+                if e["type"] == "NotificationFailed"
+                and e["data"]["reason"].startswith("delivery unknown")
+            ]
+
+        wait_for(unknown, timeout=30, what="the page recorded as delivery unknown")
+        wait_for(lambda: len(pages(stub)) >= 2, timeout=30, what="the escalation page")
+        time.sleep(1.0)  # a repeat would show up by now
+        assert pages(stub) == ["incident_opened", "escalated"], survivor.log_tail()
+        assert [e["data"]["kind"] for e in unknown()] == ["opened"]
+    finally:
+        stub.on_receive = None
+        cluster.stop()
+    assert stub.problems() == []
+
+
+def pages(stub: ChatStub) -> list[str]:
+    """The pages the webhook received (follow-ups aside)."""
+    events = [h.body["event"] for h in stub.at(stub.WEBHOOK)]
+    return [e for e in events if e in ("incident_opened", "escalated")]
 
 
 def test_a_second_daemon_on_one_sqlite_file_refuses_to_start(tmp_path: Path) -> None:
