@@ -53,6 +53,7 @@ API: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/incidents/{incident_id}/severity"): "responder",
     ("POST", "/api/v1/incidents/{incident_id}/link"): "responder",
     ("GET", "/api/v1/incidents/{incident_id}/story"): "viewer",
+    ("GET", "/api/v1/incidents/{incident_id}/alerts"): "viewer",
     ("GET", "/api/v1/incidents/{incident_id}/export"): "viewer",
     ("GET", "/api/v1/stats"): "viewer",
     ("GET", "/api/v1/situations"): "viewer",
@@ -108,6 +109,8 @@ CONSOLE_STREAMS = {("GET", "/console/live")}
 PUBLIC = {
     ("GET", "/healthz"),
     ("GET", "/readyz"),
+    # Which replica leads: for a load balancer's health check, like /readyz.
+    ("GET", "/leaderz"),
     ("GET", "/metrics"),
     ("GET", "/login"),
     ("POST", "/login"),

@@ -531,6 +531,9 @@ async def test_health_readiness_and_metrics(daemon: Daemon) -> None:
     assert r.json()["healthy"] is True
     r = await daemon.http.get("/readyz")
     assert (r.status_code, r.text) == (200, "ready\n")
+    # A lone daemon on SQLite leads: a load balancer checking /leaderz must not drop it.
+    r = await daemon.http.get("/leaderz")
+    assert (r.status_code, r.text) == (200, "leader: the only daemon on this store\n")
 
     await daemon.post_alerts(alert("DiskFull"), alert("HighLatency"))
     await daemon.http.post("/api/v2/alerts", content=b"[{}]")
