@@ -529,12 +529,10 @@ async def leaderz(ctx: Ctx) -> PlainTextResponse:
     """200 on the replica that leads (commits) now, 503 on a follower: for load balancers
     that send the console, whose sessions live in one process, to the leader."""
     rep = ctx.health().get("replica") or {}
-    if not rep:
-        # SQLite: one daemon per store (a file lock), so it always leads once ready.
-        if ctx.ingestor.ready:
+    if rep.get("role", "leader") == "leader" and ctx.ingestor.ready:
+        if rep.get("epoch") is None:
+            # SQLite: one daemon per store (a file lock), so it leads once ready.
             return PlainTextResponse("leader: the only daemon on this store\n")
-        return PlainTextResponse("not ready\n", status_code=503)
-    if rep.get("role") == "leader" and ctx.ingestor.ready:
         return PlainTextResponse(f"leader, epoch {rep.get('epoch')}\n")
     leader = (rep.get("leader") or {}).get("address") or "unknown"
     return PlainTextResponse(f"follower; the leader is {leader}\n", status_code=503)
