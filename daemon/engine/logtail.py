@@ -32,9 +32,9 @@ def log_channel(schema: str) -> str:
 class LogTail:
     """A LISTEN connection that wakes the follower when the leader commits events.
 
-    `wait(timeout)` returns True as soon as a notification arrived since the last `take()`
+    `wait(within)` returns True as soon as a notification arrived since the last `take()`
     (or the connection was made again: events may have gone unheard), else False after
-    `timeout`. While the connection is down it reconnects every `retry` seconds.
+    `within` seconds. While the connection is down it reconnects every `retry` seconds.
     """
 
     def __init__(self, connect: dict[str, Any], schema: str, *, retry: float = 1.0) -> None:
@@ -64,11 +64,11 @@ class LogTail:
             self._task = None
         self.listening_since = None
 
-    async def wait(self, timeout: float) -> bool:
-        """Whether the log may have grown: a notification came within `timeout` seconds."""
-        if timeout > 0 and not self._woke.is_set():
+    async def wait(self, within: float) -> bool:
+        """Whether the log may have grown: a notification came within `within` seconds."""
+        if within > 0 and not self._woke.is_set():
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(within):
                     await self._woke.wait()
         return self._woke.is_set()
 

@@ -3,10 +3,11 @@
 A follower tails the log into a warm world (reads are served from it): it reads new events
 as soon as the leader's commit notifies it (LISTEN/NOTIFY, `daemon.engine.logtail`), and
 every poll in any case. It tries for the lead every poll; the one that wins the advisory
-lock catches up to the log head, then starts the leader's components (reactions, timers, stream sources), which resume from
-their tracked positions as after a restart. A leader heartbeats; when its lock is lost or
-a commit was fenced out it stops those components and follows again. On shutdown the
-leader stops them and releases the lock at once, so a follower takes over within a poll.
+lock catches up to the log head, then starts the leader's components (reactions, timers,
+stream sources), which resume from their tracked positions as after a restart. A leader
+heartbeats; when its lock is lost or a commit was fenced out it stops those components and
+follows again. On shutdown the leader stops them and releases the lock at once, so a
+follower takes over within a poll.
 """
 
 from __future__ import annotations
