@@ -307,7 +307,7 @@ class ReplicaCollector(Collector):
         )
         yield GaugeMetricFamily(
             "watchkeeper_replica_lag_seconds",
-            "Seconds since this follower last read the log to its head (0 when leading)",
+            "Seconds this follower may be behind the leader's commits (0 when leading)",
             value=st["lag_seconds"],
         )
         info = InfoMetricFamily("watchkeeper_replica", "This replica's role and its leader")
