@@ -108,12 +108,13 @@ def detail_reads(port: int) -> tuple[str, ...]:
     page = httpx.get(f"http://127.0.0.1:{port}/api/v1/incidents", timeout=60).json()
     if not page["incidents"]:
         return ()
-    big = max(page["incidents"], key=lambda i: i.get("alert_count", 0))["id"]
+    big = max(page["incidents"], key=lambda i: i.get("alerts_total", 0))["id"]
     return (
         f"/api/v1/incidents/{big}",
         f"/incidents/{big}",
         f"/api/v1/incidents/{big}/story",
         f"/api/v1/incidents/{big}/export",
+        f"/api/v1/incidents/{big}/alerts?limit=1000",  # the largest page a viewer can ask
     )
 
 
@@ -158,10 +159,12 @@ def restart_peak(store: Path, workdir: Path) -> tuple[float, int, int, int]:
                     at_ready = status_kb(proc.pid, "VmHWM") * 1024
                     # The requests a viewer (or karma, Grafana, amtool) makes, then the figures.
                     for path in VIEWER_READS + detail_reads(port):
+                        t = time.perf_counter()
                         r = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=120)
+                        took = time.perf_counter() - t
                         peak = status_kb(proc.pid, "VmHWM") / 1024
                         print(f"  {path:<34} {r.status_code} {len(r.content) / 1e6:>6.1f} MB"
-                              f" peak so far {peak:.0f} MB", flush=True)
+                              f" {took:>5.2f} s peak so far {peak:.0f} MB", flush=True)
                     return (
                         ready,
                         at_ready,

@@ -16,7 +16,19 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from daemon.cli.client import age, client, emit, fail, out, resolve_id
+from daemon.cli.client import (
+    CursorOpt,
+    LimitOpt,
+    age,
+    client,
+    emit,
+    every_page,
+    fail,
+    next_hint,
+    out,
+    page_params,
+    resolve_id,
+)
 
 actions_app = typer.Typer(
     help="Review, approve and reject proposed actions; dry-run a runbook action.",
@@ -27,7 +39,7 @@ actions_app = typer.Typer(
 
 def _resolve(prefix: str) -> str:
     def ids() -> list[str]:
-        return [a["id"] for a in client.request("GET", "/api/v1/actions")["actions"]]
+        return [a["id"] for a in every_page("/api/v1/actions", "actions")]
 
     return resolve_id(prefix, ids, "action", "actions list")
 
@@ -73,9 +85,12 @@ def list_actions(
         list[str] | None,
         typer.Option("--status", "-s", help="e.g. pending_approval, approved, succeeded"),
     ] = None,
+    limit: LimitOpt = None,
+    cursor: CursorOpt = None,
 ) -> None:
-    """List actions, newest first, with exactly what each runs."""
+    """List actions, newest first, with exactly what each runs, one page at a time."""
     params: dict[str, Any] = {"status": status} if status else {}
+    params.update(page_params(limit, cursor))
     data = client.request("GET", "/api/v1/actions", params=params)
     if emit(data):
         return
@@ -84,7 +99,7 @@ def list_actions(
             f"[bold red]execution paused[/bold red] by {escape(data['execution']['paused_by'])}",
             highlight=False,
         )
-    t = Table(title=f"{len(data['actions'])} action(s)")
+    t = Table(title=f"{len(data['actions'])} action(s){next_hint(data)}")
     for col in ("id", "action", "risk", "status", "runs", "host", "incident", "age"):
         t.add_column(col)
     for a in data["actions"]:

@@ -249,7 +249,7 @@ def suggest_change(
     """Draft a change to a runbook from how its actions ended, as a diff (never applied)."""
     from pydantic import ValidationError
 
-    from daemon.cli.client import client, fail
+    from daemon.cli.client import every_page, fail
     from daemon.domain.action_model import ActionEntry
     from daemon.runbooks.suggest import suggest
 
@@ -263,7 +263,7 @@ def suggest_change(
         except (OSError, ValueError) as e:
             fail(f"{actions_file}: cannot read actions: {e}")
     else:
-        data = client.request("GET", "/api/v1/actions")
+        data = {"actions": every_page("/api/v1/actions", "actions")}
     try:
         entries = [ActionEntry.model_validate(a) for a in data.get("actions", [])]
     except ValidationError as e:

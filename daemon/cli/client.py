@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import httpx
 import typer
@@ -71,6 +71,37 @@ def fail(message: str, code: int = 1) -> NoReturn:
     # The message is data (server replies, paths, regexes): never markup, never wrapped.
     err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+# Every list of the API is paged (issue 17): `--limit` and `--cursor` on each list command.
+LimitOpt = Annotated[
+    int | None, typer.Option("--limit", help="Page size (default: limits.page_size)")
+]
+CursorOpt = Annotated[
+    str | None, typer.Option("--cursor", help="Next page: the cursor the last page printed")
+]
+
+
+def page_params(limit: int | None, cursor: str | None) -> dict[str, Any]:
+    """The query of one page."""
+    return {**({"limit": limit} if limit else {}), **({"cursor": cursor} if cursor else {})}
+
+
+def next_hint(data: dict[str, Any]) -> str:
+    """Where the next page is, for a table's title ("" on the last page)."""
+    return f"; next page: --cursor '{data['next']}'" if data.get("next") else ""
+
+
+def every_page(path: str, key: str, params: dict[str, Any] | None = None) -> list[Any]:
+    """Every item of a paged list (`key` of each page), following `next`."""
+    query: dict[str, Any] = {**(params or {}), "limit": 1000}
+    found: list[Any] = []
+    while True:
+        data = client.request("GET", path, params=query)
+        found += data[key]
+        if not data.get("next"):
+            return found
+        query["cursor"] = data["next"]
 
 
 def resolve_id(prefix: str, ids: Callable[[], Iterable[str]], noun: str, command: str) -> str:

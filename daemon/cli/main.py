@@ -21,7 +21,19 @@ from daemon.cli.actions import action_rows
 from daemon.cli.actions import register as register_actions
 from daemon.cli.agent import agent_rows, print_investigation, runbooks_app
 from daemon.cli.argv import hoist_globals
-from daemon.cli.client import age, client, emit, err, fail, out
+from daemon.cli.client import (
+    CursorOpt,
+    LimitOpt,
+    age,
+    client,
+    emit,
+    err,
+    every_page,
+    fail,
+    next_hint,
+    out,
+    page_params,
+)
 from daemon.cli.evaluate import register as register_eval
 from daemon.cli.incidents import print_story, resolve_incident_id
 from daemon.cli.incidents import register as register_incident_work
@@ -296,13 +308,17 @@ def incidents_show(
     )
     if data.get("acknowledged_by"):
         out.print(f"acknowledged by {data['acknowledged_by']}", highlight=False)
-    alerts = Table(title="alerts")
-    for col in ("fingerprint", "status", "labels", "since"):
-        alerts.add_column(col)
-    for a in data.get("alerts", []):
-        labels = ", ".join(f"{k}={v}" for k, v in sorted(a["labels"].items()))
-        alerts.add_row(a["fingerprint"], a["status"], labels, age(a["starts_at"]))
-    out.print(alerts)
+    shown = data.get("alerts", [])
+    total = data.get("alerts_count", len(shown))
+    title = f"alerts: {len(shown)} of {total}"
+    if data.get("alerts_next"):
+        title += f"; more: incidents alerts {data['id'][:8]} --cursor '{data['alerts_next']}'"
+    print_alerts(title, shown)
+    if data.get("alert_events_left_out"):
+        out.print(
+            f"{data['alert_events_left_out']} older alert events left out of the timeline",
+            highlight=False,
+        )
     tl = Table(title="timeline")
     for col in ("v", "at", "event", "detail"):
         tl.add_column(col)
@@ -316,6 +332,42 @@ def incidents_show(
     out.print(tl)
     print_investigation(data.get("investigation"))
     print_story(data)
+
+
+def print_alerts(title: str, alerts: list[dict[str, Any]]) -> None:
+    table = Table(title=title)
+    for col in ("fingerprint", "status", "labels", "since"):
+        table.add_column(col)
+    for a in alerts:
+        labels = ", ".join(f"{k}={v}" for k, v in sorted(a["labels"].items()))
+        table.add_row(a["fingerprint"], a["status"], labels, age(a["starts_at"]))
+    out.print(table)
+
+
+@incidents_app.command("alerts")
+def incidents_alerts(
+    incident_id: Annotated[str, typer.Argument(help="Incident id or unique prefix.")],
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="Page size (default: limits.page_size)")
+    ] = None,
+    cursor: Annotated[
+        str | None, typer.Option("--cursor", help="Next page: the cursor the last page printed")
+    ] = None,
+) -> None:
+    """List one incident's alerts, one page at a time (by fingerprint)."""
+    iid = _resolve_incident_id(incident_id)
+    params: dict[str, Any] = {}
+    if limit:
+        params["limit"] = limit
+    if cursor:
+        params["cursor"] = cursor
+    data = client.request("GET", f"/api/v1/incidents/{iid}/alerts", params=params)
+    if emit(data):
+        return
+    title = f"{len(data['alerts'])} of {data['total']} alerts"
+    if data.get("next"):
+        title += f"; next page: --cursor '{data['next']}'"
+    print_alerts(title, data["alerts"])
 
 
 @app.command()
@@ -368,12 +420,12 @@ def silence_add(
 
 
 @silence_app.command("list")
-def silence_list() -> None:
-    """List silences."""
-    data = client.request("GET", "/api/v1/silences")
+def silence_list(limit: LimitOpt = None, cursor: CursorOpt = None) -> None:
+    """List silences, newest first, one page at a time."""
+    data = client.request("GET", "/api/v1/silences", params=page_params(limit, cursor))
     if emit(data):
         return
-    t = Table(title="silences")
+    t = Table(title=f"{len(data['silences'])} silence(s){next_hint(data)}")
     for col in ("id", "state", "matchers", "ends", "by", "comment"):
         t.add_column(col)
     for s in data["silences"]:
@@ -395,7 +447,7 @@ def silence_expire(
     """End a silence now."""
     sid = silence_id
     if len(sid) != 36:
-        silences = client.request("GET", "/api/v1/silences")["silences"]
+        silences = every_page("/api/v1/silences", "silences")
         hits = [s["id"] for s in silences if s["id"].startswith(sid)]
         if len(hits) != 1:
             fail(f"{sid!r} matches {len(hits)} silences; give the full id")

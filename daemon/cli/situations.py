@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from daemon.cli.client import client, emit, out
+from daemon.cli.client import CursorOpt, LimitOpt, client, emit, next_hint, out, page_params
 
 situations_app = typer.Typer(
     help="Incidents linked by one probable cause: list, show, link and unlink by hand.",
@@ -36,12 +36,16 @@ def _print(s: dict[str, Any]) -> None:
 @situations_app.command("list")
 def list_situations(
     closed: Annotated[bool, typer.Option("--closed", help="Include closed situations.")] = False,
+    limit: LimitOpt = None,
+    cursor: CursorOpt = None,
 ) -> None:
-    """Open situations, newest first, with their lead incident and member count."""
-    data = client.request("GET", "/api/v1/situations", params={"closed": closed})
+    """Open situations, newest first, with their lead incident and member count (a page)."""
+    params = {"closed": closed, **page_params(limit, cursor)}
+    data = client.request("GET", "/api/v1/situations", params=params)
     if emit(data):
         return
-    table = Table("ID", "STATE", "OPENED", "KEYS", "MEMBERS", "LEAD")
+    title = f"{len(data['situations'])} situation(s){next_hint(data)}"
+    table = Table("ID", "STATE", "OPENED", "KEYS", "MEMBERS", "LEAD", title=title)
     for s in data["situations"]:
         lead = next((m["title"] for m in s["members"] if m["lead"]), "")
         keys = ", ".join(f"{k}={v}" for k, v in s["keys"].items())
@@ -87,12 +91,13 @@ def unlink(
 
 
 @situations_app.command("inhibited")
-def inhibited() -> None:
-    """Firing alerts muted by inhibit rules, and the alert that mutes each."""
-    data = client.request("GET", "/api/v1/inhibited")
+def inhibited(limit: LimitOpt = None, cursor: CursorOpt = None) -> None:
+    """Firing alerts muted by inhibit rules, and the alert that mutes each (a page)."""
+    data = client.request("GET", "/api/v1/inhibited", params=page_params(limit, cursor))
     if emit(data):
         return
-    table = Table("ALERT", "LABELS", "INHIBITED BY", "RULE")
+    title = f"{len(data['inhibited'])} inhibited alert(s){next_hint(data)}"
+    table = Table("ALERT", "LABELS", "INHIBITED BY", "RULE", title=title)
     for a in data["inhibited"]:
         labels = ", ".join(f"{k}={v}" for k, v in a["labels"].items() if k != "alertname")
         src = a["inhibited_by_labels"].get("alertname", a["inhibited_by"])

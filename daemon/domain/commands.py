@@ -12,6 +12,7 @@ from daemon.domain.investigation_model import InvestigationCommand
 from daemon.domain.matchers import Matcher
 from daemon.domain.notification_model import (
     Escalate,
+    RecordAttempt,
     RecordFailed,
     RecordHeld,
     RecordSent,
@@ -94,6 +95,7 @@ Command = (
     | FireDeadline
     | CancelDeadline
     | Escalate
+    | RecordAttempt
     | RecordSent
     | RecordFailed
     | RecordHeld

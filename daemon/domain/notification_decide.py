@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from uuid import UUID
 
 from daemon.domain.commands import Rejected
 from daemon.domain.decide import _decide, emit_one
@@ -17,12 +18,16 @@ from daemon.domain.notification_model import (
     HeldNotice,
     IncidentEscalated,
     IncidentThread,
+    NotificationAttempted,
     NotificationFailed,
     NotificationHeld,
     NotificationSent,
+    PendingAttempt,
+    RecordAttempt,
     RecordFailed,
     RecordHeld,
     RecordSent,
+    attempt_key,
     channel_stream,
     thread_key,
 )
@@ -46,6 +51,19 @@ def _escalate(cmd: Escalate, world: World, now: datetime) -> list[DomainEvent]:
 
 def _next_version(world: World, channel: str) -> int:
     return world.notifications.channel(channel).version + 1
+
+
+@_decide.register(RecordAttempt)
+def _attempt(cmd: RecordAttempt, world: World, now: datetime) -> list[DomainEvent]:
+    event = NotificationAttempted(
+        **stamp(channel_stream(cmd.channel), _next_version(world, cmd.channel), now),
+        channel=cmd.channel,
+        incident_id=cmd.incident_id,
+        kind=cmd.kind,
+        key=cmd.key,
+        digest=cmd.digest,
+    )
+    return emit_one(world, event)
 
 
 @_decide.register(RecordSent)
@@ -129,6 +147,29 @@ def _prune_threads(world: World) -> None:
         del world.notifications.threads[k]
 
 
+def _settled(world: World, log: ChannelLog, incident_id: UUID | None, key: str) -> None:
+    # The attempt has its outcome; attempts of incidents gone from the hot set are dropped.
+    log.attempted.pop(attempt_key(incident_id, key), None)
+    stale = [
+        k
+        for k, a in log.attempted.items()
+        if a.incident_id is not None and a.incident_id not in world.incidents
+    ]
+    for k in stale:
+        del log.attempted[k]
+
+
+@evolve.register(NotificationAttempted)
+def _(event: NotificationAttempted, world: World) -> None:
+    log = _channel(world, event, event.channel)
+    log.attempted[attempt_key(event.incident_id, event.key)] = PendingAttempt(
+        incident_id=event.incident_id, kind=event.kind, at=event.timestamp
+    )
+    # Bounded: normally only the messages in flight are here.
+    for k in list(log.attempted)[:-KEYS_KEPT]:
+        del log.attempted[k]
+
+
 def _summarized(log: ChannelLog, n: int) -> None:
     if n <= 0:
         return
@@ -140,6 +181,7 @@ def _summarized(log: ChannelLog, n: int) -> None:
 def _(event: NotificationSent, world: World) -> None:
     log = _channel(world, event, event.channel)
     log.sent += 1
+    _settled(world, log, event.incident_id, event.key)
     if event.new_message:
         log.recent.append(event.timestamp)
         del log.recent[:-RECENT_KEPT]
@@ -166,6 +208,7 @@ def _(event: NotificationSent, world: World) -> None:
 def _(event: NotificationFailed, world: World) -> None:
     log = _channel(world, event, event.channel)
     log.failed += 1
+    _settled(world, log, event.incident_id, event.key)
     log.last_error = f"{event.reason}" + (
         f" ({event.platform_error})" if event.platform_error else ""
     )

@@ -39,6 +39,23 @@ class IncidentEscalated(DomainEvent):
     channels: tuple[str, ...]
 
 
+class NotificationAttempted(DomainEvent):
+    """A new message is about to be sent; committed before the notifier is called.
+
+    Without a `NotificationSent` or `NotificationFailed` for the same incident and key after
+    it, the daemon stopped in between (killed, or its leadership lost): the message may or
+    may not have arrived. It is then recorded as delivery unknown and never sent again, so a
+    restart or a new leader cannot post it twice (edits of a message are not recorded here:
+    repeating an edit changes nothing).
+    """
+
+    channel: str
+    incident_id: UUID | None = None
+    kind: str
+    key: str
+    digest: str = ""
+
+
 class NotificationSent(DomainEvent):
     """A message reached a channel; `ref` locates it there (e.g. Slack channel and ts)."""
 
@@ -111,6 +128,16 @@ class IncidentThread(BaseModel):
     last_sent_at: datetime
 
 
+class PendingAttempt(BaseModel):
+    """A new message whose sending began and has no recorded outcome yet."""
+
+    model_config = ConfigDict(frozen=True)
+
+    incident_id: UUID | None
+    kind: str
+    at: datetime
+
+
 class ChannelLog(BaseModel):
     """Counters, recent send times and held-back notices of one channel."""
 
@@ -124,6 +151,8 @@ class ChannelLog(BaseModel):
     held_pending: int = 0
     last_error: str = ""
     last_error_at: datetime | None = None
+    # Messages being sent (or whose sender died), by `attempt_key`; cleared by the outcome.
+    attempted: dict[str, PendingAttempt] = {}
 
 
 class NotificationLog(BaseModel):
@@ -150,6 +179,11 @@ def thread_key(incident_id: UUID, channel: str) -> str:
     return f"{incident_id}|{channel}"
 
 
+def attempt_key(incident_id: UUID | None, key: str) -> str:
+    """Key of a pending attempt in `ChannelLog.attempted` (a key is unique per incident)."""
+    return f"{incident_id or '-'}|{key}"
+
+
 # --- commands --------------------------------------------------------------------------
 
 
@@ -162,6 +196,17 @@ class Escalate:
     level: int
     round: int
     channels: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordAttempt:
+    """Record that a new message is about to be sent (before the notifier is called)."""
+
+    channel: str
+    incident_id: UUID | None
+    kind: str
+    key: str
+    digest: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,22 +264,38 @@ class Verdict:
 
     go: bool
     reason: str
+    # Not sent because an earlier run began sending it and left no outcome: record it so.
+    unknown: bool = False
+
+
+DELIVERY_UNKNOWN = "delivery unknown: a previous run may have sent it; not re-sent"
 
 
 def dedup_verdict(
-    thread: IncidentThread | None, key: str, digest: str, *, needs_thread: bool
+    thread: IncidentThread | None,
+    key: str,
+    digest: str,
+    *,
+    needs_thread: bool,
+    attempted: PendingAttempt | None = None,
 ) -> Verdict:
     """Whether a message is new: not sent under `key` before, and not identical to the last.
 
     `needs_thread` marks follow-ups (acknowledged, resolved) that only make sense where the
-    channel already shows the incident.
+    channel already shows the incident. `attempted` is an earlier attempt at this very
+    message without an outcome (its sender stopped in between): it may have arrived, so it
+    is never sent again; an unacknowledged incident's next escalation step pages anew.
     """
+    if thread is not None and key in thread.keys:
+        return Verdict(False, f"already sent {key} at {thread.last_sent_at.isoformat()}")
+    if attempted is not None:
+        return Verdict(
+            False, f"{DELIVERY_UNKNOWN} (attempted at {attempted.at.isoformat()})", unknown=True
+        )
     if thread is None:
         if needs_thread:
             return Verdict(False, "channel has no message for this incident to follow up")
         return Verdict(True, "first message for this incident on this channel")
-    if key in thread.keys:
-        return Verdict(False, f"already sent {key} at {thread.last_sent_at.isoformat()}")
     if digest and digest == thread.digest and needs_thread:
         return Verdict(False, "the channel's message already shows this state")
     return Verdict(True, f"{key} not sent before")

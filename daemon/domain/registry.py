@@ -142,6 +142,7 @@ TYPES: tuple[EventType, ...] = (
     EventType("NotificationSent", note.NotificationSent),
     EventType("NotificationFailed", note.NotificationFailed),
     EventType("NotificationHeld", note.NotificationHeld),
+    EventType("NotificationAttempted", note.NotificationAttempted),
     EventType("IncidentEscalated", note.IncidentEscalated),
     # deadlines
     EventType("DeadlineSet", timer.DeadlineSet),

@@ -12,7 +12,7 @@ import os
 import threading
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -356,6 +356,44 @@ class EventLog:
         """All events of one stream (an incident's timeline), oldest first."""
         stored = _once(self.recorder.select_events)(originator_id)
         return [self.mapper.to_domain_event(s) for s in stored]
+
+    def stream_window(
+        self, originator_id: UUID, keep: int, bulky: frozenset[str], page: int = 256
+    ) -> tuple[list[DomainEvent], int]:
+        """One stream, oldest first, holding every event except those named in `bulky` (an
+        incident's alert events, which a sender can make many of), of which only the newest
+        `keep`. Read newest first a page at a time, and an event left out is never decoded,
+        so memory is bounded by `page` and `keep`. Returns (events, how many were left out)."""
+        kept: list[DomainEvent] = []
+        bulky_kept = left_out = 0
+        upto: int | None = None
+        select = _once(self.recorder.select_events)
+        while True:
+            rows = select(originator_id, lte=upto, desc=True, limit=page)
+            for s in rows:
+                if registry.event_name(s.topic) in bulky:
+                    if bulky_kept >= keep:
+                        left_out += 1
+                        continue
+                    bulky_kept += 1
+                kept.append(self.mapper.to_domain_event(s))
+            if len(rows) < page or rows[-1].originator_version <= 0:
+                break
+            upto = rows[-1].originator_version - 1
+        kept.reverse()
+        return kept, left_out
+
+    def stream_pages(self, originator_id: UUID, page: int = 256) -> Iterator[list[DomainEvent]]:
+        """One stream, oldest first, `page` events at a time (to fold without holding it)."""
+        after: int | None = None
+        select = _once(self.recorder.select_events)
+        while True:
+            rows = select(originator_id, gt=after, limit=page)
+            if rows:
+                yield [self.mapper.to_domain_event(s) for s in rows]
+            if len(rows) < page:
+                return
+            after = rows[-1].originator_version
 
     def max_id(self) -> int:
         """The newest notification id (0 for an empty log)."""

@@ -24,9 +24,11 @@ from daemon.domain.backoff import backoff_delay
 from daemon.domain.commands import Command
 from daemon.domain.notification_model import (
     IncidentThread,
+    RecordAttempt,
     RecordFailed,
     RecordHeld,
     RecordSent,
+    attempt_key,
     dedup_verdict,
     storm_verdict,
 )
@@ -160,7 +162,8 @@ class Outcome:
     """How a notice ended, and why."""
 
     notice: Notice
-    status: Literal["sent", "failed", "held", "skipped"]
+    # "unknown": an earlier run began sending it and left no outcome (recorded as a failure).
+    status: Literal["sent", "failed", "held", "skipped", "unknown"]
     reason: str
     platform: str = ""
     ref: MessageRef = field(default_factory=dict)
@@ -186,7 +189,7 @@ class Outcome:
                 summarized=n.summarized,
                 new_message=self.new_message,
             )
-        if self.status == "failed":
+        if self.status in ("failed", "unknown"):
             return RecordFailed(
                 channel=n.channel,
                 incident_id=m.incident_id,
@@ -225,17 +228,50 @@ def posts_new_message(notice: Notice, notifiers: Mapping[str, ChatNotifier]) -> 
     return notice.thread is None or not (n is not None and n.can_update and notice.thread.ref)
 
 
-class Dedup:
-    """Skips what the notification log says was already sent (a restart never re-sends)."""
+def attempt_of(notice: Notice) -> RecordAttempt:
+    """The record committed before a new message is sent (see `NotificationAttempted`)."""
+    m = notice.message
+    return RecordAttempt(
+        channel=notice.channel,
+        incident_id=m.incident_id,
+        kind=m.kind,
+        key=notice.key,
+        digest=notice.digest,
+    )
 
-    def __init__(self, world: Callable[[], World]) -> None:
-        self.world = world
+
+class Dedup:
+    """Skips what the notification log says was already sent (a restart never re-sends),
+    and what an earlier run began sending without recording how it went (delivery unknown:
+    recorded as such, never sent again)."""
+
+    def __init__(
+        self,
+        world: Callable[[], World],
+        notifiers: Mapping[str, ChatNotifier] | None = None,
+    ) -> None:
+        self.world, self.notifiers = world, notifiers or {}
 
     async def __call__(self, notice: Notice) -> Outcome | None:
-        v = dedup_verdict(
-            notice.thread, notice.key, notice.digest, needs_thread=notice.needs_thread
+        chlog = self.world().notifications.channels.get(notice.channel)
+        attempted = (
+            chlog.attempted.get(attempt_key(notice.message.incident_id, notice.key))
+            if chlog is not None
+            else None
         )
-        return None if v.go else Outcome(notice, "skipped", v.reason)
+        v = dedup_verdict(
+            notice.thread,
+            notice.key,
+            notice.digest,
+            needs_thread=notice.needs_thread,
+            attempted=attempted,
+        )
+        if v.go:
+            return None
+        if v.unknown:
+            n = self.notifiers.get(notice.channel)
+            return Outcome(notice, "unknown", v.reason, n.platform if n else "")
+        return Outcome(notice, "skipped", v.reason)
 
 
 class StormControl:
@@ -365,23 +401,49 @@ class Deliver:
             )
 
 
+# Commits the attempts at new messages before any of them is sent (one commit for all).
+RecordAttempts = Callable[[Sequence[RecordAttempt]], Awaitable[None]]
+
+
 class Pipeline:
-    """Stages in order; the last one (Deliver) always ends the notice."""
+    """Stages in order; the last one (Deliver) always ends the notice.
 
-    def __init__(self, stages: Sequence[Stage], deliver: Deliver) -> None:
+    Before a notice that posts a new message is delivered, `record_attempts` commits that
+    it is about to be (an edit of a message is not recorded: repeating it changes nothing).
+    If that commit fails, nothing is sent.
+    """
+
+    def __init__(
+        self,
+        stages: Sequence[Stage],
+        deliver: Deliver,
+        record_attempts: RecordAttempts | None = None,
+    ) -> None:
         self.stages, self.deliver = list(stages), deliver
+        self.record_attempts = record_attempts
 
-    async def run(self, notice: Notice) -> Outcome:
-        """Take one notice through every stage."""
+    async def _decide(self, notice: Notice) -> Outcome | None:
         for stage in self.stages:
             out = await stage(notice)
             if out is not None:
                 return out
-        return await self.deliver(notice)
+        return None
 
-    async def run_all(self, notices: Sequence[Notice]) -> list[Outcome]:
+    async def run(self, notice: Notice) -> Outcome:
+        """Take one notice through every stage."""
+        return (await self.run_all([notice], quiet=True))[0]
+
+    async def run_all(self, notices: Sequence[Notice], *, quiet: bool = False) -> list[Outcome]:
         """Fan out: each channel's notice goes through the pipeline concurrently."""
-        outs = await asyncio.gather(*(self.run(n) for n in notices))
+        decided = await asyncio.gather(*(self._decide(n) for n in notices))
+        going = [n for n, o in zip(notices, decided, strict=True) if o is None]
+        new = [n for n in going if posts_new_message(n, self.deliver.notifiers)]
+        if new and self.record_attempts is not None:
+            await self.record_attempts([attempt_of(n) for n in new])
+        sent = iter(await asyncio.gather(*(self.deliver(n) for n in going)))
+        outs = [o if o is not None else next(sent) for o in decided]
+        if quiet:
+            return outs
         for o in outs:
             log.info(
                 "notification %s channel=%s kind=%s incident=%s reason=%s",

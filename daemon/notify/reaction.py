@@ -42,7 +42,7 @@ from daemon.domain.events import (
     IncidentResolved,
 )
 from daemon.domain.incident_work import IncidentUnacknowledged
-from daemon.domain.notification_model import Escalate, window_frees_at
+from daemon.domain.notification_model import Escalate, RecordAttempt, window_frees_at
 from daemon.domain.situation_model import SituationLinked, SituationUnlinked
 from daemon.domain.state import Incident, World
 from daemon.domain.timer_model import (
@@ -52,6 +52,7 @@ from daemon.domain.timer_model import (
     deadline_id,
 )
 from daemon.engine.ingest import Ingestor
+from daemon.engine.outage import StoreUnavailable
 from daemon.notify.content import digest, incident_message, summary_message
 from daemon.notify.followups import FOLLOW_UPS, follow_up_note, incident_of
 from daemon.notify.pipeline import (
@@ -109,19 +110,27 @@ class NotifyReaction:
             backoff=config.retry.backoff.total_seconds(),
             max_backoff=config.retry.max_backoff.total_seconds(),
         )
+        # Records not committed because the store failed, kept for the event's retry.
+        self._unrecorded: tuple[int, list[Command]] | None = None
         world = self._world
         self.pipeline = Pipeline(
             [
-                Dedup(world),
+                Dedup(world, notifiers),
                 StormControl(
                     world, clock, notifiers, config.storm.max_messages, config.storm.window
                 ),
             ],
             Deliver(notifiers, retry, sleep=sleep, rand=rand),
+            self._record_attempts,
         )
 
     def _world(self) -> World:
         return self.ingestor.world
+
+    async def _record_attempts(self, attempts: Sequence[RecordAttempt]) -> None:
+        # Committed (fenced, like every commit) before anything is sent: a daemon that dies
+        # after sending leaves an attempt without outcome, which is never sent again.
+        await self.ingestor.submit(list(attempts))
 
     # --- Service: each channel keeps one HTTP client while the reactor runs -------------
 
@@ -149,7 +158,13 @@ class NotifyReaction:
 
     async def react(self, position: int, event: DomainEvent) -> None:
         """Work out and perform what `event` asks for; record it with our position."""
-        commands = await self._handle(position, event)
+        unrecorded, self._unrecorded = self._unrecorded, None
+        if unrecorded is not None and unrecorded[0] == position:
+            # The record of what we sent failed to commit (the store went away): the event
+            # is handled again, and what was sent is recorded, not sent again.
+            commands = unrecorded[1]
+        else:
+            commands = await self._handle(position, event)
         if not commands:
             return
         tracking = Tracking(f"reactor:{self.name}", position)
@@ -158,6 +173,9 @@ class NotifyReaction:
         except Rejected as e:
             # A lone command that state refuses (e.g. a deadline that already fired).
             log.info("notify record refused position=%d: %s", position, e.reason)
+        except StoreUnavailable:
+            self._unrecorded = (position, commands)
+            raise
 
     # --- dispatch ------------------------------------------------------------------------
 

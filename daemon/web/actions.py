@@ -24,6 +24,7 @@ from daemon.config.auth import Identity
 from daemon.domain import Rejected
 from daemon.web.bodies import json_body
 from daemon.web.context import ApiContext, Ctx
+from daemon.web.paging import page_of
 
 Via = Literal["api", "cli"]
 
@@ -65,9 +66,13 @@ def who(ctx: ApiContext, request: Request, needs: str, via: str = "api") -> Iden
 async def list_actions(
     request: Request,
     ctx: Ctx,
+    *,
     status: Annotated[list[str] | None, Query()] = None,
     incident: UUID | None = None,
+    limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
+    cursor: Annotated[str, Query(max_length=512)] = "",
 ) -> dict[str, Any]:
+    """Actions, newest first, a page at a time (`next` is the next page's cursor)."""
     who(ctx, request, "viewer")
     book = ctx.ingestor.world.actions
     pool = book.for_incident(incident) if incident else [
@@ -75,8 +80,10 @@ async def list_actions(
         *book.active.values(),
     ]
     items = [a for a in pool if not status or a.status in status]
-    items.sort(key=lambda a: a.proposed_at, reverse=True)
-    return {"actions": [action_view(a) for a in items], "execution": book_view(book)}
+    page, nxt = page_of(
+        items, lambda a: (a.proposed_at, str(a.id)), cursor, limit or ctx.settings.limits.page_size
+    )
+    return {"actions": [action_view(a) for a in page], "execution": book_view(book), "next": nxt}
 
 
 @router.get("/api/v1/actions/{action_id}")

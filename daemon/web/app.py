@@ -36,9 +36,8 @@ from daemon.domain import (
     registry,
 )
 from daemon.domain.durations import parse_duration
-from daemon.domain.evolve import evolve
 from daemon.domain.matchers import Op, matches_all, silences_everything
-from daemon.domain.state import World
+from daemon.domain.state import AlertState
 from daemon.engine.store import StoreUnavailable
 from daemon.intake.routes import record_dead_letter
 from daemon.intake.routes import router as intake_router
@@ -51,14 +50,16 @@ from daemon.web.console_situations import router as console_situations_router
 from daemon.web.console_work import console_work_router
 from daemon.web.context import ApiContext, Ctx
 from daemon.web.forward import LeaderForwarding
-from daemon.web.incidents import incidents_router, story_of
+from daemon.web.incidents import incidents_router, story_and_events
 from daemon.web.limits import BodyLimit, Scope
 from daemon.web.openapi import declare_bearer, docs_url
+from daemon.web.paging import page_of
 from daemon.web.runbooks import router as runbooks_router
 from daemon.web.situations import router as situations_router
 from daemon.web.slack import slack_router
 from daemon.web.sso import TrustedProxies
 from daemon.web.stats import stats_router
+from daemon.web.story import alert_page
 
 log = logging.getLogger("watchkeeper.api")
 
@@ -106,25 +107,36 @@ def _to_matcher(m: MatcherIn | str) -> Matcher:
     return Matcher(name=m.name, op=op, value=m.value)
 
 
-def incident_view(inc: Incident, world: World | None = None) -> dict[str, Any]:
+def alert_view(a: AlertState) -> dict[str, Any]:
+    """One of an incident's alerts as the API returns it."""
+    return {
+        "fingerprint": a.alert.fingerprint,
+        "status": a.alert.status,
+        "labels": a.alert.labels,
+        "annotations": a.alert.annotations,
+        "starts_at": a.alert.starts_at.isoformat(),
+        "ends_at": a.alert.ends_at.isoformat() if a.alert.ends_at else None,
+        "generator_url": a.alert.generator_url,
+        "source": a.alert.source,
+    }
+
+
+def incident_view(inc: Incident) -> dict[str, Any]:
     """An incident as the API returns it."""
     out = inc.model_dump(mode="json")
     out["id"] = str(inc.id)
-    if world is not None:
-        out["alerts"] = [
-            {
-                "fingerprint": a.alert.fingerprint,
-                "status": a.alert.status,
-                "labels": a.alert.labels,
-                "annotations": a.alert.annotations,
-                "starts_at": a.alert.starts_at.isoformat(),
-                "ends_at": a.alert.ends_at.isoformat() if a.alert.ends_at else None,
-                "generator_url": a.alert.generator_url,
-                "source": a.alert.source,
-            }
-            for a in world.incident_alerts(inc.id)
-        ]
     return out
+
+
+def with_alerts(ctx: ApiContext, view: dict[str, Any]) -> dict[str, Any]:
+    """`view` with the first page of its incident's alerts, their count and the next cursor."""
+    page, total, nxt = alert_page(
+        ctx.ingestor.world, UUID(view["id"]), "", ctx.settings.limits.page_size
+    )
+    view["alerts"] = [alert_view(a) for a in page]
+    view["alerts_count"] = total
+    view["alerts_next"] = nxt
+    return view
 
 
 def event_view(position: int | None, event: Any) -> dict[str, Any]:
@@ -324,30 +336,45 @@ def _cursor(text: str) -> tuple[str, str]:
     return at, ident
 
 
-async def load_incident(ctx: ApiContext, incident_id: UUID) -> tuple[dict[str, Any], list[Any]]:
-    timeline = await asyncio.to_thread(ctx.ingestor.log.stream, incident_id)
-    world = ctx.ingestor.world
-    inc = world.incidents.get(incident_id) or world.closed.get(incident_id)
-    if inc is None:
-        if not timeline:
-            raise _Problem(404, f"no incident {incident_id}")
-        scratch = World(policy=world.policy)
-        for ev in timeline:
-            evolve(ev, scratch)
-        inc = scratch.incidents.get(incident_id) or scratch.closed[incident_id]
-        return incident_view(inc), timeline
-    return incident_view(inc, world), timeline
-
-
 @router.get("/api/v1/incidents/{incident_id}")
 async def incident(request: Request, ctx: Ctx, incident_id: UUID) -> dict[str, Any]:
+    """The incident with its first page of alerts (`alerts_count` in all, `alerts_next` the
+    cursor of `/alerts`) and its timeline with the newest `page_size` alert events."""
     ctx.identify(request, "viewer")
-    view, timeline = await load_incident(ctx, incident_id)
-    view["timeline"] = [event_view(None, e) for e in timeline]
-    view["investigation"] = investigation_view(ctx.ingestor.world, incident_id)
-    # The whole story: agent steps, actions, notifications, people (daemon/web/story.py).
-    view.update({k: v for k, v in (await story_of(ctx, incident_id)).items() if k not in view})
+    # The whole story, bounded: agent steps, actions, notifications (daemon/web/story.py).
+    story, events = await story_and_events(ctx, incident_id)
+    world = ctx.ingestor.world
+    inc = world.incidents.get(incident_id) or world.closed.get(incident_id)
+    view = with_alerts(
+        ctx,
+        incident_view(inc)
+        if inc is not None
+        else {k: v for k, v in story.items() if k not in ("alerts", "story")},
+    )
+    view["timeline"] = [event_view(None, e) for e in events]
+    view["investigation"] = investigation_view(world, incident_id)
+    view.update({k: v for k, v in story.items() if k not in view})
     return view
+
+
+@router.get("/api/v1/incidents/{incident_id}/alerts")
+async def incident_alerts(
+    request: Request,
+    ctx: Ctx,
+    incident_id: UUID,
+    limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
+    cursor: Annotated[str, Query(max_length=256)] = "",
+) -> dict[str, Any]:
+    """The incident's alerts a page at a time, by fingerprint; `next` is the next cursor.
+    An alert is up to limits.max_alert_bytes (8 KiB), so a page is at most 1000 of them:
+    10,000 in one response took the daemon past MemoryMax (bench/restart_memory.py)."""
+    ctx.identify(request, "viewer")
+    world = ctx.ingestor.world
+    if incident_id not in world.incidents and incident_id not in world.closed:
+        raise _Problem(404, f"no incident {incident_id} held (a closed one has no alerts)")
+    size = limit or ctx.settings.limits.page_size
+    page, total, nxt = alert_page(world, incident_id, cursor, size)
+    return {"alerts": [alert_view(a) for a in page], "total": total, "next": nxt}
 
 
 @router.post("/api/v1/incidents/{incident_id}/ack")
@@ -355,7 +382,7 @@ async def ack(request: Request, ctx: Ctx, incident_id: UUID) -> dict[str, Any]:
     ident = ctx.identify(request, "responder")
     body = await _json_model(request, CommentIn)
     await ctx.ingestor.execute(Acknowledge(incident_id, ident.name, body.comment))
-    return incident_view(ctx.ingestor.world.incidents[incident_id], ctx.ingestor.world)
+    return with_alerts(ctx, incident_view(ctx.ingestor.world.incidents[incident_id]))
 
 
 @router.post("/api/v1/incidents/{incident_id}/resolve")
@@ -364,7 +391,7 @@ async def resolve(request: Request, ctx: Ctx, incident_id: UUID) -> dict[str, An
     body = await _json_model(request, CommentIn)
     await ctx.ingestor.execute(ResolveIncident(incident_id, ident.name, body.comment))
     inc = ctx.ingestor.world.incidents.get(incident_id) or ctx.ingestor.world.closed[incident_id]
-    return incident_view(inc, ctx.ingestor.world)
+    return with_alerts(ctx, incident_view(inc))
 
 
 @router.post("/api/v1/silences")
@@ -400,9 +427,21 @@ async def add_silence(request: Request, ctx: Ctx) -> JSONResponse:
 
 
 @router.get("/api/v1/silences")
-async def silences(request: Request, ctx: Ctx) -> dict[str, Any]:
+async def silences(
+    request: Request,
+    ctx: Ctx,
+    limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
+    cursor: Annotated[str, Query(max_length=512)] = "",
+) -> dict[str, Any]:
+    """Silences, newest first, a page at a time (`next` is the next page's cursor)."""
     ctx.identify(request, "viewer")
     now = ctx.clock()
+    page, nxt = page_of(
+        list(ctx.ingestor.world.silences.values()),
+        lambda s: (s.starts_at, str(s.id)),
+        cursor,
+        limit or ctx.settings.limits.page_size,
+    )
     return {
         "silences": [
             {
@@ -414,10 +453,9 @@ async def silences(request: Request, ctx: Ctx) -> dict[str, Any]:
                 "created_by": s.created_by,
                 "comment": s.comment,
             }
-            for s in sorted(
-                ctx.ingestor.world.silences.values(), key=lambda s: s.starts_at, reverse=True
-            )
-        ]
+            for s in page
+        ],
+        "next": nxt,
     }
 
 

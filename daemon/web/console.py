@@ -43,6 +43,7 @@ from daemon.web.sessions import (
     token_digest,
 )
 from daemon.web.situations import situation_of
+from daemon.web.story import alert_page, incident_events
 from daemon.web.timeline import timeline
 
 log = logging.getLogger("watchkeeper.console")
@@ -216,8 +217,12 @@ class Console:
             row["actions"] = len(acts)
         return rows
 
-    def raw_alerts(self, incident_id: UUID) -> list[dict[str, Any]]:
-        """The incident's alerts as they arrived (Alertmanager's field names)."""
+    def raw_alerts(self, incident_id: UUID, after: str = "") -> list[dict[str, Any]]:
+        """A page of the incident's alerts as they arrived (Alertmanager's field names), by
+        fingerprint after `after`."""
+        page, _, _ = alert_page(
+            self.ctx.ingestor.world, incident_id, after, self.ctx.settings.limits.page_size
+        )
         return [
             {
                 "status": a.alert.status,
@@ -227,7 +232,7 @@ class Console:
                 "generatorURL": a.alert.generator_url,
                 "source": a.alert.source,
             }
-            for a in self.ctx.ingestor.world.incident_alerts(incident_id)
+            for a in page
         ]
 
 
@@ -363,7 +368,12 @@ async def incidents(
 
 
 @router.get("/incidents/{incident_id}")
-async def incident(request: Request, con: Con, incident_id: UUID) -> Response:
+async def incident(
+    request: Request,
+    con: Con,
+    incident_id: UUID,
+    after: Annotated[str, Query(max_length=256)] = "",
+) -> Response:
     async def render(session: Session) -> Response:
         world = con.ctx.ingestor.world
         inc: Incident | None = world.incidents.get(incident_id) or world.closed.get(
@@ -372,9 +382,12 @@ async def incident(request: Request, con: Con, incident_id: UUID) -> Response:
         if inc is None:
             what = f"incident {incident_id}"
             return con.page(request, "missing.html", session, 404, what=what)
-        streams: list[tuple[str, list[Any]]] = [
-            ("incident", await asyncio.to_thread(con.ctx.ingestor.log.stream, incident_id))
-        ]
+        # One page of alerts (`?after=` the last fingerprint shown) and the newest page_size
+        # alert events: an incident can hold limits.max_alerts_per_incident alerts.
+        size = con.ctx.settings.limits.page_size
+        page, total, nxt = alert_page(world, incident_id, after, size)
+        events, left_out = await incident_events(con.ctx.ingestor, incident_id, size)
+        streams: list[tuple[str, list[Any]]] = [("incident", events)]
         for inv in world.investigations.for_incident(incident_id):
             events = await asyncio.to_thread(con.ctx.ingestor.log.stream, inv.id)
             streams.append((f"investigation {inv.runbook_id} #{inv.run}", events))
@@ -392,7 +405,12 @@ async def incident(request: Request, con: Con, incident_id: UUID) -> Response:
             session,
             inc=inc,
             age=_age(con.ctx.clock(), inc.opened_at),
-            alerts=con.raw_alerts(incident_id),
+            alerts=con.raw_alerts(incident_id, after),
+            alerts_shown=len(page),
+            alerts_total=total,
+            alerts_next=quote(nxt) if nxt else "",
+            alerts_first=not after,
+            alert_events_left_out=left_out,
             investigation=investigation_view(world, incident_id),
             situation=situation_of(world, incident_id),
             actions=actions,

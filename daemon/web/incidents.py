@@ -7,6 +7,7 @@ it came through (`via`: api, cli or console).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -17,7 +18,7 @@ from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from daemon.config.auth import Identity
-from daemon.domain import Rejected, evolve
+from daemon.domain import Rejected
 from daemon.domain.durations import parse_duration
 from daemon.domain.incident_work import (
     AssignIncident,
@@ -28,11 +29,12 @@ from daemon.domain.incident_work import (
     SnoozeIncident,
     UnacknowledgeIncident,
 )
-from daemon.domain.state import Incident, World
+from daemon.domain.state import Incident
 from daemon.web.bodies import documented, json_body
-from daemon.web.story import gather, markdown, story
+from daemon.web.story import alert_page, gather, markdown, rebuilt, story
 
 if TYPE_CHECKING:
+    from daemon.domain.events import DomainEvent
     from daemon.web.context import ApiContext
 
 Via = Literal["api", "cli", "console"]
@@ -196,19 +198,28 @@ def snooze_until(body: SnoozeIn, now: datetime) -> datetime:
 
 
 async def story_of(ctx: ApiContext, incident_id: UUID) -> dict[str, Any]:
-    """The incident with its alerts and its whole story (hot, closed, or rebuilt from the log)."""
+    """The incident's story (`story_and_events`)."""
+    return (await story_and_events(ctx, incident_id))[0]
+
+
+async def story_and_events(
+    ctx: ApiContext, incident_id: UUID
+) -> tuple[dict[str, Any], list[DomainEvent]]:
+    """The incident with the first page of its alerts and its story (hot, closed, or rebuilt
+    from the log), bounded: `alerts_count` and `alerts_next` say where the other alerts are,
+    `alert_events_left_out` how many older alert events the story leaves out; and the
+    incident's own events it read (its newest alert events, every other one)."""
     ing = ctx.ingestor
     world = ing.world
-    streams = await gather(ing, incident_id)
-    inc = world.incidents.get(incident_id) or world.closed.get(incident_id)
+    size = ctx.settings.limits.page_size
+    inc: Incident | None = world.incidents.get(incident_id) or world.closed.get(incident_id)
     if inc is None:
-        if not streams[0][1]:
+        inc = await asyncio.to_thread(rebuilt, ing, incident_id)
+        if inc is None:
             raise Rejected(f"no incident {incident_id}", 404)
-        scratch = World(policy=world.policy)
-        for ev in streams[0][1]:
-            evolve(ev, scratch)
-        inc = scratch.incidents.get(incident_id) or scratch.closed[incident_id]
+    streams, left_out = await gather(ing, incident_id, size)
     view = incident_summary(inc)
+    page, total, nxt = alert_page(world, incident_id, "", size)
     view["alerts"] = [
         {
             "fingerprint": a.alert.fingerprint,
@@ -216,10 +227,13 @@ async def story_of(ctx: ApiContext, incident_id: UUID) -> dict[str, Any]:
             "labels": a.alert.labels,
             "starts_at": a.alert.starts_at.isoformat(),
         }
-        for a in world.incident_alerts(incident_id)
+        for a in page
     ]
+    view["alerts_count"] = total
+    view["alerts_next"] = nxt
     view.update(story(world, incident_id, streams))
-    return view
+    view["alert_events_left_out"] = left_out
+    return view, streams[0][1]
 
 
 def _json(data: Any) -> str:

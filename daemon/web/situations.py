@@ -6,16 +6,17 @@ which rule (or person) made it and why.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from daemon.domain import Rejected, World
 from daemon.domain.situation_model import LinkIncidents, Situation, UnlinkIncident
 from daemon.web.bodies import json_body
 from daemon.web.context import ApiContext, Ctx
+from daemon.web.paging import page_of
 
 
 class LinkIn(BaseModel):
@@ -81,13 +82,22 @@ def _view(ctx: ApiContext, situation_id: UUID) -> dict[str, Any]:
 
 
 @router.get("/api/v1/situations")
-async def list_situations(request: Request, ctx: Ctx, closed: bool = False) -> dict[str, Any]:
+async def list_situations(
+    request: Request,
+    ctx: Ctx,
+    closed: bool = False,
+    limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
+    cursor: Annotated[str, Query(max_length=512)] = "",
+) -> dict[str, Any]:
+    """Situations, newest first, a page at a time (`next` is the next page's cursor)."""
     ctx.identify(request, "viewer")
     world = ctx.ingestor.world
     book = world.situations
     pool = [*book.active.values(), *(book.past.values() if closed else ())]
-    pool.sort(key=lambda s: s.opened_at, reverse=True)
-    return {"situations": [situation_view(s, world) for s in pool]}
+    page, nxt = page_of(
+        pool, lambda s: (s.opened_at, str(s.id)), cursor, limit or ctx.settings.limits.page_size
+    )
+    return {"situations": [situation_view(s, world) for s in page], "next": nxt}
 
 
 @router.get("/api/v1/situations/{situation_id}")
@@ -126,13 +136,26 @@ async def unlink(request: Request, ctx: Ctx, situation_id: UUID) -> dict[str, An
 
 
 @router.get("/api/v1/inhibited")
-async def inhibited(request: Request, ctx: Ctx) -> dict[str, Any]:
-    """Firing alerts muted by inhibit rules, with the alert that mutes each."""
+async def inhibited(
+    request: Request,
+    ctx: Ctx,
+    limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
+    cursor: Annotated[str, Query(max_length=512)] = "",
+) -> dict[str, Any]:
+    """Firing alerts muted by inhibit rules, with the alert that mutes each; newest first,
+    a page at a time (`next` is the next page's cursor)."""
     ctx.identify(request, "viewer")
     world = ctx.ingestor.world
     items = []
-    for fp in world.inhibited_firing:
-        st = world.alerts[fp]
+    held = [world.alerts[fp] for fp in world.inhibited_firing]
+    page, nxt = page_of(
+        held,
+        lambda st: (st.alert.starts_at, st.alert.fingerprint),
+        cursor,
+        limit or ctx.settings.limits.page_size,
+    )
+    for st in page:
+        fp = st.alert.fingerprint
         src = world.alerts.get(st.inhibited_by)
         items.append(
             {
@@ -144,4 +167,4 @@ async def inhibited(request: Request, ctx: Ctx) -> dict[str, Any]:
                 "rule": st.inhibit_rule,
             }
         )
-    return {"inhibited": items}
+    return {"inhibited": items, "next": nxt}

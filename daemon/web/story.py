@@ -14,23 +14,63 @@ from uuid import UUID
 
 from daemon.domain.durations import format_duration
 from daemon.domain.events import DomainEvent
-from daemon.domain.state import World
+from daemon.domain.evolve import evolve
+from daemon.domain.state import AlertState, Incident, World
 from daemon.engine.ingest import Ingestor
 from daemon.web.timeline import timeline
 
 Streams = list[tuple[str, list[DomainEvent]]]
 
 
-async def gather(ing: Ingestor, incident_id: UUID) -> Streams:
-    """The incident's stream, its investigations' and its actions', each oldest first."""
+# An incident's alert events: a sender can make thousands (limits.max_alerts_per_incident),
+# so a page shows the newest `page_size` of them and says how many it left out.
+ALERT_EVENTS = frozenset({"AlertFired", "AlertUpdated", "AlertResolved"})
+
+
+async def incident_events(
+    ing: Ingestor, incident_id: UUID, keep: int
+) -> tuple[list[DomainEvent], int]:
+    """The incident's stream, oldest first, with only its newest `keep` alert events (every
+    other event kept); and how many alert events were left out."""
+    return await asyncio.to_thread(ing.log.stream_window, incident_id, keep, ALERT_EVENTS)
+
+
+def rebuilt(ing: Ingestor, incident_id: UUID) -> Incident | None:
+    """An incident no longer held (closed long ago), folded from its stream a page at a time
+    (blocking: call in a thread)."""
+    scratch = World(policy=ing.world.policy)
+    for events in ing.log.stream_pages(incident_id):
+        for ev in events:
+            evolve(ev, scratch)
+    return scratch.incidents.get(incident_id) or scratch.closed.get(incident_id)
+
+
+def alert_page(
+    world: World, incident_id: UUID, cursor: str, limit: int
+) -> tuple[list[AlertState], int, str | None]:
+    """One page of the incident's alerts by fingerprint: (page, how many in all, the next
+    page's cursor or None)."""
+    alerts = sorted(world.incident_alerts(incident_id), key=lambda a: a.alert.fingerprint)
+    total = len(alerts)
+    if cursor:
+        alerts = [a for a in alerts if a.alert.fingerprint > cursor]
+    page = alerts[:limit]
+    nxt = page[-1].alert.fingerprint if len(alerts) > limit and page else None
+    return page, total, nxt
+
+
+async def gather(ing: Ingestor, incident_id: UUID, keep: int) -> tuple[Streams, int]:
+    """The incident's stream (its newest `keep` alert events), its investigations' and its
+    actions', each oldest first; and how many alert events were left out."""
     world = ing.world
-    streams: Streams = [("incident", await asyncio.to_thread(ing.log.stream, incident_id))]
+    events, left_out = await incident_events(ing, incident_id, keep)
+    streams: Streams = [("incident", events)]
     for inv in world.investigations.for_incident(incident_id):
         events = await asyncio.to_thread(ing.log.stream, inv.id)
         streams.append((f"investigation {inv.runbook_id} #{inv.run}", events))
     for a in world.actions.for_incident(incident_id):
         streams.append((f"action {a.action_id}", await asyncio.to_thread(ing.log.stream, a.id)))
-    return streams
+    return streams, left_out
 
 
 def _ts(at: datetime | None) -> str | None:
@@ -221,7 +261,17 @@ def markdown(view: dict[str, Any]) -> str:
             lines.append(f"  - {s['tool']} [{s.get('status', '?')}]: {s.get('summary', '')}")
     if not view.get("agent"):
         lines.append("No investigation.")
-    lines += ["", "## Timeline", "", "| at | what | detail |", "| --- | --- | --- |"]
+    lines += ["", "## Timeline", ""]
+    count, shown = view.get("alerts_count"), len(view.get("alerts", []))
+    if count is not None and count > shown:
+        lines += [
+            f"{shown} of {count} alerts listed"
+            f" (the rest: `/api/v1/incidents/{view['id']}/alerts`).",
+            "",
+        ]
+    if view.get("alert_events_left_out"):
+        lines += [f"{view['alert_events_left_out']} older alert events left out.", ""]
+    lines += ["| at | what | detail |", "| --- | --- | --- |"]
     for r in view.get("story", []):
         detail = _cell(r["detail"])[:200]
         lines.append(f"| {r['at']} | {_cell(r['text'])} | {detail} |")

@@ -35,6 +35,12 @@ async def _read_capped(
             return bytes(buf), dropped
 
 
+async def discard(stream: asyncio.StreamReader) -> None:
+    """Read a stream to EOF, keeping nothing."""
+    while await stream.read(65536):
+        pass
+
+
 def _kill_group(proc: asyncio.subprocess.Process) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
@@ -69,9 +75,13 @@ async def run_argv(
         out, dropped = await asyncio.wait_for(
             _read_capped(proc.stdout, output_bytes, drain), timeout
         )
+        left = max(timeout - (time.monotonic() - started), 1)
         if dropped and not drain:
             _kill_group(proc)  # enough output: stop it rather than wait for its timeout
-        code = await asyncio.wait_for(proc.wait(), max(timeout - (time.monotonic() - started), 1))
+            # wait() returns only once stdout is at EOF too, and the reader stopped (paused
+            # at its buffer limit): read what the killed command left in the pipe.
+            await asyncio.wait_for(discard(proc.stdout), left)
+        code = await asyncio.wait_for(proc.wait(), left)
     except TimeoutError:
         _kill_group(proc)
         await proc.wait()

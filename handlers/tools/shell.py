@@ -20,6 +20,7 @@ from daemon.runbooks.tools import (
     ToolResult,
     error,
 )
+from handlers.actions.process import discard
 
 _VALUE = re.compile(r"^[A-Za-z0-9@%+=:,./_][A-Za-z0-9@%+=:,./_-]{0,255}$")
 _SLOT = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -119,6 +120,8 @@ class ShellDiagnostic:
                 # Enough output: stop the command rather than let it block on a full pipe.
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
+                # wait() also waits for stdout's EOF: read what the command left behind.
+                await asyncio.wait_for(discard(proc.stdout), tpl.timeout)
             code = await asyncio.wait_for(proc.wait(), tpl.timeout)
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):

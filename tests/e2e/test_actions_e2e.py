@@ -138,6 +138,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                     {
                         "alert": "AppBroken",
                         "expr": f'{METRIC}{{job="fixme"}} > 0',
+                        # One scrape missed on a loaded machine (1 s timeout) made the series
+                        # stale and resolved the alert before anyone could approve.
+                        "keep_firing_for": "5s",
                         "labels": {"severity": "critical", "service": "fixme"},
                         "annotations": {"summary": "fixme reports errors"},
                     },

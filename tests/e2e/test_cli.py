@@ -372,3 +372,38 @@ def test_incidents_list_pages_with_limit_and_cursor(wk: Watchkeeper) -> None:
     oldest = json.loads(ok(cli(wk, *args[:4], as_json=True)))["incidents"][-1]
     shown = json.loads(ok(cli(wk, "incidents", "show", oldest["id"][:8], as_json=True)))
     assert shown["id"] == oldest["id"]
+
+
+def test_incidents_show_says_how_many_alerts_and_alerts_pages_the_rest(
+    wk: Watchkeeper,
+) -> None:
+    # Issue 17: an incident may hold 10,000 alerts; `show` prints a page of them, says
+    # "N of M" and how to see the rest, which `incidents alerts` pages through.
+    many = 105  # more than limits.page_size (100)
+    r = post(wk, "/api/v2/alerts", [
+        {"labels": {"alertname": "CliMany", "n": f"{i:03d}"}} for i in range(many)
+    ])
+    assert r.status_code == 200, r.text
+    listed = json.loads(ok(cli(wk, "incidents", "list", "--match", 'alertname="CliMany"',
+                                as_json=True)))
+    [inc] = listed["incidents"]
+    shown = json.loads(ok(cli(wk, "incidents", "show", inc["id"][:8], as_json=True)))
+    assert len(shown["alerts"]) == 100
+    assert shown["alerts_count"] == many
+    table = " ".join(ok(cli(wk, "incidents", "show", inc["id"][:8])).split())
+    assert f"alerts: 100 of {many}; more: incidents alerts {inc['id'][:8]} --cursor" in table
+    seen: list[str] = []
+    cursor: str | None = None
+    for _ in range(many):
+        args = ["incidents", "alerts", inc["id"][:8], "--limit", "40"]
+        page = json.loads(ok(cli(wk, *args, *(["--cursor", cursor] if cursor else []),
+                                 as_json=True)))
+        assert len(page["alerts"]) <= 40
+        assert page["total"] == many
+        seen += [a["labels"]["n"] for a in page["alerts"]]
+        cursor = page.get("next")
+        if not cursor:
+            break
+    assert sorted(seen) == [f"{i:03d}" for i in range(many)]
+    first = " ".join(ok(cli(wk, "incidents", "alerts", inc["id"][:8], "--limit", "40")).split())
+    assert f"40 of {many} alerts; next page: --cursor" in first

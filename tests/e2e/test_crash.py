@@ -81,7 +81,7 @@ def _firing(wk: Watchkeeper) -> tuple[set[Labels], list[dict[str, Any]]]:
     firing: set[Labels] = set()
     incidents = wk.incidents()
     for inc in incidents:
-        for a in wk.get(f"/api/v1/incidents/{inc['id']}")["alerts"]:
+        for a in wk.incident_alerts(inc["id"]):
             if a["status"] == "firing":
                 firing.add(frozenset(a["labels"].items()))
     return firing, incidents

@@ -33,9 +33,17 @@ from daemon.domain import (
     fingerprint,
 )
 from daemon.domain.events import DomainEvent
-from daemon.domain.notification_model import IncidentEscalated, NotificationFailed, NotificationHeld
+from daemon.domain.notification_model import (
+    IncidentEscalated,
+    NotificationAttempted,
+    NotificationFailed,
+    NotificationHeld,
+    NotificationSent,
+    RecordSent,
+)
 from daemon.domain.timer_model import DeadlineCancelled, DeadlineFired, DeadlineSet
 from daemon.engine.ingest import Ingestor
+from daemon.engine.outage import StoreUnavailable
 from daemon.engine.reactor import Reactor
 from daemon.engine.store import EventLog
 from daemon.engine.timers import TimerService
@@ -410,6 +418,32 @@ async def test_a_failing_channel_is_recorded_and_blocks_nothing(
         await r.stop()
 
 
+async def test_a_page_whose_record_failed_to_commit_is_recorded_as_sent_not_sent_again(
+    rig: Rig, stub: ChatStub
+) -> None:
+    """The store refuses the commit that records a page just delivered: the reactor handles
+    the event again once the store answers, and the page is recorded, not re-sent (nor
+    recorded as of unknown delivery: this process knows it arrived)."""
+    submit = rig.ing.submit
+    failed: list[int] = []
+
+    async def flaky(commands: Any, tracking: Any = None) -> list[DomainEvent]:
+        if any(isinstance(c, RecordSent) for c in commands) and not failed:
+            failed.append(tracking.notification_id)
+            raise StoreUnavailable("the store went away (test)")
+        return await submit(commands, tracking=tracking)
+
+    rig.ing.submit = flaky  # type: ignore[method-assign]
+    await rig.fire()
+    await rig.settle()
+    assert failed, "the record's commit was never refused"
+    assert slack_calls(stub) == ["chat.postMessage"]
+    [sent] = rig.events(NotificationSent)
+    assert sent.channel == "oncall"
+    assert rig.events(NotificationFailed) == []
+    assert len(rig.events(NotificationAttempted)) == 1
+
+
 # --- the daemon as a process, real time -------------------------------------------------
 
 
@@ -507,6 +541,88 @@ def test_daemon_stopped_across_a_deadline_fires_it_exactly_once_after_restart(
         assert "notify gone" in status
         assert "channel_not_found" in status
     finally:
+        wk.stop()
+    assert stub.problems() == []
+
+
+def test_daemon_killed_after_the_receiver_got_a_page_never_sends_it_again(
+    tmp_path: Path, stub: ChatStub
+) -> None:
+    """kill -9 at the worst moment: the webhook has the page, the daemon has no record of it.
+
+    After the restart the page is recorded as delivery unknown (a status failure saying
+    so), not sent a second time; the incident, still unacknowledged, is paged by the next
+    escalation step.
+    """
+    delay = 2
+    wk = Watchkeeper(
+        tmp_path / "wk",
+        f"sqlite:///{tmp_path / 'wk' / 'events.db'}",
+        settings={
+            "notifications": {
+                "channels": {
+                    "pager": {"type": "webhook", "url": stub.url(stub.WEBHOOK), "secret": SECRET},
+                },
+                "policies": [
+                    {
+                        "name": "page",
+                        "levels": [
+                            {"channels": ["pager"]},
+                            {"channels": ["pager"], "delay": f"{delay}s"},
+                        ],
+                    }
+                ],
+            }
+        },
+    )
+
+    def kill_on_first_page(got: Any) -> None:
+        if got.path == stub.WEBHOOK and got.body.get("event") == "incident_opened":
+            stub.on_receive = None
+            wk.kill()  # SIGKILL before the webhook answers: the daemon cannot record it
+
+    wk.start()
+    try:
+        stub.on_receive = kill_on_first_page
+        r = httpx.post(
+            f"{wk.url}/api/v2/alerts",
+            json=[{"labels": {"alertname": "DiskFull", "severity": "critical"}}],
+            timeout=30,
+        )
+        assert r.status_code == 200
+        assert wk.child is not None
+        wait_for(lambda: not wk.child.running, timeout=30, what="the daemon to be killed")
+        assert pages(stub) == ["incident_opened"]
+
+        wk.start()
+
+        def unknown() -> list[dict[str, Any]]:
+            return [
+                e
+                for e in wk.events()
+                if e["type"] == "NotificationFailed"
+                and e["data"]["reason"].startswith("delivery unknown")
+            ]
+
+        wait_for(unknown, timeout=30, what="the page recorded as delivery unknown")
+        [rec] = unknown()
+        assert rec["data"]["channel"] == "pager"
+        assert rec["data"]["kind"] == "opened"
+        assert rec["data"]["reason"].startswith(
+            "delivery unknown: a previous run may have sent it; not re-sent"
+        )
+        attempted = [e for e in wk.events() if e["type"] == "NotificationAttempted"]
+        assert attempted[0]["data"]["key"] == rec["data"]["key"]
+        # The safety net: still unacknowledged, the incident is paged by the next step.
+        wait_for(lambda: len(pages(stub)) >= 2, timeout=30, what="the level 1 page")
+        time.sleep(1.0)  # a repeat would show up by now
+        assert pages(stub) == ["incident_opened", "escalated"], wk.log_tail()
+        st = wk.get("/api/v1/status")
+        pager = st["notifications"]["pager"]
+        assert (pager["sent"], pager["failed"]) == (1, 1), pager
+        assert pager["last_error"].startswith("delivery unknown"), pager
+    finally:
+        stub.on_receive = None
         wk.stop()
     assert stub.problems() == []
 

@@ -134,7 +134,7 @@ def _status_cli(url: str) -> str:
 def _alert_instances(wk: Watchkeeper) -> set[str]:
     out: set[str] = set()
     for inc in wk.incidents():
-        for a in wk.get(f"/api/v1/incidents/{inc['id']}")["alerts"]:
+        for a in wk.incident_alerts(inc["id"]):
             if a["labels"].get("alertname") == "Load":
                 out.add(a["labels"]["instance"])
     return out

@@ -409,3 +409,19 @@ async def test_alertmanager_silence_is_created_once_in_a_real_alertmanager(
     )
     with pytest.raises(PlanError, match="would match every alert"):
         ex.plan(everything, {"re": ".*"})
+
+
+async def test_a_command_cut_at_the_output_cap_ends_at_once_however_much_it_wrote() -> None:
+    # The cap stops reading; the pipe then still held what the command wrote, and Python's
+    # Process.wait() returns only at stdout's EOF: without draining, wait() sat out the
+    # whole timeout (seen as a flaky "timed out after 20s" for `yes` on a loaded machine).
+    import time
+
+    from handlers.actions.process import run_argv
+
+    argv = ["/usr/bin/yes"]
+    for _ in range(40):
+        started = time.monotonic()
+        out = await run_argv(argv, 30, 500, {}, drain=False)
+        assert out.outcome == "failed", out.detail  # killed at the cap, not timed out
+        assert time.monotonic() - started < 10

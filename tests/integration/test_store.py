@@ -404,7 +404,7 @@ async def test_ingestor_rebuilds_identical_state_from_checkpoint_and_log(store_u
 def _firing_labels(wk: Watchkeeper) -> set[tuple[tuple[str, str], ...]]:
     out = set()
     for inc in wk.incidents():
-        for a in wk.get(f"/api/v1/incidents/{inc['id']}")["alerts"]:
+        for a in wk.incident_alerts(inc["id"]):
             if a["status"] == "firing":
                 out.add(tuple(sorted(a["labels"].items())))
     return out

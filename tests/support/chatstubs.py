@@ -388,6 +388,9 @@ class ChatStub:
         self.scripts: dict[str, deque[Reply]] = {}
         self.always: dict[str, Reply] = {}
         self.slack_messages: dict[str, dict[str, Any]] = {}
+        # Called with each request once it is counted, before it is answered (e.g. to kill
+        # the sender at the worst moment: the message arrived, the sender never learns it).
+        self.on_receive: Callable[[Received], None] | None = None
         self._ts = 1_700_000_000_000100
         self._lock = threading.Lock()
         stub = self
@@ -470,14 +473,15 @@ class ChatStub:
         path = h.path
         problems, reply = self._answer(path, body, headers, raw)
         with self._lock:
-            self.received.append(
-                Received(path, headers, body, problems, peer=h.client_address[1])
-            )
+            got = Received(path, headers, body, problems, peer=h.client_address[1])
+            self.received.append(got)
             script = self.scripts.get(path)
             if script:
                 reply = script.popleft()
             elif path in self.always:
                 reply = self.always[path]
+        if self.on_receive is not None:
+            self.on_receive(got)
         if reply.delay:
             time.sleep(reply.delay)
         try:

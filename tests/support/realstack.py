@@ -470,6 +470,17 @@ class Watchkeeper:
         found: list[dict[str, Any]] = self.get("/api/v1/incidents", **params)["incidents"]
         return found
 
+    def incident_alerts(self, incident_id: str) -> list[dict[str, Any]]:
+        """Every alert of one incident, page by page (the detail holds the first page)."""
+        out: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"limit": 1000}
+        while True:
+            page = self.get(f"/api/v1/incidents/{incident_id}/alerts", **params)
+            out.extend(page["alerts"])
+            if not page["next"]:
+                return out
+            params["cursor"] = page["next"]
+
     def events(self, after: int = 0) -> list[dict[str, Any]]:
         """The event log after a position (all of it by default), page by page."""
         out: list[dict[str, Any]] = []

@@ -291,7 +291,7 @@ def test_every_route_takes_generated_input_without_a_5xx(
         r = await c.request(method, path, params=params, content=data or None, headers=headers)
         hit.add((method, template))
         assert r.status_code < 500, (method, path, params, data[:300], who, r.status_code, r.text)
-        if template in INTAKE and r.status_code in (400, 413):
+        if method == "POST" and template in INTAKE and r.status_code in (400, 413):
             assert len(ing.projections.dead_letters) == before + 1, r.text
 
     # First every route once with hostile input of each kind, so none is left to chance.

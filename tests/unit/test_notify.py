@@ -4,7 +4,8 @@ validates the payload shape its platform documents, including retries and refusa
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
@@ -12,9 +13,12 @@ import pytest
 from chatstubs import ChatStub, Reply, validate_blocks, validate_mattermost, validate_teams
 
 from daemon.domain import Alert, ReceiveAlert, World, decide, fingerprint
+from daemon.domain.commands import Command
 from daemon.domain.notification_model import (
     ChannelLog,
     IncidentThread,
+    PendingAttempt,
+    RecordFailed,
     channel_stream,
     dedup_verdict,
     storm_verdict,
@@ -31,6 +35,8 @@ from daemon.notify.pipeline import (
     ChatNotifier,
     Dedup,
     Deliver,
+    Message,
+    MessageRef,
     Notice,
     Pipeline,
     Proposal,
@@ -136,7 +142,21 @@ THREAD = IncidentThread(
 )
 def test_dedup_table(thread, key, dig, needs_thread, go, reason) -> None:
     v = dedup_verdict(thread, key, dig, needs_thread=needs_thread)
-    assert (v.go, v.reason) == (go, reason)
+    assert (v.go, v.reason, v.unknown) == (go, reason, False)
+
+
+def test_an_attempt_without_outcome_is_never_sent_again() -> None:
+    attempt = PendingAttempt(incident_id=THREAD.incident_id, kind="escalated", at=T0)
+    for thread in (None, THREAD):
+        v = dedup_verdict(thread, "esc:1:1:0", "d2", needs_thread=False, attempted=attempt)
+        assert (v.go, v.unknown) == (False, True)
+        assert v.reason == (
+            "delivery unknown: a previous run may have sent it; not re-sent "
+            "(attempted at 2026-03-01T12:00:00+00:00)"
+        )
+    # Recorded as sent after all (the attempt is then settled): a plain skip.
+    v = dedup_verdict(THREAD, "esc:1:0:0", "d2", needs_thread=False, attempted=attempt)
+    assert (v.go, v.unknown) == (False, False)
 
 
 def _log(*ages_s: int) -> ChannelLog:
@@ -504,6 +524,87 @@ async def test_unreachable_platform_gives_up_after_the_configured_attempts() -> 
     assert out.attempts == 4
     assert len(sleep.waits) == 3
     assert out.reason == "gave up after 4 attempts: cannot reach webhook: ConnectError"
+
+
+class DiesAfterSending:
+    """A notifier whose daemon is killed right after the platform took the message."""
+
+    def __init__(self, inner: ChatNotifier) -> None:
+        self.inner, self.name, self.platform = inner, inner.name, inner.platform
+        self.can_update = inner.can_update
+
+    async def deliver(self, message: Message, previous: MessageRef | None) -> MessageRef:
+        await self.inner.deliver(message, previous)
+        raise KilledHere
+
+
+class KilledHere(BaseException):
+    """Stands in for SIGKILL: nothing after it runs."""
+
+
+async def test_a_message_whose_sender_died_is_recorded_unknown_never_resent(
+    stub: ChatStub,
+) -> None:
+    w, inc = world_with_incident()
+    hook = JsonWebhook("hook", stub.url(stub.WEBHOOK), 5, secret=SECRET)
+    attempts: list[list[Command]] = []
+
+    async def commit(cmds: Sequence[Command]) -> None:  # the ingestor, in one commit
+        attempts.append(list(cmds))
+        for c in cmds:
+            decide(w, c, T0)
+
+    def pipeline(n: ChatNotifier) -> Pipeline:
+        p = pipeline_for({"hook": n}, w, RecordingSleep())
+        p.record_attempts = commit
+        return p
+
+    with pytest.raises(KilledHere):
+        await pipeline(DiesAfterSending(hook)).run_all([notice("hook", w, inc)])
+    assert len(stub.at(stub.WEBHOOK)) == 1
+    assert [type(c).__name__ for c in attempts[0]] == ["RecordAttempt"]
+    # The next run (a restart, or the next leader) handles the same event again.
+    [out] = await pipeline(hook).run_all([notice("hook", w, inc)])
+    assert out.status == "unknown"
+    assert out.reason.startswith("delivery unknown: a previous run may have sent it; not re-sent")
+    cmd = out.command()
+    assert isinstance(cmd, RecordFailed)
+    decide(w, cmd, T0)
+    assert len(stub.at(stub.WEBHOOK)) == 1  # not sent again
+    assert len(attempts) == 1  # nothing more was attempted
+    log = w.notifications.channel("hook")
+    assert (log.failed, log.attempted) == (1, {})
+    assert log.last_error.startswith("delivery unknown")
+    assert w.notifications.thread(inc.id, "hook") is None
+    # The next escalation step is a message of its own: it pages.
+    [nxt] = await pipeline(hook).run_all([notice("hook", w, inc, "escalated", "esc:1:1:0")])
+    assert nxt.status == "sent"
+    assert len(stub.at(stub.WEBHOOK)) == 2
+
+
+async def test_an_edit_in_place_is_not_recorded_as_an_attempt(stub: ChatStub) -> None:
+    w, inc = world_with_incident()
+    bot = SlackBot("sb", "xoxb-test-token", "C1", stub.url(stub.SLACK_API), 5)
+    attempts: list[Command] = []
+
+    async def commit(cmds: Sequence[Command]) -> None:
+        attempts.extend(cmds)
+        for c in cmds:
+            decide(w, c, T0)
+
+    p = pipeline_for({"sb": bot}, w, RecordingSleep())
+    p.record_attempts = commit
+    [first] = await p.run_all([notice("sb", w, inc)])
+    assert first.status == "sent"
+    sent = first.command()
+    assert sent is not None
+    decide(w, sent, T0)
+    assert w.notifications.channel("sb").attempted == {}
+    thread = w.notifications.thread(inc.id, "sb")
+    update = replace(notice("sb", w, inc, "acknowledged", "acknowledged:2"), thread=thread)
+    [edit] = await p.run_all([update])
+    assert (edit.status, edit.new_message) == ("sent", False)
+    assert [type(c).__name__ for c in attempts] == ["RecordAttempt"]  # the first only
 
 
 async def test_dedup_and_storm_control_stop_before_sending(stub: ChatStub) -> None:
