@@ -379,17 +379,20 @@ class Investigator:
         evidence: tuple[EvidenceRef, ...],
         by: str,
     ) -> None:
-        await self._record(
-            run,
-            RecordToolCall(
-                run.id,
-                run.version,
-                call.call_id,
-                "propose_action",
-                {"action": action_id, "params": params, "rationale": rationale},
-                call.step,
-            ),
-        )
+        recorded = run.calls.get(call.call_id)
+        if recorded is None or recorded.called is None:
+            # Resuming a run stopped before its proposal: the call is recorded already.
+            await self._record(
+                run,
+                RecordToolCall(
+                    run.id,
+                    run.version,
+                    call.call_id,
+                    "propose_action",
+                    {"action": action_id, "params": params, "rationale": rationale},
+                    call.step,
+                ),
+            )
         target, source = self._target(run)
         try:
             await self._record(

@@ -337,7 +337,11 @@ def deterministic_step(run: InvestigationRun, rb: Runbook, escalate: str = "") -
     verdict: list[str] = []
     if da is not None:
         holds, verdict = da.when.explain(facts)
-        if holds and DEFAULT_CALL not in run.calls:
+        # A run stopped between recording the proposal call and the proposal has the call
+        # unanswered: propose now. ActionProposed commits with the call's result, so an
+        # answered call was proposed (or refused) exactly once.
+        call = run.calls.get(DEFAULT_CALL)
+        if holds and (call is None or not call.answered):
             try:
                 params = render(da.params, run.labels)
             except MissingLabel as e:

@@ -16,8 +16,9 @@ from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresProcessRecorder
 from psycopg import Cursor
 from psycopg.rows import DictRow
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Identifier, Literal
 
+from daemon.engine.logtail import log_channel
 from daemon.engine.outage import StoreUnavailable
 
 LEADER_TABLE = "watchkeeper_leader"
@@ -58,10 +59,29 @@ class FencedProcessRecorder(PostgresProcessRecorder):
     """eventsourcing's PostgreSQL process recorder, checking the fence before it inserts.
 
     `_insert_events` runs inside the insert transaction, before the events and the tracking
-    row are written; raising there rolls the whole transaction back.
+    row are written; raising there rolls the whole transaction back. After the insert, the
+    same transaction notifies the schema's log channel (`daemon.engine.logtail`), which
+    PostgreSQL delivers to the listening followers at commit.
     """
 
     fence: Fence | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._notify = SQL("SELECT pg_notify({0}, %s)").format(
+            Literal(log_channel(self.datastore.schema))
+        )
+
+    def _notify_channel(self, curs: Cursor[DictRow]) -> None:
+        """Not eventsourcing's channel (the table's name, shared by every schema): ours."""
+
+    def _fetch_ids_after_insert_events(
+        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+        if ids:
+            curs.execute(self._notify, (str(max(ids)),), prepare=True)
+        return ids
 
     def _insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any

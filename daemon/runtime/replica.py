@@ -1,11 +1,13 @@
 """This daemon's role among the replicas of one PostgreSQL store: leader or follower.
 
-A follower tails the log into a warm world (reads are served from it) and tries for the
-lead every poll; the one that wins the advisory lock catches up to the log head, then
-starts the leader's components (reactions, timers, stream sources), which resume from
-their tracked positions as after a restart. A leader heartbeats; when its lock is lost or
-a commit was fenced out it stops those components and follows again. On shutdown the
-leader stops them and releases the lock at once, so a follower takes over within a poll.
+A follower tails the log into a warm world (reads are served from it): it reads new events
+as soon as the leader's commit notifies it (LISTEN/NOTIFY, `daemon.engine.logtail`), and
+every poll in any case. It tries for the lead every poll; the one that wins the advisory
+lock catches up to the log head, then starts the leader's components (reactions, timers,
+stream sources), which resume from their tracked positions as after a restart. A leader
+heartbeats; when its lock is lost or a commit was fenced out it stops those components and
+follows again. On shutdown the leader stops them and releases the lock at once, so a
+follower takes over within a poll.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from prometheus_client.registry import Collector
 from daemon.engine.fencing import Fence
 from daemon.engine.ingest import Ingestor
 from daemon.engine.leadership import Election, Leader
+from daemon.engine.logtail import LogTail
 
 log = logging.getLogger("watchkeeper.replica")
 T = TypeVar("T")
@@ -45,6 +48,7 @@ class Replica:
         stop_leading: Callable[[], Awaitable[None]],
         poll: float = 0.3,
         heartbeat: float = 1.0,
+        tail: LogTail | None = None,
     ) -> None:
         self.ingestor = ingestor
         self.election = election
@@ -58,6 +62,12 @@ class Replica:
         self.epoch: int | None = None
         self.leader: Leader | None = None
         self.synced_at = time.monotonic()
+        # Notifications of the leader's commits (None: read the log every poll only).
+        self.tail = tail
+        # When the last complete read of the log began, and when the notification that
+        # started a read still under way came (monotonic).
+        self._read_began = self.synced_at
+        self._catching_since: float | None = None
         self.takeovers = 0
         self.last_takeover_seconds = 0.0
         self._deposed = asyncio.Event()
@@ -83,6 +93,8 @@ class Replica:
         if self.election is None:
             await self._start_leading()
             return
+        if self.tail is not None:
+            await self.tail.start()
         try:
             await self._campaign()
         except Exception as e:
@@ -107,6 +119,8 @@ class Replica:
                 await self._step_down("shutting down", release=True)
             else:
                 await self._call(self.election.release)
+        if self.tail is not None:
+            await self.tail.close()
         self._thread.shutdown(wait=False)
 
     # --- the loop ------------------------------------------------------------------------
@@ -119,7 +133,7 @@ class Replica:
                 else:
                     await self._campaign()
                     if not self.leading:
-                        await asyncio.sleep(self.poll)
+                        await self._tail_until(time.monotonic() + self.poll)
             except asyncio.CancelledError:
                 raise
             except Exception as e:
@@ -154,8 +168,26 @@ class Replica:
             await self._take_over(epoch)
             return
         self.leader = await self._call(self.election.leader)
-        await self.ingestor.catch_up()
-        self.synced_at = time.monotonic()
+        await self._read_log()
+
+    async def _tail_until(self, deadline: float) -> None:
+        """Between polls: read the log whenever the leader's commit notifies us."""
+        while (left := deadline - time.monotonic()) > 0:
+            if self.tail is None:
+                await asyncio.sleep(left)
+                return
+            if not await self.tail.wait(left):
+                return
+            await self._read_log(self.tail.take())
+
+    async def _read_log(self, notified_at: float | None = None) -> None:
+        began = time.monotonic()
+        self._catching_since = notified_at
+        try:
+            await self.ingestor.catch_up()
+        finally:
+            self._catching_since = None
+        self._read_began, self.synced_at = began, time.monotonic()
 
     async def _take_over(self, epoch: int) -> None:
         began = time.monotonic()
@@ -205,8 +237,24 @@ class Replica:
     # --- what status, /readyz and /metrics tell ------------------------------------------
 
     def lag_seconds(self) -> float:
-        """How long ago a follower last read the log to its head (0 for the leader)."""
-        return 0.0 if self.leading else time.monotonic() - self.synced_at
+        """How far behind the leader's commits this follower may be (0 for the leader).
+
+        Listening since before its last read, a follower has missed nothing it was not
+        told of: it is behind by the age of the oldest notification not yet read. Without
+        notifications, by the time since it last read the log to its head.
+        """
+        if self.leading:
+            return 0.0
+        now = time.monotonic()
+        tail = self.tail
+        if (
+            tail is not None
+            and tail.listening_since is not None
+            and tail.listening_since <= self._read_began
+        ):
+            unread = [t for t in (tail.pending_since, self._catching_since) if t is not None]
+            return now - min(unread) if unread else 0.0
+        return now - self.synced_at
 
     def leader_url(self) -> str | None:
         """Where to forward intake: None while we lead, "" while no leader is known."""
@@ -259,7 +307,7 @@ class ReplicaCollector(Collector):
         )
         yield GaugeMetricFamily(
             "watchkeeper_replica_lag_seconds",
-            "Seconds since this follower last read the log to its head (0 when leading)",
+            "Seconds this follower may be behind the leader's commits (0 when leading)",
             value=st["lag_seconds"],
         )
         info = InfoMetricFamily("watchkeeper_replica", "This replica's role and its leader")

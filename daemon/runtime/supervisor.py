@@ -23,6 +23,7 @@ from daemon.config.settings import ConfigError, Settings, load_config
 from daemon.domain import Rejected
 from daemon.engine.ingest import Ingestor
 from daemon.engine.leadership import Election, FileLock, StoreInUse
+from daemon.engine.logtail import LogTail
 from daemon.engine.metrics import Metrics
 from daemon.engine.reactor import Reactor
 from daemon.engine.store import EventLog, StoreTimeouts, StoreUnavailable
@@ -392,10 +393,13 @@ class Supervisor:
                 self.settings.http.advertised(),
             )
             ing.leading = False
+        poll = self.settings.tuning.replica_poll.total_seconds()
         return Replica(
             ing, election, fence,
             start_leading=self._start_leading, stop_leading=self._stop_leading,
-            poll=self.settings.tuning.replica_poll.total_seconds(),
+            poll=poll,
+            tail=LogTail(store.connect_kwargs, store.schema, retry=max(poll, 1.0))
+            if store.is_postgres else None,
         )
 
     async def _start_leading(self) -> None:

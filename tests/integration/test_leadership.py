@@ -5,13 +5,15 @@ Against real PostgreSQL (a private server, else the machine's) and real processe
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import socket
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,7 +27,9 @@ from daemon.domain.state import GroupingPolicy
 from daemon.engine.fencing import Deposed, NotLeader
 from daemon.engine.ingest import Ingestor
 from daemon.engine.leadership import Election, FileLock, StoreInUse
+from daemon.engine.logtail import LogTail
 from daemon.engine.store import EventLog
+from daemon.runtime.replica import Replica
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -287,3 +291,102 @@ def test_store_init_creates_the_tables_and_may_run_again(
         )}
     assert {"stored_events", "notification_tracking", "stored_snapshots",
             "watchkeeper_leader"} <= tables, tables
+
+
+# --- followers tail the log: LISTEN/NOTIFY, polling as the fallback --------------------
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def _until(condition: Callable[[], bool], limit: float) -> bool:
+    """Whether `condition` held within `limit` seconds (checked every 5 ms)."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.005)
+    return True
+
+
+@contextlib.asynccontextmanager
+async def _leader_and_follower(
+    store_url: str, poll: float
+) -> AsyncIterator[tuple[Ingestor, Replica]]:
+    """A leading Ingestor, and a follower Replica (listening) on the same store."""
+    lead_log, follow_log = EventLog(store_url), EventLog(store_url)
+    lead_el, follow_el = _election(lead_log, "lead"), _election(follow_log, "follow")
+    lead_log.fence_commits().epoch = lead_el.try_lead()
+    follow_fence = follow_log.fence_commits()
+    leader = Ingestor(lead_log, GroupingPolicy(), lambda: T0)
+    follower = Ingestor(follow_log, GroupingPolicy(), lambda: T0)
+    follower.leading = False
+    await leader.start()
+    await follower.start()
+    tail = LogTail(follow_log.connect_kwargs, follow_log.schema, retry=0.2)
+    replica = Replica(
+        follower, follow_el, follow_fence, start_leading=_nothing, stop_leading=_nothing,
+        poll=poll, tail=tail,
+    )
+    try:
+        await replica.start()
+        assert await _until(lambda: tail.listening_since is not None, 10), "never listened"
+        await asyncio.sleep(0.1)  # the read that follows LISTEN
+        yield leader, replica
+    finally:
+        await replica.close()
+        lead_el.release()
+        await leader.close()
+        await follower.close()
+        lead_log.close()
+        follow_log.close()
+
+
+async def _seen_after(leader: Ingestor, replica: Replica, name: str, limit: float) -> float:
+    """Commit one alert on the leader; seconds from the submit until the follower has it."""
+    began = time.monotonic()
+    await leader.submit([ReceiveAlert(_alert(name))])
+    head = leader.world.position
+    seen = await _until(lambda: replica.ingestor.world.position >= head, limit)
+    assert seen, f"the follower did not see {name} in {limit}s"
+    return time.monotonic() - began
+
+
+async def test_a_follower_reads_a_commit_when_notified_not_at_the_next_poll(
+    store_url: str,
+) -> None:
+    async with _leader_and_follower(store_url, poll=5.0) as (leader, replica):
+        assert replica.tail is not None
+        heard = replica.tail.notifications
+        took = [await _seen_after(leader, replica, f"Notified{i}", 1.0) for i in range(3)]
+        assert max(took) < 1.0, took  # the poll is 5 s: only the notification explains it
+        assert replica.tail.notifications >= heard + 3
+        # Listening and read to the notified head: the follower is current, not 5 s behind.
+        assert replica.lag_seconds() < 0.5
+        assert replica.status()["role"] == "follower"
+
+
+async def test_a_follower_without_its_listen_connection_still_reads_every_poll(
+    store_url: str,
+) -> None:
+    async with _leader_and_follower(store_url, poll=0.5) as (leader, replica):
+        tail = replica.tail
+        assert tail is not None
+        assert tail.backend_pid is not None
+        # The listen session dies and cannot come back (its server "moved"): polling only.
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            dead_port = s.getsockname()[1]
+        tail.connect = {**tail.connect, "port": dead_port, "connect_timeout": 1}
+        with psycopg.connect(**replica.ingestor.log.connect_kwargs, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (tail.backend_pid,))
+        ended = await _until(lambda: tail.listening_since is None, 5)
+        assert ended, "the listener did not notice its session ended"
+        heard = tail.notifications
+        took = [await _seen_after(leader, replica, f"Polled{i}", 3.0) for i in range(2)]
+        assert tail.notifications == heard
+        assert tail.listening_since is None
+        assert max(took) < 3.0, took
+        # Not listening: the lag is the time since the last poll read the log.
+        assert 0.0 < replica.lag_seconds() < 2.0

@@ -718,3 +718,76 @@ async def test_large_results_are_stored_once_by_hash(tmp_path: Path, llm: Script
         )
         assert "data: " in tool_msg["content"]
         assert "truncated" in tool_msg["content"]
+
+
+async def _stop_before_proposing(h: Any, investigation: Any) -> None:
+    """Run the loop until it recorded its proposal call, then "crash" before the proposal."""
+    from daemon.domain.investigation_model import ProposeAction
+
+    real = h.ingestor.execute
+
+    async def crash_on_proposal(cmd: Any) -> Any:
+        if isinstance(cmd, ProposeAction):
+            raise asyncio.CancelledError
+        return await real(cmd)
+
+    h.ingestor.execute = crash_on_proposal
+    try:
+        with pytest.raises(asyncio.CancelledError):
+            await investigation
+    finally:
+        del h.ingestor.execute
+
+
+async def test_a_run_stopped_before_its_deterministic_proposal_proposes_once_on_resume(
+    tmp_path: Path,
+) -> None:
+    tools = prom_tools(
+        node_filesystem_readonly={"value": 0, "count": 1},
+        **{'mountpoint=~"/|/var|/var/log"': {"value": 1e11, "count": 1}},
+    )
+    async with harness(tmp_path, tools=tools) as h:
+        [iid] = await h.start(await h.fire(DISK))
+        await _stop_before_proposing(h, h.investigator().investigate(iid))
+        last = h.stream(iid)[-1]
+        assert type(last).__name__ == "ToolCalled"
+        assert last.call_id == "d-default-action"  # type: ignore[attr-defined]
+        assert "ActionProposed" not in h.types(iid)
+
+        run = await h.investigator().investigate(iid)  # a fresh loop, as after a takeover
+        assert run.concluded is not None
+        [p] = run.proposals
+        assert p.action_id == "vacuum_journal"
+        assert "Default action vacuum_journal proposed" in run.concluded.summary
+        # The proposal call is recorded once, answered once; resuming again does nothing.
+        types = h.types(iid)
+        assert types.count("ActionProposed") == 1
+        calls = [e for e in h.stream(iid) if getattr(e, "call_id", "") == "d-default-action"]
+        assert [type(e).__name__ for e in calls] == ["ToolCalled", "ActionProposed", "ToolResulted"]
+        again = await h.investigator().investigate(iid)
+        assert len(again.proposals) == 1
+        assert h.types(iid) == types
+
+
+async def test_a_run_stopped_before_the_models_proposal_proposes_once_on_resume(
+    tmp_path: Path, llm: ScriptedLLM
+) -> None:
+    llm.script = [
+        Turn(tool_calls=[call("propose_action", action="vacuum_journal",
+                              params={"max_size": "500M"}, rationale="journal",
+                              evidence=["d-free_ratio"])]),
+        Turn(tool_calls=[call("conclude", summary="journal filled /var",
+                              evidence=["d-free_ratio"])]),
+    ]
+    async with harness(tmp_path, agent=agent_cfg(llm), tools=prom_tools()) as h:
+        [iid] = await h.start(await h.fire(DISK))
+        await _stop_before_proposing(h, h.investigator().investigate(iid))
+        assert h.types(iid)[-1] == "ToolCalled"
+
+        run = await h.investigator().investigate(iid)
+        assert run.concluded is not None
+        [p] = run.proposals
+        assert p.action_id == "vacuum_journal"
+        assert len(llm.requests) == 2  # the recorded step was not asked again
+        calls = [e for e in h.stream(iid) if getattr(e, "call_id", "") == "s1-0"]
+        assert [type(e).__name__ for e in calls] == ["ToolCalled", "ActionProposed", "ToolResulted"]
