@@ -259,12 +259,8 @@ def incidents_list(
         list[str] | None,
         typer.Option("--match", "-m", help='Label matcher, e.g. severity="critical"'),
     ] = None,
-    limit: Annotated[
-        int | None, typer.Option("--limit", help="Page size (default: limits.page_size)")
-    ] = None,
-    cursor: Annotated[
-        str | None, typer.Option("--cursor", help="Next page: the cursor the last page printed")
-    ] = None,
+    limit: LimitOpt = None,
+    cursor: CursorOpt = None,
 ) -> None:
     """List incidents, newest first, one page at a time."""
     params: dict[str, Any] = {}
@@ -347,12 +343,8 @@ def print_alerts(title: str, alerts: list[dict[str, Any]]) -> None:
 @incidents_app.command("alerts")
 def incidents_alerts(
     incident_id: Annotated[str, typer.Argument(help="Incident id or unique prefix.")],
-    limit: Annotated[
-        int | None, typer.Option("--limit", help="Page size (default: limits.page_size)")
-    ] = None,
-    cursor: Annotated[
-        str | None, typer.Option("--cursor", help="Next page: the cursor the last page printed")
-    ] = None,
+    limit: LimitOpt = None,
+    cursor: CursorOpt = None,
 ) -> None:
     """List one incident's alerts, one page at a time (by fingerprint)."""
     iid = _resolve_incident_id(incident_id)
