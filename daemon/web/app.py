@@ -315,25 +315,11 @@ async def incidents(
         ):
             continue
         found.append(inc)
-    # Newest first, one page at a time: the cursor is the last item's (opened_at, id).
-    found.sort(key=lambda i: (i.opened_at.isoformat(), str(i.id)), reverse=True)
-    if cursor:
-        found = [i for i in found if (i.opened_at.isoformat(), str(i.id)) < _cursor(cursor)]
-    size = limit or ctx.settings.limits.page_size
-    page = found[:size]
-    more = len(found) > size
-    nxt = f"{page[-1].opened_at.isoformat()}|{page[-1].id}" if more and page else None
+    page, nxt = page_of(
+        found, lambda i: (i.opened_at, str(i.id)), cursor,
+        limit or ctx.settings.limits.page_size,
+    )
     return {"incidents": [incident_view(i) for i in page], "next": nxt}
-
-
-def _cursor(text: str) -> tuple[str, str]:
-    at, _, ident = text.partition("|")
-    try:
-        datetime.fromisoformat(at)
-        UUID(ident)
-    except ValueError:
-        raise _Problem(400, "cursor: pass back the `next` of the previous page") from None
-    return at, ident
 
 
 @router.get("/api/v1/incidents/{incident_id}")
