@@ -14,8 +14,8 @@ import httpx
 import pytest
 import realstack
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
 from llmserver import ScriptedLLM, Turn, by_step, call
+from routekit import concrete, served_routes
 
 from daemon.config.auth import Authenticator
 from daemon.config.settings import Settings
@@ -34,7 +34,6 @@ TOKENS = {
     "admin": "tok-admin",
 }
 BELOW = {"viewer": None, "responder": "viewer", "approver": "responder", "admin": "approver"}
-SOME_ID = "5b0c3f7e-0000-4000-8000-000000000001"
 
 # Every route of the app and the least role it needs. A new route without a row fails
 # `test_the_table_covers_every_route`, so nothing is added without deciding who may call it.
@@ -144,26 +143,6 @@ def client(app: FastAPI) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=transport, base_url="http://wk")
 
 
-def routes(app: FastAPI) -> set[tuple[str, str]]:
-    out = set()
-    pending = list(app.routes)
-    while pending:
-        r = pending.pop()
-        # Newer FastAPI keeps included routers whole; older ones copy their routes.
-        inner = getattr(r, "original_router", None)
-        if inner is not None:
-            pending += inner.routes
-        elif isinstance(r, APIRoute):
-            out |= {(m, r.path) for m in r.methods}
-    return out
-
-
-def concrete(path: str) -> str:
-    for name in ("incident_id", "action_id", "silence_id", "situation_id"):
-        path = path.replace("{" + name + "}", SOME_ID)
-    return path.replace("{verb}", "note").replace("{runbook_id}", "disk-filling")
-
-
 BODIES: dict[str, Any] = {
     "/api/v1/silences": {"matchers": ['alertname="X"'], "duration": "1h"},
     "/api/v1/actions/{action_id}/reject": {"reason": "no"},
@@ -197,7 +176,8 @@ async def ask(c: httpx.AsyncClient, method: str, path: str, token: str | None) -
 
 
 async def test_the_table_covers_every_route(app: FastAPI) -> None:
-    assert routes(app) == set(API) | CONSOLE_PAGES | CONSOLE_FORMS | CONSOLE_STREAMS | PUBLIC
+    table = set(API) | CONSOLE_PAGES | CONSOLE_FORMS | CONSOLE_STREAMS | PUBLIC
+    assert served_routes(app, api_only=True) == table
 
 
 async def test_the_live_stream_needs_a_console_session(app: FastAPI) -> None:

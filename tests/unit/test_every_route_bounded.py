@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
+from routekit import concrete, served_routes
 
 from daemon.config.auth import Authenticator
 from daemon.config.settings import Settings
@@ -26,7 +27,6 @@ from daemon.web.context import ApiContext
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 LIMIT = 4096
-SOME_ID = "5b0c3f7e-0000-4000-8000-000000000001"
 TOKENS = {"viewer": "tok-viewer-0001", "admin": "tok-admin-00001"}
 BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 # A known caller with too low a role is refused by the domain, which records the refused
@@ -35,27 +35,6 @@ AUDITED = {
     "/api/v1/actions/{action_id}/approve", "/api/v1/actions/{action_id}/reject",
     "/api/v1/pause", "/api/v1/resume",
 }
-
-
-def routes(app: FastAPI) -> set[tuple[str, str]]:
-    """(method, path) of every route the app serves, HEAD aside."""
-    out = set()
-    pending = list(app.routes)
-    while pending:
-        r = pending.pop()
-        inner = getattr(r, "original_router", None)  # newer FastAPI keeps routers whole
-        if inner is not None:
-            pending += inner.routes
-        else:  # APIRoutes and plain ones (/openapi.json)
-            methods: set[str] = getattr(r, "methods", None) or set()
-            out |= {(m, getattr(r, "path", "")) for m in methods if m != "HEAD"}
-    return out
-
-
-def concrete(path: str) -> str:
-    for name in ("incident_id", "action_id", "silence_id", "situation_id"):
-        path = path.replace("{" + name + "}", SOME_ID)
-    return path.replace("{verb}", "note").replace("{runbook_id}", "disk-filling")
 
 
 @pytest.fixture
@@ -134,7 +113,7 @@ async def call(
 
 
 def test_the_walk_finds_the_routes_that_take_bodies(app: FastAPI) -> None:
-    found = routes(app)
+    found = served_routes(app)
     assert len(found) > 50
     for known in (
         ("POST", "/login"), ("POST", "/logout"), ("POST", "/api/v1/slack/interactions"),
@@ -146,7 +125,7 @@ def test_the_walk_finds_the_routes_that_take_bodies(app: FastAPI) -> None:
 
 
 async def test_every_route_refuses_a_declared_body_over_the_limit_unread(app: FastAPI) -> None:
-    for method, path in sorted(routes(app)):
+    for method, path in sorted(served_routes(app)):
         ex = await call(app, method, concrete(path), [b" " * (LIMIT + 1)])
         assert ex.status == 413, (method, path, ex.status, ex.body[:200])
         assert b"exceeds http.max_body_bytes" in ex.body
@@ -155,7 +134,7 @@ async def test_every_route_refuses_a_declared_body_over_the_limit_unread(app: Fa
 
 async def test_every_route_cuts_an_endless_chunked_body_at_the_limit(app: FastAPI) -> None:
     chunk = b"[" * 1024
-    for method, path in sorted(routes(app)):
+    for method, path in sorted(served_routes(app)):
         ex = await call(
             app, method, concrete(path), [chunk], declare=False, endless=True,
             headers={"Authorization": f"Bearer {TOKENS['admin']}"},
@@ -174,7 +153,7 @@ async def test_callers_who_may_not_post_are_refused_before_the_body_is_read(
     app: FastAPI, who: str | None
 ) -> None:
     headers = {"Authorization": f"Bearer {who}"} if who else {}
-    for method, path in sorted(routes(app)):
+    for method, path in sorted(served_routes(app)):
         if method not in BODY_METHODS:
             continue
         # Malformed, and within the limit: parsing it first would answer 400 or 422.

@@ -22,6 +22,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from routekit import served_routes
 
 from daemon.config.auth import Authenticator
 from daemon.config.settings import Settings
@@ -176,21 +177,6 @@ body = st.one_of(
 caller = st.sampled_from(["loopback", "stranger", "session", "slack"])
 
 
-def routes_of(app: Any) -> set[tuple[str, str]]:
-    """(method, path) of every route the app serves, HEAD aside."""
-    out = set()
-    pending = list(app.routes)
-    while pending:
-        r = pending.pop()
-        inner = getattr(r, "original_router", None)  # newer FastAPI keeps routers whole
-        if inner is not None:
-            pending += inner.routes
-        else:
-            methods: set[str] = getattr(r, "methods", None) or set()
-            out |= {(m, getattr(r, "path", "")) for m in methods if m != "HEAD"}
-    return out
-
-
 def fill(template: str, values: list[str]) -> str:
     """The path with each {parameter} replaced by the next value (a verb stays a verb)."""
     parts = []
@@ -246,7 +232,7 @@ def test_every_route_takes_generated_input_without_a_5xx(
     loop.run_until_complete(ing.start())
     ctx = ApiContext(cfg, ing, lambda: T0, Metrics(), Authenticator(cfg), lambda: {"healthy": True})
     app = create_app(ctx)
-    table = routes_of(app)
+    table = served_routes(app)
     transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
     client = httpx.AsyncClient(transport=transport, base_url="http://wk")
     stranger = httpx.AsyncClient(
