@@ -253,7 +253,10 @@ async def test_one_slack_message_per_situation_edited_as_members_join_and_leave(
             assert any(t.startswith(joined) for t in replies())
             tops = [b for m, b in calls() if m == "chat.postMessage" and "thread_ts" not in b]
             assert len(tops) == 1  # the member pages nobody: one message for the situation
-            # Unlinked: the lead's message is edited again and its thread hears it left.
+            # While a member, every reply about it is in the lead's thread.
+            assert all(b["thread_ts"] == lead_ts for _, b in calls() if "thread_ts" in b)
+            # Unlinked: the lead's message is edited again and its thread hears it left (once
+            # on its own, the former member may start a thread of its own).
             (sit,) = await situations(d)
             api = next(m for m in sit["members"] if m["title"] == "ApiDown")
             r = await d.http.post(
@@ -262,9 +265,8 @@ async def test_one_slack_message_per_situation_edited_as_members_join_and_leave(
             )
             assert r.status_code == 200, r.text
             await until("a reply that it left", lambda: any("left" in t for t in replies()))
-            assert "ApiDown left this situation (its own cause)" in replies()
+            note = "ApiDown left this situation (its own cause)"
+            left = [b for m, b in calls() if m == "chat.postMessage" and b.get("text") == note]
+            assert [b["thread_ts"] for b in left] == [lead_ts]
             assert "ApiDown" not in situation_fact(stub.slack_messages[lead_ts])
-            assert all(
-                b["thread_ts"] == lead_ts for b in (b for m, b in calls()) if "thread_ts" in b
-            )
             assert stub.problems() == []
