@@ -192,8 +192,17 @@ class Election:
         )
 
     def release(self) -> None:
-        """Give up the lead at once: closing the session releases the lock."""
+        """Give up the lead at once: unlock, then close the session.
+
+        Closing alone is not "at once": the server releases a session's locks only when
+        its backend has exited, a moment after the client hung up, and a successor asking
+        in that moment is told the lock is still held. The explicit unlock returns only
+        once the lock is free. (This connection holds no other advisory locks.)
+        """
         self.epoch = None
+        if self._conn is not None and not self._conn.closed:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.execute("SELECT pg_advisory_unlock_all()")
         self._drop()
 
     def _drop(self) -> None:
