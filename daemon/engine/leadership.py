@@ -160,7 +160,8 @@ class Election:
                 return False
             if self._heartbeat():
                 return True
-            self._drop()  # the epoch moved on: let the lock go with the session
+            self._unlock()  # the epoch moved on: give the lock straight back
+            self._drop()
             return False
         except psycopg.Error as e:
             log.warning("cannot renew the lead: %s", e)
@@ -200,10 +201,13 @@ class Election:
         once the lock is free. (This connection holds no other advisory locks.)
         """
         self.epoch = None
+        self._unlock()
+        self._drop()
+
+    def _unlock(self) -> None:
         if self._conn is not None and not self._conn.closed:
             with contextlib.suppress(psycopg.Error):
                 self._conn.execute("SELECT pg_advisory_unlock_all()")
-        self._drop()
 
     def _drop(self) -> None:
         if self._conn is not None:
