@@ -6,7 +6,6 @@ and its outcome appear on the incident page. A form post without the CSRF token 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,15 +13,9 @@ from typing import Any
 import httpx
 import pytest
 import realstack
+from browserkit import ARGS, CHROMIUM, login, needs_chromium
 
-CHROMIUM = "/usr/bin/chromium"
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        not os.access(CHROMIUM, os.X_OK),
-        reason=f"{CHROMIUM} is missing (apt-get install chromium; `make test` does)",
-    ),
-]
+pytestmark = [pytest.mark.integration, needs_chromium]
 APPROVER, VIEWER = "tok-alice-approver", "tok-vic-viewer"
 XSS = '<script>alert("owned")</script><img src=x onerror=alert(2)>'
 
@@ -121,9 +114,7 @@ def test_approve_in_the_browser_and_see_the_action_run(
         browser = p.chromium.launch(
             executable_path=CHROMIUM,
             args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
+                *ARGS,
                 "--disable-background-networking",
                 "--disable-component-update",
                 "--disable-sync",
@@ -200,11 +191,7 @@ def test_approve_in_the_browser_and_see_the_action_run(
             assert forged.status_code == 403
             assert "CSRF" in forged.text
             # A viewer sees the page but gets no forms, and the server would refuse anyway.
-            viewer = browser.new_context().new_page()
-            viewer.goto(f"{wk.url}/login")
-            viewer.fill("input[name=token]", VIEWER)
-            viewer.click("button[type=submit]")
-            viewer.wait_for_url(f"{wk.url}/")
+            viewer = login(browser, wk.url, VIEWER)
             expect(viewer.locator("table.incidents")).to_contain_text("AppBroken")
         finally:
             browser.close()
@@ -235,16 +222,9 @@ def test_work_an_incident_and_see_the_outcome_arrive_without_reloading(
     action = realstack.wait_for(pending, timeout=60, what="a pending approval")
     inc = action["incident_id"]
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"]
-        )
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
-            page = browser.new_context().new_page()
-            page.set_default_timeout(30_000)
-            page.goto(f"{wk.url}/login")
-            page.fill("input[name=token]", APPROVER)
-            page.click("button[type=submit]")
-            page.wait_for_url(f"{wk.url}/")
+            page = login(browser, wk.url, APPROVER)
             # The list shows a new incident within 2 s, without a reload.
             expect(page.locator("body")).to_have_attribute("data-live", "connected")
             page.evaluate("window.stillTheSamePage = true")

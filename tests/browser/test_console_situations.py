@@ -10,7 +10,6 @@ RunbookPromoted event with their name and reason.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,17 +17,10 @@ from typing import Any
 import httpx
 import pytest
 import realstack
+from browserkit import ARGS, CHROMIUM, login, needs_chromium
 
-CHROMIUM = "/usr/bin/chromium"
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        not os.access(CHROMIUM, os.X_OK),
-        reason=f"{CHROMIUM} is missing (apt-get install chromium; `make test` does)",
-    ),
-]
+pytestmark = [pytest.mark.integration, needs_chromium]
 APPROVER, RESPONDER, VIEWER = "tok-alice-approver", "tok-rita-responder", "tok-vic-viewer"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu"]
 
 RUNBOOK = """---
 id: app-errors
@@ -109,17 +101,6 @@ def api(wk: realstack.Watchkeeper, method: str, path: str, **kw: Any) -> Any:
     return r.json()
 
 
-def login(browser: Any, wk: realstack.Watchkeeper, token: str) -> Any:
-    context = browser.new_context()
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    page.goto(f"{wk.url}/login")
-    page.fill("input[name=token]", token)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{wk.url}/")
-    return page
-
-
 def test_link_and_unlink_incidents_by_hand_in_the_browser(
     daemon: realstack.Watchkeeper, tmp_path: Path
 ) -> None:
@@ -139,7 +120,7 @@ def test_link_and_unlink_incidents_by_hand_in_the_browser(
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
-            page = login(browser, wk, RESPONDER)
+            page = login(browser, wk.url, RESPONDER)
             page.goto(f"{wk.url}/incidents/{ids['SwitchDown']}")
             assert page.locator("#situation").count() == 0
             # Name the others by id and by a pasted console URL.
@@ -194,7 +175,7 @@ def test_link_and_unlink_incidents_by_hand_in_the_browser(
 
             # A viewer sees the situation but gets no forms; a post with its own CSRF token
             # is refused by role.
-            viewer = login(browser, wk, VIEWER)
+            viewer = login(browser, wk.url, VIEWER)
             viewer.goto(f"{wk.url}/incidents/{lead}")
             expect(viewer.locator("#situation")).to_contain_text("this incident leads")
             assert viewer.locator("form.situation-unlink, form.situation-link").count() == 0
@@ -248,7 +229,7 @@ def test_compare_a_shadow_runbook_and_promote_it_in_the_browser(
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
-            page = login(browser, wk, APPROVER)
+            page = login(browser, wk.url, APPROVER)
             page.click("header nav a[href='/runbooks']")
             page.wait_for_url(f"{wk.url}/runbooks")
             card = page.locator("#runbook-app-errors")
@@ -279,7 +260,7 @@ def test_compare_a_shadow_runbook_and_promote_it_in_the_browser(
             page.screenshot(path=str(tmp_path / "runbooks.png"), full_page=True)
 
             # A viewer sees the comparison but cannot promote.
-            viewer = login(browser, wk, VIEWER)
+            viewer = login(browser, wk.url, VIEWER)
             viewer.goto(f"{wk.url}/runbooks")
             expect(viewer.locator("#runbook-app-errors")).to_contain_text("cannot promote")
             assert viewer.locator("form.promote").count() == 0
