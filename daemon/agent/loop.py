@@ -255,9 +255,7 @@ class Investigator:
     ) -> None:
         """Record a result without running anything (after a ToolCalled if `called` is given)."""
         if called is not None:
-            await self._record(
-                run, RecordToolCall(run.id, run.version, call.call_id, call.tool, called, call.step)
-            )
+            await self._record_call(run, call, call.tool, called)
         if status == "refused":
             self.stats.refused += 1
         await self._record(
@@ -316,17 +314,7 @@ class Investigator:
         except ValidationError as e:
             await self._answer(run, call, "error", f"invalid arguments: {_errors(e)}", called=raw)
             return
-        await self._record(
-            run,
-            RecordToolCall(
-                run.id,
-                run.version,
-                call.call_id,
-                call.tool,
-                args.model_dump(mode="json"),
-                call.step,
-            ),
-        )
+        await self._record_call(run, call, call.tool, args.model_dump(mode="json"))
         ctx = ToolContext(
             incident_id=run.started.incident_id,
             runbook_id=rb.id,
@@ -340,6 +328,14 @@ class Investigator:
         if result.status == "error":
             self.stats.tool_failures += 1
         await self._record_result(run, call, result)
+
+    async def _record_call(
+        self, run: InvestigationRun, call: Call, tool: str, called: dict[str, Any]
+    ) -> None:
+        """Record the model's call of `tool` with the arguments it gave (ToolCalled)."""
+        await self._record(
+            run, RecordToolCall(run.id, run.version, call.call_id, tool, called, call.step)
+        )
 
     async def _record_result(self, run: InvestigationRun, call: Call, result: ToolResult) -> None:
         payload, digest, size = result.data, "", 0
@@ -382,17 +378,8 @@ class Investigator:
         recorded = run.calls.get(call.call_id)
         if recorded is None or recorded.called is None:
             # Resuming a run stopped before its proposal: the call is recorded already.
-            await self._record(
-                run,
-                RecordToolCall(
-                    run.id,
-                    run.version,
-                    call.call_id,
-                    "propose_action",
-                    {"action": action_id, "params": params, "rationale": rationale},
-                    call.step,
-                ),
-            )
+            called = {"action": action_id, "params": params, "rationale": rationale}
+            await self._record_call(run, call, "propose_action", called)
         target, source = self._target(run)
         try:
             await self._record(
