@@ -15,16 +15,9 @@ import pytest
 import realstack
 from fastapi import FastAPI
 from llmserver import ScriptedLLM, Turn, by_step, call
-from routekit import concrete, served_routes
+from routekit import concrete, in_process, served_routes
 
-from daemon.config.auth import Authenticator
 from daemon.config.settings import Settings
-from daemon.domain import GroupingPolicy
-from daemon.engine.ingest import Ingestor
-from daemon.engine.metrics import Metrics
-from daemon.engine.store import EventLog
-from daemon.web.app import create_app
-from daemon.web.context import ApiContext
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 TOKENS = {
@@ -127,15 +120,8 @@ async def app(tmp_path: Path) -> AsyncIterator[FastAPI]:
         http={"ingest_auth": "token"},
         auth={"tokens": [{"name": f"{r}-user", "role": r, "token": t} for r, t in TOKENS.items()]},
     )
-    log = EventLog(settings.store)
-    ing = Ingestor(log, GroupingPolicy(), lambda: T0)
-    await ing.start()
-    ctx = ApiContext(
-        settings, ing, lambda: T0, Metrics(), Authenticator(settings), lambda: {"healthy": True}
-    )
-    yield create_app(ctx)
-    await ing.close()
-    log.close()
+    async with in_process(settings, T0) as (app, _):
+        yield app
 
 
 def client(app: FastAPI) -> httpx.AsyncClient:

@@ -1,10 +1,24 @@
-"""The app's route table, for tests that must cover every route (security, body limits, fuzz)."""
+"""The app in process and its route table, for tests that drive the HTTP surface without a
+daemon process (security, body limits, fuzz, the console)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
+from fastapi import FastAPI
 from fastapi.routing import APIRoute
+
+from daemon.config.auth import Authenticator
+from daemon.config.settings import Settings
+from daemon.domain import GroupingPolicy
+from daemon.engine.ingest import Ingestor
+from daemon.engine.metrics import Metrics
+from daemon.engine.store import EventLog
+from daemon.web.app import create_app
+from daemon.web.context import ApiContext
 
 # A well-formed id for every `{…_id}` path parameter: routes answer it with 404, not 422.
 SOME_ID = "5b0c3f7e-0000-4000-8000-000000000001"
@@ -31,3 +45,21 @@ def concrete(path: str) -> str:
     for name in ("incident_id", "action_id", "silence_id", "situation_id"):
         path = path.replace("{" + name + "}", SOME_ID)
     return path.replace("{verb}", "note").replace("{runbook_id}", "disk-filling")
+
+
+@asynccontextmanager
+async def in_process(
+    settings: Settings,
+    now: datetime,
+    health: Callable[[], dict[str, Any]] = lambda: {"healthy": True},
+) -> AsyncIterator[tuple[FastAPI, Ingestor]]:
+    """The app over a started Ingestor on `settings.store`, its clock stopped at `now`."""
+    log = EventLog(settings.store)
+    ing = Ingestor(log, GroupingPolicy(), lambda: now)
+    await ing.start()
+    ctx = ApiContext(settings, ing, lambda: now, Metrics(), Authenticator(settings), health)
+    try:
+        yield create_app(ctx), ing
+    finally:
+        await ing.close()
+        log.close()

@@ -12,14 +12,11 @@ from uuid import UUID
 
 import httpx
 import pytest
+from routekit import in_process
 
-from daemon.config.auth import Authenticator
 from daemon.config.settings import Settings
-from daemon.domain import Alert, GroupingPolicy, ReceiveAlert, World, decide, fingerprint
+from daemon.domain import Alert, ReceiveAlert, World, decide, fingerprint
 from daemon.engine.ingest import Ingestor
-from daemon.engine.metrics import Metrics
-from daemon.engine.store import EventLog
-from daemon.web.app import ApiContext, create_app
 from daemon.web.console_work import PAGE_SIZE, select_rows
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -46,15 +43,10 @@ class Console:
 @pytest.fixture
 async def console(tmp_path: Path) -> AsyncIterator[Console]:
     settings = Settings(store=f"sqlite:///{tmp_path / 'e.db'}")
-    log = EventLog(settings.store)
-    ing = Ingestor(log, GroupingPolicy(), lambda: T0)
-    await ing.start()
-    ctx = ApiContext(settings, ing, lambda: T0, Metrics(), Authenticator(settings), dict)
-    transport = httpx.ASGITransport(app=create_app(ctx), client=("127.0.0.1", 50000))
-    async with httpx.AsyncClient(transport=transport, base_url="http://wk") as http:
-        yield Console(ing, http)
-    await ing.close()
-    log.close()
+    async with in_process(settings, T0, health=dict) as (app, ing):
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://wk") as http:
+            yield Console(ing, http)
 
 
 async def test_an_incident_is_worked_from_its_page(console: Console) -> None:

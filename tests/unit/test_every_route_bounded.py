@@ -14,16 +14,9 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
-from routekit import concrete, served_routes
+from routekit import concrete, in_process, served_routes
 
-from daemon.config.auth import Authenticator
 from daemon.config.settings import Settings
-from daemon.domain import GroupingPolicy
-from daemon.engine.ingest import Ingestor
-from daemon.engine.metrics import Metrics
-from daemon.engine.store import EventLog
-from daemon.web.app import create_app
-from daemon.web.context import ApiContext
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 LIMIT = 4096
@@ -45,15 +38,8 @@ async def app(tmp_path: Path) -> AsyncIterator[FastAPI]:
         auth={"tokens": [{"name": r, "role": r, "token": t} for r, t in TOKENS.items()]},
         notifications={"slack_app": {"signing_secret": "s3cret-s3cret"}},
     )
-    log = EventLog(settings.store)
-    ing = Ingestor(log, GroupingPolicy(), lambda: T0)
-    await ing.start()
-    ctx = ApiContext(
-        settings, ing, lambda: T0, Metrics(), Authenticator(settings), lambda: {"healthy": True}
-    )
-    yield create_app(ctx)
-    await ing.close()
-    log.close()
+    async with in_process(settings, T0) as (app, _):
+        yield app
 
 
 @dataclass
