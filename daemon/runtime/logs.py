@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import sys
+import warnings
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from enum import Enum
@@ -166,5 +167,8 @@ def setup_logging(fmt: str, level: str, secrets: Iterable[str] = ()) -> None:
     # A library's DeprecationWarning (asyncssh on a newer cryptography) would otherwise go
     # to stderr as a bare line that no log reader can parse: it becomes a WARNING record.
     logging.captureWarnings(True)
+    # asyncssh names cryptography's DSA classes at import, and cryptography warns of each
+    # on every start (five lines): nothing an operator can act on, so not logged.
+    warnings.filterwarnings("ignore", message="DSA is deprecated", module="asyncssh")
     for noisy in ("uvicorn", "uvicorn.error", "uvicorn.access", "aiokafka", "httpx"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
