@@ -37,9 +37,11 @@ from daemon.web.context import ApiContext
 from daemon.web.login_limit import LoginThrottle
 from daemon.web.sessions import (
     COOKIE,
+    CSRF_REFUSED,
     LOGIN_COOKIE,
     Session,
     Sessions,
+    session_form,
     token_digest,
 )
 from daemon.web.situations import situation_of
@@ -262,17 +264,10 @@ async def posted(request: Request, con: Console) -> tuple[Session, dict[str, str
     """The session and fields of a console form post, or `Refused` with a 403 page when it
     has no session or its CSRF token is not this session's (the body is read only for a
     logged-in browser)."""
-    session = con.session_of(request)
-    data = await form_body(request) if session is not None else {}
-    if session is None or not session.csrf_ok(data.get("csrf")):
-        raise Refused(
-            HTMLResponse(
-                "missing or invalid CSRF token: reload the page and submit the form again",
-                403,
-                headers=HEADERS,
-            )
-        )
-    return session, data
+    got = await session_form(request, con.sessions)
+    if got is None:
+        raise Refused(HTMLResponse(CSRF_REFUSED, 403, headers=HEADERS))
+    return got
 
 
 def back(data: dict[str, str], default: str) -> RedirectResponse:
@@ -333,11 +328,10 @@ async def login(request: Request, con: Con) -> Response:
 
 @router.post("/logout")
 async def logout(request: Request, con: Con) -> Response:
-    session = con.session_of(request)
-    # No session, nothing to read: the body is parsed only for a logged-in browser.
-    data = await form_body(request) if session is not None else {}
-    if session is None or not session.csrf_ok(data.get("csrf")):
-        return HTMLResponse("missing or invalid CSRF token", 403, headers=HEADERS)
+    try:
+        await posted(request, con)
+    except Refused as r:
+        return r.response
     con.sessions.close(request.cookies.get(COOKIE))
     resp = RedirectResponse("/login", status_code=303, headers=HEADERS)
     resp.delete_cookie(COOKIE, path="/")
@@ -440,15 +434,10 @@ async def approvals(request: Request, con: Con) -> Response:
 
 
 async def _decide(request: Request, con: Console, action_id: UUID, approve: bool) -> Response:
-    session = con.session_of(request)
-    data = await form_body(request) if session is not None else {}
-    if session is None or not session.csrf_ok(data.get("csrf")):
-        # Refused before anything is decided: no session, or a form from elsewhere.
-        return HTMLResponse(
-            "missing or invalid CSRF token: reload the page and submit the form again",
-            403,
-            headers=HEADERS,
-        )
+    try:
+        session, data = await posted(request, con)
+    except Refused as r:  # refused before anything is decided
+        return r.response
     target = _safe_next(data.get("next"), "/approvals")
     ident = session.identity
     try:

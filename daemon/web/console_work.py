@@ -33,8 +33,7 @@ from daemon.domain.incident_work import (
 )
 from daemon.domain.matchers import matches_all
 from daemon.domain.state import World
-from daemon.web.bodies import form_body
-from daemon.web.sessions import COOKIE, Session, Sessions
+from daemon.web.sessions import COOKIE, CSRF_REFUSED, Session, Sessions, session_form
 
 if TYPE_CHECKING:
     from daemon.web.context import ApiContext
@@ -238,15 +237,10 @@ def console_work_router(ctx: ApiContext, sessions: Sessions) -> APIRouter:
         incident_id: UUID,
         run: Callable[[Identity, dict[str, str]], Awaitable[str]],
     ) -> Response:
-        session = sessions.get(request.cookies.get(COOKIE))
-        # No session, nothing to read: the body is parsed only for a logged-in browser.
-        data = await form_body(request) if session is not None else {}
-        if session is None or not session.csrf_ok(data.get("csrf")):
-            return HTMLResponse(
-                "missing or invalid CSRF token: reload the page and submit the form again",
-                403,
-                headers=_HEADERS,
-            )
+        got = await session_form(request, sessions)
+        if got is None:
+            return HTMLResponse(CSRF_REFUSED, 403, headers=_HEADERS)
+        session, data = got
         me = Identity(session.identity.name, session.identity.role, "console")
         try:
             if not me.can("responder"):

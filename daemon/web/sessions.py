@@ -17,7 +17,10 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from fastapi import Request
+
 from daemon.config.auth import Identity
+from daemon.web.bodies import form_body
 
 COOKIE = "wk_session"
 LOGIN_COOKIE = "wk_login"
@@ -94,3 +97,18 @@ class Sessions:
         """Log out."""
         if sid:
             self._by_id.pop(sid, None)
+
+
+CSRF_REFUSED = "missing or invalid CSRF token: reload the page and submit the form again"
+
+
+async def session_form(
+    request: Request, sessions: Sessions
+) -> tuple[Session, dict[str, str]] | None:
+    """The session and fields of a console form post; None when it has no session or its
+    CSRF token is not this session's. The body is read only for a logged-in browser."""
+    session = sessions.get(request.cookies.get(COOKIE))
+    data = await form_body(request) if session is not None else {}
+    if session is None or not session.csrf_ok(data.get("csrf")):
+        return None
+    return session, data
